@@ -1,0 +1,35 @@
+# Two commands for a new user:  `make demo`  and  `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch and torchvision move together (see pyproject.toml); pip is given the same
+# pins in every command so that it never swaps torch for another build.
+PINS := torch==2.14.1 torchvision==0.29.1
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
+export PYTHONUNBUFFERED := 1
+
+.PHONY: demo test install bench clean-data
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(PINS) -e '.[test]'
+	@touch $@
+
+install: $(VENV)/.installed
+
+## Run the retrain flow on the embedded sample data and say where the results are.
+demo: install
+	$(PY) -m flows.retrain .
+
+## Run the test suite (installs first if needed).
+test: install
+	$(PY) -m pytest -q -ra
+
+## Benchmarks (slow; results go to BENCHMARKS.md by hand).
+bench: install
+	$(PY) benchmarks/ingest.py
+
+clean-data:
+	rm -rf data/02_tables data/metrics mlruns.db mlartifacts

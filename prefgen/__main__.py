@@ -1,0 +1,3 @@
+from prefgen.cli import app
+
+app()

@@ -1,0 +1,99 @@
+"""The `prefgen` command: one sub-command per stage, plus maintenance commands.
+
+Every stage runs standalone on explicit paths (`prefgen ingest --raw DIR --out DIR`)
+and, with no paths, as the DVC stage reading params.yaml. Results go to stdout
+as one JSON object on the last line; progress and messages go to stderr.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from prefgen.config import DEFAULT_PARAMS, ConfigError, IngestConfig, ingest_config, load_params
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="prefgen: images that fit a social audience.")
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=2)
+
+
+def _params(path: Path, required: bool) -> dict[str, Any] | None:
+    if not path.is_file():
+        if required:
+            _fail(f"params file not found: {path} (run from the project root or pass --params)")
+        return None
+    try:
+        return load_params(path)
+    except ConfigError as err:
+        _fail(str(err))
+    return None
+
+
+def _print_result(payload: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(payload, sort_keys=True, default=str) + "\n")
+
+
+@app.command()
+def ingest(
+    raw: Annotated[Path | None, typer.Option(help="Folder of raw log files (default: params ingest.raw_dir).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder of the tables (default: params ingest.out_dir).")] = None,
+    params: Annotated[Path, typer.Option(help="params.yaml to read the [ingest] section from.")] = DEFAULT_PARAMS,
+    metrics: Annotated[Path | None, typer.Option(help="Write the counts here (default: params ingest.metrics).")] = None,
+    mlflow: Annotated[bool | None, typer.Option("--mlflow/--no-mlflow", help="Log an MLflow run (default: when params.yaml is found).")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars on stderr.")] = True,
+) -> None:
+    """Validate raw social logs and write Parquet tables; bad rows go to quarantine."""
+    from prefgen.data.ingest import IngestError
+    from prefgen.stages import ingest as stage
+
+    loaded = _params(params, required=raw is None or out is None)
+    try:
+        cfg = ingest_config(loaded) if loaded else IngestConfig()
+    except ConfigError as err:
+        _fail(str(err))
+    track = loaded is not None if mlflow is None else mlflow
+    if track and loaded is None:
+        _fail(f"--mlflow needs a params file for the tracking section: {params} not found")
+    metrics_path = metrics or (Path(cfg.metrics) if loaded and raw is None and out is None else None)
+    try:
+        counts = stage.run(cfg, raw or Path(cfg.raw_dir), out or Path(cfg.out_dir), loaded if track else None,
+                           metrics_path, Path.cwd(), progress=progress)
+    except IngestError as err:
+        _fail(str(err))
+    _print_result(counts)
+
+
+@app.command()
+def forget(
+    individual_id: Annotated[str, typer.Argument(help="The raw id of the individual to remove.")],
+    tables: Annotated[Path | None, typer.Option(help="Ingest output folder (default: params ingest.out_dir).")] = None,
+    params: Annotated[Path, typer.Option(help="params.yaml (for the default tables folder).")] = DEFAULT_PARAMS,
+    by: Annotated[str | None, typer.Option(help="Who asked for the deletion (default: the current user).")] = None,
+) -> None:
+    """Remove one individual's events, follows and memberships (a deletion request)."""
+    from prefgen.data.forget import ForgetError, forget as forget_individual
+
+    loaded = _params(params, required=tables is None)
+    folder = tables or Path(ingest_config(loaded or {}).out_dir)
+    requested_by = by or os.environ.get("PREFGEN_USER") or getpass.getuser()
+    try:
+        record = forget_individual(folder, individual_id, requested_by)
+    except ForgetError as err:
+        _fail(str(err))
+    typer.echo(f"forgot 1 individual: {record['events_removed']} events, {record['follows_removed']} follows, "
+               f"{record['memberships_removed']} memberships removed; the next retrain re-runs ingest and "
+               "everything downstream", err=True)
+    _print_result(record)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,118 @@
+"""The DVC pipeline as seen by the flows: stage order, status, repro, lock digests.
+
+DVC owns what is built from what; flows call these helpers to run one stage at
+a time in DAG order (DVC holds a repo lock, so stages never run concurrently)
+and to read back the digests DVC recorded, which become MLflow lineage tags.
+"""
+
+from __future__ import annotations
+
+import graphlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+
+from prefgen.tracking import FLOW_RUN_ENV
+
+
+class StageError(RuntimeError):
+    """A DVC command failed; the message carries the tail of its output."""
+
+
+def _stages(root: Path) -> dict[str, dict[str, Any]]:
+    path = root / "dvc.yaml"
+    if not path.is_file():
+        raise StageError(f"no dvc.yaml in {root}")
+    return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("stages", {})
+
+
+def _paths(entries: list[Any]) -> list[str]:
+    """Paths from a deps/outs list whose entries are strings or {path: options}."""
+    return [next(iter(e)) if isinstance(e, dict) else str(e) for e in entries or []]
+
+
+def _interpolate(path: str, params: dict[str, Any]) -> str:
+    """Resolve DVC's `${section.key}` templating against params.yaml."""
+    while "${" in path:
+        start = path.index("${")
+        end = path.index("}", start)
+        value: Any = params
+        for key in path[start + 2 : end].split("."):
+            value = value[key]
+        path = path[:start] + str(value) + path[end + 1 :]
+    return path
+
+
+def _inside(dep: str, out: str) -> bool:
+    dep_p, out_p = PurePosixPath(dep), PurePosixPath(out)
+    return dep_p == out_p or out_p in dep_p.parents or dep_p in out_p.parents
+
+
+def stage_order(root: Path) -> list[str]:
+    """Stage names of dvc.yaml in an order where every stage follows those it depends on."""
+    stages = _stages(root)
+    params_file = root / "params.yaml"
+    params = yaml.safe_load(params_file.read_text(encoding="utf-8")) if params_file.is_file() else {}
+    outs = {name: [_interpolate(p, params) for p in _paths(s.get("outs", []) + s.get("metrics", []) + s.get("plots", []))]
+            for name, s in stages.items()}
+    graph = graphlib.TopologicalSorter()
+    for name, stage in stages.items():
+        deps = [_interpolate(p, params) for p in _paths(stage.get("deps", []))]
+        upstream = {other for other, paths in outs.items() if other != name and any(_inside(d, o) for d in deps for o in paths)}
+        graph.add(name, *sorted(upstream))
+    return list(graph.static_order())
+
+
+def _dvc(root: Path, *args: str, env: dict[str, str] | None = None, merge_stderr: bool = False) -> str:
+    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, check=False)
+    if done.returncode != 0:
+        tail = (done.stdout + done.stderr).strip()[-3000:]
+        raise StageError(f"`dvc {' '.join(args)}` failed (exit {done.returncode}):\n{tail}")
+    return done.stdout + done.stderr if merge_stderr else done.stdout
+
+
+def is_changed(root: Path, stage: str) -> bool:
+    """True when DVC would re-run `stage` (its deps, params, outs or command changed)."""
+    status = json.loads(_dvc(root, "status", "--json", stage) or "{}")
+    return bool(status)
+
+
+# DVC's closing hints (git add, autostage, push) say nothing about the stage.
+_DVC_HINTS = ("To track the changes", "git add", "autostage", "dvc push", "dvc config")
+
+
+def repro(root: Path, stage: str, flow_run_id: str | None = None) -> list[str]:
+    """Run exactly one stage with `dvc repro --single-item`; returns the output lines worth logging."""
+    env = {FLOW_RUN_ENV: flow_run_id} if flow_run_id else None
+    output = _dvc(root, "repro", "--single-item", stage, env=env, merge_stderr=True)
+    return [line.strip() for line in output.splitlines() if line.strip() and not any(h in line for h in _DVC_HINTS)]
+
+
+def lock_entry(root: Path, stage: str) -> dict[str, Any]:
+    """The stage's digests from dvc.lock: {"deps": {path: md5}, "outs": {path: md5}, "params": {...}}."""
+    lock_path = root / "dvc.lock"
+    if not lock_path.is_file():
+        return {}
+    entry = (yaml.safe_load(lock_path.read_text(encoding="utf-8")) or {}).get("stages", {}).get(stage, {})
+    digests = {kind: {d["path"]: d.get("md5") or d.get("hash") for d in entry.get(kind, [])} for kind in ("deps", "outs")}
+    return digests | {"params": entry.get("params", {})}
+
+
+def outputs_summary(root: Path) -> list[str]:
+    """Lines telling a user where each stage's outputs and metrics are."""
+    params_file = root / "params.yaml"
+    params = yaml.safe_load(params_file.read_text(encoding="utf-8")) if params_file.is_file() else {}
+    lines = []
+    for name, stage in _stages(root).items():
+        for kind in ("outs", "metrics", "plots"):
+            for path in _paths(stage.get(kind, [])):
+                resolved = _interpolate(path, params)
+                where = root / resolved
+                lines.append(f"  {name:<12} {kind:<8} {where}{'' if where.exists() else '  (missing)'}")
+    return lines

@@ -1,0 +1,48 @@
+"""The DVC spine for real: `dvc repro` in a throwaway git repo, stage order, forget -> rerun."""
+
+import json
+import sys
+
+import pytest
+
+from prefgen import pipeline
+from tests.conftest import ROOT, run
+
+pytestmark = pytest.mark.slow
+
+
+def dvc(repo, *args):
+    return run([sys.executable, "-m", "dvc", *args], repo).stdout
+
+
+def test_stage_order_follows_deps(tmp_path):
+    (tmp_path / "params.yaml").write_text("a: {out: data/a}\n")
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n"
+        "  c: {cmd: x, deps: [data/b/file.parquet], outs: [data/c]}\n"
+        "  b: {cmd: x, deps: [data/a], outs: [data/b]}\n"
+        "  a: {cmd: x, deps: [raw], outs: ['${a.out}']}\n"
+    )
+    assert pipeline.stage_order(tmp_path) == ["a", "b", "c"]
+    assert pipeline.stage_order(ROOT)[0] == "ingest"
+
+
+def test_repro_then_noop_then_forget_reruns(project):
+    out = dvc(project, "repro")
+    assert "Running stage 'ingest'" in out
+    metrics = json.loads((project / "data" / "metrics" / "ingest.json").read_text())
+    assert metrics["read"] == metrics["valid"] + metrics["quarantined"] > 0
+    assert metrics["tables"]["events"] > 0
+
+    again = dvc(project, "repro")
+    assert "Running stage" not in again and "didn't change" in again
+    assert not pipeline.is_changed(project, "ingest")
+
+    run([sys.executable, "-m", "prefgen", "forget", "u1", "--by", "test"], project)
+    assert pipeline.is_changed(project, "ingest")  # the tables changed under DVC
+    rerun = dvc(project, "repro")
+    assert "Running stage 'ingest'" in rerun
+    assert not pipeline.is_changed(project, "ingest")
+    lock = pipeline.lock_entry(project, "ingest")
+    assert lock["outs"]["data/02_tables"].endswith(".dir")
+    assert lock["params"]["params.yaml"]["ingest"]["max_id_len"] == 256

@@ -1,0 +1,77 @@
+"""MLflow tracking against a real local store and a real `mlflow server` process."""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import mlflow
+import pytest
+import torch
+
+from prefgen import tracking
+from prefgen.config import TrackingConfig
+
+CFG = TrackingConfig(experiment="prefgen-test")
+
+
+def test_stage_run_logs_params_metrics_and_lineage(tmp_path, monkeypatch):
+    monkeypatch.setenv(tracking.FLOW_RUN_ENV, "flow-123")
+    with tracking.stage_run("ingest", {"max_id_len": 256, "nested": {"a": [1, 2]}}, CFG, tmp_path) as active:
+        mlflow.log_metrics(tracking.flatten({"read": 10, "by": {"bad_json": 2}, "name": "x"}))
+    run = mlflow.get_run(active.info.run_id)
+    assert run.data.params == {"max_id_len": "256", "nested.a": "[1, 2]"}
+    assert run.data.metrics == {"read": 10.0, "by.bad_json": 2.0}
+    assert run.data.tags["prefect.flow_run_id"] == "flow-123" and run.data.tags["prefgen.stage"] == "ingest"
+    assert (tmp_path / "mlruns.db").is_file()
+    assert run.info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri())
+
+
+def test_model_artifacts_round_trip_without_pickle(tmp_path):
+    tensors = {"weight": torch.arange(6, dtype=torch.float32).reshape(2, 3), "bias": torch.zeros(3)}
+    with tracking.stage_run("train", {}, CFG, tmp_path):
+        uri = tracking.log_model_artifacts("encoder", tensors, {"dim": 3, "layers": 2})
+    loaded, config = tracking.load_model_artifacts(uri)
+    assert config == {"dim": 3, "layers": 2}
+    assert torch.equal(loaded["weight"], tensors["weight"]) and torch.equal(loaded["bias"], tensors["bias"])
+    folder = tmp_path / "mlartifacts"
+    assert sorted(p.name for p in folder.rglob("encoder/*")) == ["config.json", "model.safetensors"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_tracking_uri_override_reaches_a_real_server(tmp_path, monkeypatch):
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--default-artifact-root", str(tmp_path / "server-art")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=2)
+                break
+            except OSError:
+                assert time.time() < deadline and server.poll() is None, "mlflow server did not start"
+                time.sleep(0.5)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+        with tracking.stage_run("ingest", {"k": 1}, CFG, tmp_path) as active:
+            mlflow.log_metric("read", 3)
+        assert not (tmp_path / "mlruns.db").exists()
+        client = mlflow.MlflowClient(tracking_uri=url)
+        assert client.get_run(active.info.run_id).data.metrics == {"read": 3.0}
+        tracking.tag_with_lock(CFG, tmp_path, "ingest", "flow-x", {"deps": {"a": "1"}, "outs": {}})  # no matching run: no-op
+        assert json.loads(json.dumps(client.get_run(active.info.run_id).data.tags))["prefgen.stage"] == "ingest"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
