@@ -8,6 +8,8 @@ PINS := torch==2.14.1 torchvision==0.29.1
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 export PYTHONUNBUFFERED := 1
+# `python` in dvc.yaml's stage commands must be the virtualenv's.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: demo test install bench clean-data
 

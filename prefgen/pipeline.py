@@ -69,8 +69,11 @@ def stage_order(root: Path) -> list[str]:
 
 
 def _dvc(root: Path, *args: str, env: dict[str, str] | None = None, merge_stderr: bool = False) -> str:
+    # Stage commands say `python`: make it this interpreter (the project's virtualenv)
+    # even when the caller did not activate it, e.g. `.venv/bin/python -m flows.retrain`.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, check=False)
+                          env={**os.environ, "PATH": path, **(env or {})}, check=False)
     if done.returncode != 0:
         tail = (done.stdout + done.stderr).strip()[-3000:]
         raise StageError(f"`dvc {' '.join(args)}` failed (exit {done.returncode}):\n{tail}")

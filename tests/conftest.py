@@ -46,11 +46,12 @@ def _isolated_env(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("PREFECT_LOGGING_TO_API_ENABLED", "false")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    monkeypatch.setenv("PATH", VENV_BIN + os.pathsep + os.environ["PATH"])
 
 
-def run(cmd: list[str], cwd: Path, **kwargs) -> subprocess.CompletedProcess:
-    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, **kwargs)
+def run(cmd: list[str], cwd: Path, activate: bool = False) -> subprocess.CompletedProcess:
+    """Run a command; `activate` puts the virtualenv first on PATH, as `source .venv/bin/activate` does."""
+    env = dict(os.environ, PATH=VENV_BIN + os.pathsep + os.environ["PATH"]) if activate else None
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
     assert done.returncode == 0, f"{cmd} failed:\n{done.stdout}\n{done.stderr}"
     return done
 

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.slow
 
 
 def dvc(repo, *args):
-    return run([sys.executable, "-m", "dvc", *args], repo).stdout
+    return run([sys.executable, "-m", "dvc", *args], repo, activate=True).stdout
 
 
 def test_stage_order_follows_deps(tmp_path):
@@ -25,6 +25,15 @@ def test_stage_order_follows_deps(tmp_path):
     )
     assert pipeline.stage_order(tmp_path) == ["a", "b", "c"]
     assert pipeline.stage_order(ROOT)[0] == "ingest"
+
+
+def test_flow_helpers_run_stages_without_an_activated_virtualenv(project, monkeypatch):
+    """`.venv/bin/python -m flows.retrain` must work with a PATH that has no `python` of the venv."""
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert pipeline.is_changed(project, "ingest")
+    lines = pipeline.repro(project, "ingest")
+    assert any("ingest [1/4]" in line for line in lines)
+    assert not pipeline.is_changed(project, "ingest")
 
 
 def test_repro_then_noop_then_forget_reruns(project):
