@@ -87,7 +87,7 @@ def is_changed(root: Path, stage: str) -> bool:
 
 
 # DVC's closing hints (git add, autostage, push) say nothing about the stage.
-_DVC_HINTS = ("To track the changes", "git add", "autostage", "dvc push", "dvc config")
+_DVC_HINTS = ("To track the changes", "git add", "auto staging", "autostage", "dvc push", "dvc config")
 
 
 def repro(root: Path, stage: str, flow_run_id: str | None = None) -> list[str]:
@@ -118,4 +118,8 @@ def outputs_summary(root: Path) -> list[str]:
                 resolved = _interpolate(path, params)
                 where = root / resolved
                 lines.append(f"  {name:<12} {kind:<8} {where}{'' if where.exists() else '  (missing)'}")
+                if kind == "metrics" and where.suffix == ".json" and where.is_file():
+                    numbers = json.loads(where.read_text(encoding="utf-8"))
+                    top = [f"{k}={v:,}" for k, v in numbers.items() if isinstance(v, int | float) and not isinstance(v, bool)]
+                    lines.append(f"  {'':<12} {'':<8} {' '.join(top)}")
     return lines
