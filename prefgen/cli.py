@@ -11,11 +11,13 @@ import getpass
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from prefgen import config as configs
 from prefgen.config import DEFAULT_PARAMS, ConfigError, IngestConfig, ingest_config, load_params
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="prefgen: images that fit a social audience.")
@@ -93,6 +95,93 @@ def forget(
                f"{record['memberships_removed']} memberships removed; the next retrain re-runs ingest and "
                "everything downstream", err=True)
     _print_result(record)
+
+
+def _stage_setup(params: Path, section: str, standalone: bool, mlflow: bool | None):
+    """(params dict or None, typed config, whether to log to MLflow) for a stage command."""
+    loaded = _params(params, required=not standalone)
+    try:
+        cfg = getattr(configs, f"{section}_config")(loaded or {})
+    except ConfigError as err:
+        _fail(str(err))
+    track = loaded is not None if mlflow is None else mlflow
+    if track and loaded is None:
+        _fail(f"--mlflow needs a params file for the tracking section: {params} not found")
+    return (loaded if track else None), cfg
+
+
+ParamsOpt = Annotated[Path, typer.Option(help="params.yaml to read the stage's section from.")]
+MlflowOpt = Annotated[bool | None, typer.Option("--mlflow/--no-mlflow", help="Log an MLflow run (default: when params.yaml is found).")]
+
+
+@app.command()
+def synth(
+    out: Annotated[Path | None, typer.Option(help="Raw logs go to OUT/<world> (default: params synth.out_dir).")] = None,
+    truth: Annotated[Path | None, typer.Option(help="Ground truth goes to TRUTH/<world> (default: params synth.truth_dir).")] = None,
+    params: ParamsOpt = DEFAULT_PARAMS,
+    mlflow: MlflowOpt = None,
+) -> None:
+    """Generate the synthetic social world (raw logs, PNGs, ground truth)."""
+    from prefgen.data.worlds import FrozenWorldError
+    from prefgen.stages import synth as stage
+
+    loaded, cfg = _stage_setup(params, "synth", out is not None and truth is not None, mlflow)
+    cfg = replace(cfg, out_dir=str(out or cfg.out_dir), truth_dir=str(truth or cfg.truth_dir))
+    metrics = Path(cfg.metrics) if loaded else None
+    try:
+        _print_result(stage.run(cfg, loaded, metrics, Path.cwd()))
+    except FrozenWorldError as err:
+        _fail(str(err))
+
+
+@app.command()
+def split(
+    tables: Annotated[Path | None, typer.Option(help="Ingest output folder (default: params split.tables_dir).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Split Parquet file (default: params split.out).")] = None,
+    params: ParamsOpt = DEFAULT_PARAMS,
+    mlflow: MlflowOpt = None,
+) -> None:
+    """Assign every image to train | val | cold."""
+    from prefgen.stages import split as stage
+
+    loaded, cfg = _stage_setup(params, "split", tables is not None and out is not None, mlflow)
+    try:
+        result = stage.run(replace(cfg, tables_dir=str(tables or cfg.tables_dir), out=str(out or cfg.out)),
+                           loaded, Path(cfg.metrics) if loaded else None, Path.cwd())
+    except (ValueError, FileNotFoundError) as err:
+        _fail(str(err))
+    _print_result(result)
+
+
+@app.command()
+def centrality(
+    tables: Annotated[Path | None, typer.Option(help="Ingest output folder (default: params centrality.tables_dir).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: params centrality.out_dir).")] = None,
+    params: ParamsOpt = DEFAULT_PARAMS,
+    mlflow: MlflowOpt = None,
+) -> None:
+    """Per-individual and per-(group, member) centrality features of the follow graph."""
+    from prefgen.stages import centrality as stage
+
+    loaded, cfg = _stage_setup(params, "centrality", tables is not None and out is not None, mlflow)
+    result = stage.run(cfg, tables or Path(cfg.tables_dir), out or Path(cfg.out_dir), loaded,
+                       Path(cfg.metrics) if loaded else None, Path.cwd())
+    _print_result(result)
+
+
+@app.command()
+def reference(params: ParamsOpt = DEFAULT_PARAMS, mlflow: MlflowOpt = None) -> None:
+    """Baseline scores on the synthetic world (reads its ground truth: evaluation only)."""
+    from prefgen.stages import reference as stage
+
+    loaded, cfg = _stage_setup(params, "reference", False, mlflow)
+    world = configs.synth_config(loaded or {})
+    images_dir = Path(ingest_config(loaded or {}).raw_dir)
+    try:
+        result = stage.run(cfg, world.world, images_dir, loaded, Path(cfg.metrics), Path.cwd())
+    except FileNotFoundError as err:
+        _fail(str(err))
+    _print_result(result)
 
 
 if __name__ == "__main__":

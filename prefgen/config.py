@@ -126,6 +126,70 @@ class TrackingConfig:
 
 
 @dataclass(frozen=True)
+class SynthConfig:
+    """Stage `synth`: a synthetic social world whose ground truth is known.
+
+    A world is frozen once named in `prefgen.data.worlds.FROZEN`: generating it
+    again must give the same content hash, so no one can make it easier later.
+    Change any size or seed and you must give the world a new name.
+    """
+
+    world: str = "world-v1"  # the world's name; frozen names are checked against their hash
+    seed: int = 20261127
+    n_individuals: int = 3_000
+    n_communities: int = 12
+    # Communities are what groups and follows are drawn from; within them tastes
+    # are alike (homophily), so the social graph carries taste signal.
+    homophily: float = 0.8  # share of follows that stay inside the follower's community
+    mean_follows: float = 12.0  # mean out-degree; degrees are heavy-tailed (Pareto propensities)
+    n_groups: int = 400
+    group_size_max: int = 50  # groups have 2..group_size_max members, most of them small
+    n_images: int = 2_000
+    image_size: int = 64  # pixels per side of the rendered PNGs
+    clicks_per_individual: float = 20.0  # mean; active (central) individuals click more
+    clicks_per_group: float = 12.0  # mean group_click events per group
+    activity_per_individual: float = 4.0  # mean reposts + comments + favourites
+    click_noise: float = 0.15  # share of clicks on a uniformly random image
+    taste_temperature: float = 0.7  # softmax temperature of choice over images (lower: pickier)
+    days: int = 90  # events spread over this many days before 2026-10-01
+    out_dir: str = "data/01_raw"  # raw logs go to out_dir/<world>/
+    truth_dir: str = "data/truth"  # ground truth goes to truth_dir/<world>/ (evaluation only)
+    metrics: str = "data/metrics/synth.json"
+    chunk_individuals: int = 50_000  # clicks are drawn and written this many individuals at a time
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Stage `split`: every image id -> train | val | cold."""
+
+    tables_dir: str = "data/02_tables"
+    out: str = "data/03_features/split.parquet"
+    metrics: str = "data/metrics/split.json"
+    val_fraction: float = 0.1  # for early stopping
+    # Cold images never appear in an interaction a training stage reads: they stand
+    # in for new (generated) images when evaluating cold-start scores.
+    cold_fraction: float = 0.2
+    seed: int = 7
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.val_fraction < 1 and 0 <= self.cold_fraction < 1 and self.val_fraction + self.cold_fraction < 1):
+            raise ConfigError("params.split: val_fraction and cold_fraction must be >= 0 and sum to < 1")
+
+
+@dataclass(frozen=True)
+class ReferenceConfig:
+    """Stage `reference`: scores of simple baselines on the synthetic world that learned models must beat."""
+
+    truth_dir: str = "data/truth"  # reads truth_dir/<synth.world>/: evaluation code only
+    tables_dir: str = "data/02_tables"
+    split: str = "data/03_features/split.parquet"
+    centrality_dir: str = "data/03_features/centrality"
+    metrics: str = "data/metrics/reference.json"
+    k: int = 10  # cut-off of the popularity Recall@k / NDCG@k
+    min_group_size: int = 3  # influence Spearman is averaged over groups at least this large
+
+
+@dataclass(frozen=True)
 class CentralityConfig:
     """Stage `centrality`: per-individual and per-(group, member) social features."""
 
@@ -145,6 +209,18 @@ class CentralityConfig:
             raise ConfigError("params.centrality: pivots and threads must be >= 1, exact_threshold >= 0")
         if not 0 < self.damping < 1:
             raise ConfigError("params.centrality.damping must be in (0, 1)")
+
+
+def synth_config(params: dict[str, Any]) -> SynthConfig:
+    return from_section(SynthConfig, params.get("synth"), "synth")
+
+
+def split_config(params: dict[str, Any]) -> SplitConfig:
+    return from_section(SplitConfig, params.get("split"), "split")
+
+
+def reference_config(params: dict[str, Any]) -> ReferenceConfig:
+    return from_section(ReferenceConfig, params.get("reference"), "reference")
 
 
 def centrality_config(params: dict[str, Any]) -> CentralityConfig:

@@ -5,8 +5,14 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import mlflow
+
+from prefgen import tracking
+from prefgen.config import synth_config, tracking_config
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
@@ -17,3 +23,31 @@ def write_json_atomic(path: Path, payload: Any) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def world_tags(params: dict[str, Any], root: Path) -> dict[str, str]:
+    """The synthetic world a run computed on (name + content hash), read from the raw logs' WORLD file."""
+    if "synth" not in params:
+        return {}
+    cfg = synth_config(params)
+    marker = root / cfg.out_dir / cfg.world / "WORLD"
+    if not marker.is_file():
+        return {}
+    name, sha = marker.read_text(encoding="utf-8").split()
+    return {"world": name, "world.sha256": sha}
+
+
+def run_stage(stage: str, params: dict[str, Any] | None, root: Path, metrics_path: Path | None,
+              body: Callable[[], dict[str, Any]], not_metrics: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Run `body` inside an MLflow run for `stage` (when params are given); write its metrics file."""
+    if params is None:
+        result = body()
+    else:
+        with tracking.stage_run(stage, params.get(stage, {}), tracking_config(params), root):
+            result = body()
+            mlflow.set_tags(world_tags(params, root))
+            mlflow.log_metrics(tracking.flatten({k: v for k, v in result.items() if k not in not_metrics}))
+            mlflow.log_dict(result, f"{stage}.json")
+    if metrics_path is not None:
+        write_json_atomic(metrics_path, {k: v for k, v in result.items() if k not in not_metrics})
+    return result

@@ -18,16 +18,21 @@ def test_retrain_runs_stages_in_order_and_records_lineage(project):
     assert all(r["ran"] for r in first)
 
     tracking.configure(tracking_config(load_params(project / "params.yaml")), project)
-    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    runs = {r.data.tags["prefgen.stage"]: r for r in mlflow.search_runs(search_all_experiments=True, output_format="list")}
+    assert sorted(runs) == sorted(pipeline.stage_order(project))
+    world = json.loads((project / "data" / "metrics" / "synth.json").read_text())["world_sha256"]
+    assert all(r.data.tags["world.sha256"] == world for r in runs.values())  # every metric names its world
+    run = runs["ingest"]
     tags, metrics = run.data.tags, run.data.metrics
     assert tags["prefgen.stage"] == "ingest"
     assert tags["prefect.flow_run_id"]
     assert len(tags["git.commit"]) == 40
-    assert json.loads(tags["dvc.lock.outs"]) == first[0]["lock"]["outs"]
-    assert json.loads(tags["dvc.lock.deps"])["tests/data/sample_log"].endswith(".dir")
+    ingest_result = next(r for r in first if r["stage"] == "ingest")
+    assert json.loads(tags["dvc.lock.outs"]) == ingest_result["lock"]["outs"]
+    assert json.loads(tags["dvc.lock.deps"])["data/01_raw/world-v1"].endswith(".dir")
     assert metrics["read"] == metrics["valid"] + metrics["quarantined"] > 0
     assert run.data.params["max_id_len"] == "256"
 
     second = retrain(str(project))
     assert not any(r["ran"] for r in second)  # nothing changed: no stage runs
-    assert len(mlflow.search_runs(search_all_experiments=True, output_format="list")) == 1
+    assert len(mlflow.search_runs(search_all_experiments=True, output_format="list")) == len(runs)

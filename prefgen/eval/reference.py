@@ -1,0 +1,137 @@
+"""Stage `reference`: what simple baselines score on the synthetic world.
+
+Learned models must beat these (issues of Steps 1-3 compare against them):
+
+- `ref_influence_spearman`: Spearman correlation, averaged over groups with at
+  least `min_group_size` members, between the members' true influence and one
+  raw centrality feature; the best single feature (global or inside the
+  group) is the reference. A constant feature within a group counts as 0.
+- `ref_cold_auc`: a nearest-centroid scorer on colour histograms. A segment's
+  centroid is the mean histogram of the `train` images it interacted with; a
+  `cold` image scores minus its L1 distance to it. AUC per segment: positives
+  are the cold images it interacted with, negatives the other cold images;
+  averaged over segments with both.
+- `ref_popularity_*`: popularity (interaction count in the learning part) under
+  the ranking protocol of prefgen/eval/ranking.py, for individuals and groups.
+
+Every metric is written with the world's name and content hash.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from PIL import Image
+from scipy.stats import rankdata, spearmanr
+
+from prefgen.config import ReferenceConfig
+from prefgen.data import contract as c
+from prefgen.data.tables import scan_parts
+from prefgen.eval import ranking
+from prefgen.eval.truth import Truth, load_truth
+
+_HIST_HUE_BINS, _HIST_GREY_BINS = 18, 4
+
+
+def colour_histogram(pixels: np.ndarray) -> np.ndarray:
+    """Hue histogram weighted by saturation (18 bins) + a lightness histogram of the grey pixels (4 bins), L1-normalised."""
+    hsv = np.asarray(Image.fromarray(pixels).convert("HSV"), dtype=np.float64) / 255.0
+    hue, sat, val = hsv[..., 0].ravel(), hsv[..., 1].ravel(), hsv[..., 2].ravel()
+    coloured = sat > 0.25
+    hist = np.bincount((hue[coloured] * _HIST_HUE_BINS).astype(int) % _HIST_HUE_BINS, weights=sat[coloured], minlength=_HIST_HUE_BINS)
+    grey = np.bincount(np.minimum((val[~coloured] * _HIST_GREY_BINS).astype(int), _HIST_GREY_BINS - 1), minlength=_HIST_GREY_BINS)
+    out = np.concatenate([hist, grey * 0.25])
+    return out / max(out.sum(), 1e-12)
+
+
+def influence_spearman(truth: Truth, centrality_dir: Path, min_size: int) -> dict:
+    individuals = pl.read_parquet(centrality_dir / "individuals.parquet")
+    in_group = pl.read_parquet(centrality_dir / "group_members.parquet")
+    features = [f for f in individuals.columns if f not in ("segment_id", "individual_id")]
+    rows = truth.group_members.with_columns(
+        pl.format("grp:{}", "group_id").alias("group_segment_id"), pl.format("ind:{}", "member_id").alias("member_segment_id"))
+    rows = rows.join(individuals.rename({"segment_id": "member_segment_id"}), on="member_segment_id", how="left")
+    group_features = [f for f in in_group.columns if f not in ("group_segment_id", "member_segment_id", "group_size")]
+    rows = rows.join(in_group.select("group_segment_id", "member_segment_id", *[pl.col(f).alias(f"in_group.{f}") for f in group_features]),
+                     on=["group_segment_id", "member_segment_id"], how="left")
+    candidates = features + [f"in_group.{f}" for f in group_features]
+    per_feature = {f: [] for f in candidates}
+    for _, group in rows.group_by("group_id", maintain_order=True):
+        if group.height < min_size:
+            continue
+        for f in candidates:
+            values = group[f].fill_null(0).to_numpy()
+            rho = 0.0 if np.ptp(values) == 0 else spearmanr(group["influence"].to_numpy(), values).statistic
+            per_feature[f].append(float(rho))
+    means = {f: float(np.mean(v)) for f, v in per_feature.items() if v}
+    best = max(means, key=means.get)
+    return {"ref_influence_spearman": means[best], "ref_influence_best_feature": best,
+            "groups_evaluated": len(per_feature[best]), "influence_spearman_by_feature": means}
+
+
+def _auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    ranks = rankdata(scores)
+    n_pos, n_neg = positive.sum(), (~positive).sum()
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def cold_auc(interactions: pl.DataFrame, split: pl.DataFrame, histograms: dict[str, np.ndarray]) -> dict:
+    cold_ids = split.filter(pl.col("split") == "cold")["image_id"].to_list()
+    cold_index = {img: i for i, img in enumerate(cold_ids)}
+    cold_hist = np.stack([histograms[i] for i in cold_ids])
+    labelled = interactions.join(split, on="image_id")
+    aucs: dict[str, list[float]] = {"ind": [], "grp": []}
+    for (segment,), rows in labelled.group_by("segment_id", maintain_order=True):
+        train = [histograms[i] for i in rows.filter(pl.col("split") == "train")["image_id"].unique().to_list()]
+        positives = [cold_index[i] for i in rows.filter(pl.col("split") == "cold")["image_id"].unique().to_list()]
+        if not train or not positives or len(positives) == len(cold_ids):
+            continue
+        scores = -np.abs(cold_hist - np.mean(train, axis=0)).sum(axis=1)
+        mask = np.zeros(len(cold_ids), dtype=bool)
+        mask[positives] = True
+        aucs[segment[:3]].append(_auc(scores, mask))
+    every = aucs["ind"] + aucs["grp"]
+    return {"ref_cold_auc": float(np.mean(every)), "ref_cold_auc_individuals": float(np.mean(aucs["ind"] or [np.nan])),
+            "ref_cold_auc_groups": float(np.mean(aucs["grp"] or [np.nan])), "cold_auc_segments": len(every)}
+
+
+def popularity(interactions: pl.DataFrame, split: pl.DataFrame, k: int) -> dict:
+    train_ids = split.filter(pl.col("split") == "train")["image_id"]
+    train = interactions.join(pl.DataFrame({"image_id": train_ids}), on="image_id", how="semi")
+    learn, held = ranking.temporal_holdout(train)
+    index = {img: i for i, img in enumerate(train_ids.to_list())}
+    counts = np.zeros(len(index))
+    np.add.at(counts, [index[i] for i in learn["image_id"].to_list()], 1)
+    out = {}
+    for kind in ("ind", "grp"):
+        held_k = held.filter(pl.col("segment_id").str.starts_with(kind))
+        segments = held_k["segment_id"].unique(maintain_order=True).to_list()
+        seen_by = {s: [index[i] for i in g["image_id"].to_list()] for (s,), g in learn.filter(pl.col("segment_id").is_in(segments)).group_by("segment_id")}
+        held_by = {s: [index[i] for i in g["image_id"].to_list()] for (s,), g in held_k.group_by("segment_id")}
+        segments = [s for s in segments if s in seen_by]
+        scores = np.broadcast_to(counts, (len(segments), len(counts)))
+        metrics = ranking.rank_metrics(scores, [np.array(seen_by[s]) for s in segments], [np.array(held_by[s]) for s in segments], k)
+        name = "individuals" if kind == "ind" else "groups"
+        out |= {f"ref_popularity_{m}_{name}": v for m, v in metrics.items() if m != "segments"}
+    return out
+
+
+def image_histograms(images_dir: Path, tables_dir: Path) -> dict[str, np.ndarray]:
+    images = pl.read_parquet(tables_dir / c.IMAGES_FILE).filter(pl.col("path") != "")
+    return {row["image_id"]: colour_histogram(np.asarray(Image.open(images_dir / row["path"]).convert("RGB")))
+            for row in images.iter_rows(named=True)}
+
+
+def run(cfg: ReferenceConfig, world: str, images_dir: Path) -> dict:
+    truth = load_truth(Path(cfg.truth_dir), world)
+    tables = Path(cfg.tables_dir)
+    events = scan_parts(tables / c.EVENTS_DIR, c.EVENTS_SCHEMA).collect()
+    interactions = ranking.segment_interactions(events)
+    split = pl.read_parquet(cfg.split)
+    out = {"world": truth.world, "world_sha256": truth.world_sha256}
+    out |= influence_spearman(truth, Path(cfg.centrality_dir), cfg.min_group_size)
+    out |= cold_auc(interactions, split, image_histograms(images_dir, tables))
+    out |= popularity(interactions, split, cfg.k)
+    return out

@@ -1,0 +1,35 @@
+"""Reading a synthetic world's ground truth: evaluation code only.
+
+Training stages must never call this (tests/test_truth_guard.py watches every
+file a training stage opens). Every metric computed on truth carries the
+world's name and content hash, so numbers from different worlds never mix.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+
+@dataclass
+class Truth:
+    world: str
+    world_sha256: str
+    individuals: pl.DataFrame  # individual_id, community, persuasiveness, pagerank, activity, taste
+    group_members: pl.DataFrame  # group_id, member_id, influence
+    groups: pl.DataFrame  # group_id, taste
+    images: pl.DataFrame  # image_id, hue, pattern, shape (+ names)
+
+
+def load_truth(truth_dir: Path, world: str) -> Truth:
+    folder = truth_dir / world
+    info_path = folder / "world.json"
+    if not info_path.is_file():
+        raise FileNotFoundError(f"no ground truth for world '{world}' in {folder} (run the synth stage)")
+    info = json.loads(info_path.read_text(encoding="utf-8"))
+    return Truth(world, info["world_sha256"], pl.read_parquet(folder / "individuals.parquet"),
+                 pl.read_parquet(folder / "group_members.parquet"), pl.read_parquet(folder / "groups.parquet"),
+                 pl.read_parquet(folder / "images.parquet"))
