@@ -1,0 +1,1 @@
+"""Step 1 of the method: social preference of individuals and groups (graph encoder)."""

@@ -1,0 +1,157 @@
+"""Group-recommendation datasets in the AGREE / ConsRec format (../shared/data/README.md).
+
+Files, all whitespace separated, ids are non-negative integers:
+
+    userRatingTrain.txt / groupRatingTrain.txt     `id item [rating [ts]]`
+    userRatingTest.txt  / groupRatingTest.txt      `id item` (one held-out positive per line)
+    userRatingNegative.txt / groupRatingNegative.txt  `(id,item) n1 ... n100`, aligned with Test
+    groupMember.txt                                `group m1,m2,...`
+    userFollow.txt (optional)                      `user:f1 f2 ...`
+
+`read_dataset` parses them with line-numbered errors; `import_to_raw_logs` writes
+the contract's raw log format (docs/DATA.md) so the same pipeline ingests them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+class FormatError(ValueError):
+    """A dataset file breaks the format; the message names file and line."""
+
+
+@dataclass
+class TestSet:
+    ids: np.ndarray  # (n,) user or group ids
+    positives: np.ndarray  # (n,)
+    negatives: np.ndarray  # (n, m)
+
+
+@dataclass
+class GroupRecData:
+    user_train: np.ndarray  # (n, 2) user, item
+    group_train: np.ndarray  # (n, 2) group, item
+    user_test: TestSet
+    group_test: TestSet
+    members: dict[int, list[int]]  # group -> members
+    follows: np.ndarray | None  # (n, 2) follower, followee
+
+
+def _pairs(path: Path) -> np.ndarray:
+    rows = []
+    for no, line in enumerate(path.read_text().splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) < 2 or not (parts[0].isdigit() and parts[1].isdigit()):
+            raise FormatError(f"{path.name}:{no}: expected 'id item [rating [ts]]', got {line[:80]!r}")
+        rows.append((int(parts[0]), int(parts[1])))
+    return np.array(rows, dtype=np.int64).reshape(-1, 2)
+
+
+def _test_set(test: Path, negative: Path) -> TestSet:
+    pairs = _pairs(test)
+    negs, ids = [], []
+    for no, line in enumerate(negative.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        head, *rest = line.split()
+        try:
+            a, b = head.strip("()").split(",")
+            ids.append((int(a), int(b)))
+            negs.append([int(x) for x in rest])
+        except ValueError as err:
+            raise FormatError(f"{negative.name}:{no}: expected '(id,item) n1 ... nK', got {line[:80]!r}") from err
+    if len({len(n) for n in negs}) > 1:
+        raise FormatError(f"{negative.name}: rows have different numbers of negatives")
+    if [tuple(p) for p in pairs.tolist()] != ids:
+        raise FormatError(f"{negative.name} is not aligned with {test.name} (the (id,item) heads differ)")
+    return TestSet(pairs[:, 0], pairs[:, 1], np.array(negs, dtype=np.int64))
+
+
+def _members(path: Path) -> dict[int, list[int]]:
+    out = {}
+    for no, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            group, members = line.split()
+            out[int(group)] = [int(m) for m in members.split(",") if m]
+        except ValueError as err:
+            raise FormatError(f"{path.name}:{no}: expected 'group m1,m2,...', got {line[:80]!r}") from err
+        if not out[int(group)]:
+            raise FormatError(f"{path.name}:{no}: group {group} has no members")
+    return out
+
+
+def _follows(path: Path) -> np.ndarray | None:
+    if not path.is_file():
+        return None
+    rows = []
+    for no, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            user, rest = line.split(":", 1)
+            rows += [(int(user), int(f)) for f in rest.split()]
+        except ValueError as err:
+            raise FormatError(f"{path.name}:{no}: expected 'user:f1 f2 ...', got {line[:80]!r}") from err
+    return np.array(rows, dtype=np.int64).reshape(-1, 2)
+
+
+def read_dataset(folder: Path) -> GroupRecData:
+    def need(name: str) -> Path:
+        if not (folder / name).is_file():
+            raise FormatError(f"{folder}: missing {name}")
+        return folder / name
+
+    return GroupRecData(
+        user_train=_pairs(need("userRatingTrain.txt")), group_train=_pairs(need("groupRatingTrain.txt")),
+        user_test=_test_set(need("userRatingTest.txt"), need("userRatingNegative.txt")),
+        group_test=_test_set(need("groupRatingTest.txt"), need("groupRatingNegative.txt")),
+        members=_members(need("groupMember.txt")), follows=_follows(folder / "userFollow.txt"))
+
+
+def _event(kind: str, event_id: str, seq: int, actor: int, target: int, base_ms: int) -> str:
+    # event_id from file and line; ts synthetic, increasing in line order (the files carry no time).
+    return json.dumps({"event_id": event_id, "ts": base_ms + seq * 1000, "actor_id": str(actor),
+                       "type": kind, "target_id": str(target)})
+
+
+def import_to_raw_logs(folder: Path, out: Path, base_ms: int = 1_767_225_600_000) -> dict[str, int]:
+    """Write the dataset as raw logs (events.jsonl, images.jsonl without pixels) + eval/ copies."""
+    data = read_dataset(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    seq, counts = 0, {}
+    with open(out / "events.jsonl", "w", encoding="utf-8") as handle:
+        for kind, file, rows in (("click", "userRatingTrain.txt", data.user_train), ("group_click", "groupRatingTrain.txt", data.group_train)):
+            for no, (a, b) in enumerate(rows.tolist(), 1):
+                handle.write(_event(kind, f"{file}:{no}", seq, a, b, base_ms) + "\n")
+                seq += 1
+            counts[kind] = len(rows)
+        for no, (group, members) in enumerate(sorted(data.members.items()), 1):
+            for k, member in enumerate(members):
+                handle.write(_event("join", f"groupMember.txt:{no}:{k}", seq, member, group, base_ms) + "\n")
+                seq += 1
+        counts["join"] = sum(len(m) for m in data.members.values())
+        if data.follows is not None:
+            for no, (a, b) in enumerate(data.follows.tolist(), 1):
+                if a != b:  # self-follows are not social signal (Mafengwo has 9)
+                    handle.write(_event("follow", f"userFollow.txt:{no}", seq, a, b, base_ms) + "\n")
+                    seq += 1
+            counts["follow"] = int((data.follows[:, 0] != data.follows[:, 1]).sum())
+    items = sorted(set(data.user_train[:, 1]) | set(data.group_train[:, 1]) | set(data.user_test.positives)
+                   | set(data.group_test.positives) | set(data.user_test.negatives.ravel()) | set(data.group_test.negatives.ravel()))
+    with open(out / "images.jsonl", "w", encoding="utf-8") as handle:
+        for item in items:
+            handle.write(json.dumps({"image_id": str(item), "path": "", "caption": ""}) + "\n")
+    (out / "eval").mkdir(exist_ok=True)
+    for name in ("userRatingTest.txt", "userRatingNegative.txt", "groupRatingTest.txt", "groupRatingNegative.txt"):
+        shutil.copyfile(folder / name, out / "eval" / name)
+    return counts | {"images": len(items)}
