@@ -184,5 +184,24 @@ def reference(params: ParamsOpt = DEFAULT_PARAMS, mlflow: MlflowOpt = None) -> N
     _print_result(result)
 
 
+import_app = typer.Typer(no_args_is_help=True, help="Convert public datasets into the raw log format.")
+app.add_typer(import_app, name="import")
+
+
+@import_app.command("grouprec")
+def import_grouprec(
+    folder: Annotated[Path, typer.Argument(help="A dataset folder in the AGREE / ConsRec format.")],
+    out: Annotated[Path, typer.Option(help="Raw log folder to write (events.jsonl, images.jsonl, eval/).")],
+) -> None:
+    """AGREE/ConsRec group-recommendation files -> raw logs; test and negative files copied to OUT/eval/."""
+    from prefgen.preference.grouprec import FormatError, import_to_raw_logs
+
+    try:
+        counts = import_to_raw_logs(folder, out)
+    except FormatError as err:
+        _fail(str(err))
+    _print_result(counts)
+
+
 if __name__ == "__main__":
     app()
