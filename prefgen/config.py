@@ -211,6 +211,30 @@ class CentralityConfig:
             raise ConfigError("params.centrality.damping must be in (0, 1)")
 
 
+@dataclass(frozen=True)
+class TrainGraphConfig:
+    """Step 1 training (stage `train_graph`, `prefgen bench grouprec`)."""
+
+    dim: int = 64  # embedding size d; p_g has 2d
+    layers: int = 2  # LightGCN layers of both graphs (LightGCN's paper finds 2-3 best)
+    lr: float = 0.005
+    reg: float = 1e-4  # L2 on the batch's initial embeddings (LightGCN's lambda)
+    batch_size: int = 2048
+    max_epochs: int = 60
+    patience: int = 8  # epochs without a better validation HR@10 before stopping
+    eval_negatives: int = 100  # sampled negatives per validation row, as in the test protocol
+    group_weight: float = 1.0  # weight of the group-image BPR term against the individual one
+    seed: int = 0
+    threads: int = 1  # torch threads: on the shared 2-core box one is often faster (measured)
+    use_influence: bool = True
+    use_group_graph: bool = True
+    use_centrality: bool = True
+
+
+def train_graph_config(params: dict[str, Any]) -> TrainGraphConfig:
+    return from_section(TrainGraphConfig, params.get("train_graph"), "train_graph")
+
+
 def synth_config(params: dict[str, Any]) -> SynthConfig:
     return from_section(SynthConfig, params.get("synth"), "synth")
 

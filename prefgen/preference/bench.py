@@ -1,0 +1,102 @@
+"""`prefgen bench grouprec`: Step 1 on public group-recommendation data, against popularity.
+
+Protocol (../shared/data/README.md): each test row ranks its held-out positive
+among its listed negatives, scored as the model scores them (no masking of
+training items), ties broken in expectation (prefgen/eval/sampled.py). The
+epoch is chosen on a validation split carved from train (one interaction per
+user and per group), never on test. Intervals: paired bootstrap over test rows
+of (model - popularity), 95%.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from prefgen.config import CentralityConfig, TrainGraphConfig
+from prefgen.eval.sampled import per_row_metrics, tie_aware_metrics
+from prefgen.preference.grouprec import GroupRecData, read_dataset
+from prefgen.preference.train import TrainData, carve_validation, fit, score_rows
+
+TASKS = ("group", "user")
+METRICS = ("HR@5", "HR@10", "NDCG@5", "NDCG@10")
+
+
+def _standardise(x: np.ndarray) -> np.ndarray:
+    x = np.log1p(np.maximum(x, 0))
+    return (x - x.mean(axis=0)) / np.maximum(x.std(axis=0), 1e-9)
+
+
+def member_features(data: GroupRecData, members: np.ndarray, n_users: int) -> np.ndarray:
+    """c_u^g: the member's global and in-group follow centrality, activity, and the group's size."""
+    from prefgen.social.centrality import group_member_features, individual_features
+
+    clicks = np.bincount(data.user_train[:, 0], minlength=n_users)
+    size = np.bincount(members[:, 0])[members[:, 0]]
+    columns = [clicks[members[:, 1]], size]
+    if data.follows is not None and len(data.follows):
+        keep = data.follows[:, 0] != data.follows[:, 1]
+        src, dst = data.follows[keep, 0], data.follows[keep, 1]
+        n_nodes = int(max(src.max(), dst.max(), n_users - 1)) + 1
+        cfg = CentralityConfig()
+        glob = individual_features(src, dst, n_nodes, cfg)
+        local = group_member_features(src, dst, n_nodes, members[:, 0], members[:, 1], cfg)
+        columns += [glob[f][members[:, 1]] for f in sorted(glob)] + [local[f] for f in sorted(local)]
+    return _standardise(np.stack(columns, axis=1).astype(np.float64))
+
+
+def prepare(data: GroupRecData, rng: np.random.Generator) -> tuple[TrainData, dict[str, np.ndarray]]:
+    members = np.array([(g, u) for g, ms in sorted(data.members.items()) for u in ms], dtype=np.int64)
+    n_users = int(max(data.user_train[:, 0].max(), members[:, 1].max(), data.user_test.ids.max())) + 1
+    n_items = int(max(data.user_train[:, 1].max(), data.group_train[:, 1].max(), data.user_test.negatives.max(),
+                      data.group_test.negatives.max(), data.user_test.positives.max(), data.group_test.positives.max())) + 1
+    n_groups = int(max(members[:, 0].max(), data.group_train[:, 0].max(), data.group_test.ids.max())) + 1
+    user_train, user_val = carve_validation(np.unique(data.user_train, axis=0), rng)
+    group_train, group_val = carve_validation(np.unique(data.group_train, axis=0), rng)
+    train = TrainData(n_users, n_items, n_groups, user_train, group_train, members, member_features(data, members, n_users))
+    return train, {"user": user_val, "group": group_val}
+
+
+def popularity_scores(data: GroupRecData, task: str) -> tuple[np.ndarray, np.ndarray]:
+    train, test = (data.user_train, data.user_test) if task == "user" else (data.group_train, data.group_test)
+    pairs = np.unique(train, axis=0)
+    size = int(max(pairs[:, 1].max(), test.negatives.max(), test.positives.max())) + 1
+    counts = np.bincount(pairs[:, 1], minlength=size)
+    return counts[test.positives], counts[test.negatives]
+
+
+def bootstrap_interval(model_rows: np.ndarray, base_rows: np.ndarray, rng: np.random.Generator, n: int = 2000) -> tuple[float, float]:
+    diff = model_rows - base_rows
+    means = diff[rng.integers(0, len(diff), (n, len(diff)))].mean(axis=1)
+    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+def run_seed(data: GroupRecData, cfg: TrainGraphConfig, log=print) -> dict:
+    rng = np.random.default_rng(cfg.seed)
+    train, val = prepare(data, rng)
+    model, graphs, history = fit(train, val, cfg, log=log)
+    out = {"best_epoch": history.best_epoch, "seconds_per_epoch": float(np.mean([e["seconds"] for e in history.epochs]))}
+    for task in TASKS:
+        test = data.group_test if task == "group" else data.user_test
+        scores = score_rows(model, graphs, test.ids, np.concatenate([test.positives[:, None], test.negatives], axis=1), task)
+        out[task] = {"metrics": tie_aware_metrics(scores[:, 0], scores[:, 1:]),
+                     "rows": {k: per_row_metrics(scores[:, 0], scores[:, 1:], int(k.split("@")[1]))[k] for k in METRICS}}
+    return out
+
+
+def bench(folder: Path, cfg: TrainGraphConfig, seeds: int, log=print) -> dict:
+    data = read_dataset(folder)
+    runs = [run_seed(data, replace(cfg, seed=cfg.seed + s), log=log) for s in range(seeds)]
+    rng = np.random.default_rng(0)
+    result: dict = {"seeds": seeds, "best_epochs": [r["best_epoch"] for r in runs],
+                    "seconds_per_epoch": float(np.mean([r["seconds_per_epoch"] for r in runs]))}
+    for task in TASKS:
+        pos, neg = popularity_scores(data, task)
+        base_rows = {k: per_row_metrics(pos, neg, int(k.split("@")[1]))[k] for k in METRICS}
+        mean_rows = {k: np.mean([r[task]["rows"][k] for r in runs], axis=0) for k in METRICS}
+        result[task] = {k: float(mean_rows[k].mean()) for k in METRICS}
+        result[f"{task}_popularity"] = tie_aware_metrics(pos, neg)
+        result[f"{task}_ci"] = {k: bootstrap_interval(mean_rows[k], base_rows[k], rng) for k in METRICS}
+    return result

@@ -1,0 +1,85 @@
+"""Step 1: the social preference encoder (METHOD.md, Step 1).
+
+Two LightGCN propagations and an influence attention:
+
+    He et al., "LightGCN: Simplifying and Powering Graph Convolution Network for
+    Recommendation", SIGIR 2020:  e^(k+1)_u = sum_{i in N(u)} e^(k)_i / sqrt(|N(u)||N(i)|),
+    e = sum_k a_k e^(k) with a_k = 1/(K+1)   (torch_geometric.nn.models.LightGCN)
+
+1. individual-image click graph  -> e_u (individual taste), e_i (image)
+2. group-member graph             -> e_g (group), e'_u (individual's membership side)
+3. influence  w_g = sum_{u in g} softmax_u( MLP(c_u^g ⊕ e_u) ) e_u
+   c_u^g are the member's centrality and activity features (log-scaled,
+   standardised); e_u lets the attention learn who persuades beyond centrality.
+4. p_g = e_g ⊕ w_g;  an individual is a group of one: p_u = e'_u ⊕ e_u
+5. score(g, i) = <P p_g, e_i>, P a learned (d x 2d) projection
+
+Args:
+    n_users, n_items, n_groups: node counts of each kind (dense integer ids).
+    n_features: width of c_u^g (0 disables the centrality input).
+    dim: embedding size d (default 64).
+    layers: LightGCN layers K of both graphs (default 2).
+    use_influence: attention over members (False: w_g = mean of member e_u).
+    use_group_graph: the group-member propagation (False: e_g is a free embedding).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.nn.models import LightGCN
+from torch_geometric.utils import scatter, softmax
+
+
+@dataclass
+class Graphs:
+    """Edge indexes (both directions) over node spaces [users | items] and [groups | users]."""
+
+    click: Tensor  # (2, E) in the user+item node space
+    member: Tensor  # (2, E) in the group+user node space
+    member_group: Tensor  # (M,) group index of each (group, member) row
+    member_user: Tensor  # (M,) user index of each row
+    member_features: Tensor  # (M, F) c_u^g per row
+
+
+class SocialPreferenceEncoder(nn.Module):
+    def __init__(self, n_users: int, n_items: int, n_groups: int, n_features: int, dim: int = 64, layers: int = 2,
+                 use_influence: bool = True, use_group_graph: bool = True):
+        super().__init__()
+        self.n_users, self.n_items, self.n_groups = n_users, n_items, n_groups
+        self.use_influence, self.use_group_graph = use_influence, use_group_graph
+        self.click_gcn = LightGCN(n_users + n_items, dim, layers)
+        self.member_gcn = LightGCN(n_groups + n_users, dim, layers)
+        self.attention = nn.Sequential(nn.Linear(n_features + dim, dim), nn.Tanh(), nn.Linear(dim, 1))
+        self.project = nn.Linear(2 * dim, dim, bias=False)
+
+    def embeddings(self, graphs: Graphs) -> dict[str, Tensor]:
+        """Propagated embeddings of every node kind."""
+        ui = self.click_gcn.get_embedding(graphs.click)
+        gm = self.member_gcn.get_embedding(graphs.member) if self.use_group_graph else self.member_gcn.embedding.weight
+        return {"user": ui[: self.n_users], "item": ui[self.n_users :], "group": gm[: self.n_groups],
+                "user_member_side": gm[self.n_groups :]}
+
+    def member_attention(self, graphs: Graphs, user: Tensor) -> Tensor:
+        """Softmax weight of each (group, member) row within its group."""
+        if not self.use_influence:
+            ones = torch.ones(len(graphs.member_group), device=user.device)
+            return ones / scatter(ones, graphs.member_group, dim_size=self.n_groups, reduce="sum")[graphs.member_group]
+        logits = self.attention(torch.cat([graphs.member_features, user[graphs.member_user]], dim=1)).squeeze(1)
+        return softmax(logits, graphs.member_group, num_nodes=self.n_groups)
+
+    def segment_vectors(self, graphs: Graphs, emb: dict[str, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """(p for groups [G, 2d], p for individuals [U, 2d], attention per member row [M])."""
+        emb = emb or self.embeddings(graphs)
+        weight = self.member_attention(graphs, emb["user"])
+        influence = scatter(weight[:, None] * emb["user"][graphs.member_user], graphs.member_group,
+                            dim=0, dim_size=self.n_groups, reduce="sum")
+        groups = torch.cat([emb["group"], influence], dim=1)
+        individuals = torch.cat([emb["user_member_side"], emb["user"]], dim=1)
+        return groups, individuals, weight
+
+    def score(self, p: Tensor, items: Tensor) -> Tensor:
+        """<P p, e_i> for matching rows of p [B, 2d] and items [B, d], or all pairs if items is [I, d] and B != I."""
+        return (self.project(p) * items).sum(-1)

@@ -1,0 +1,210 @@
+"""Training Step 1: BPR on individual-image and group-image interactions, early stopping.
+
+Pure functions over dense integer ids; the callers (the `train_graph` stage, the
+group-rec benchmark) map their ids in and out. Validation is carved from the
+training interactions (one per id with at least two), never from test.
+Checkpoints hold weights and optimiser state (safetensors) and a JSON of
+config, epoch, metrics and RNG state, so a killed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch_geometric.nn.models import LightGCN
+
+from prefgen.config import TrainGraphConfig
+from prefgen.eval.sampled import tie_aware_metrics
+from prefgen.preference.encoder import Graphs, SocialPreferenceEncoder
+
+
+@dataclass
+class TrainData:
+    n_users: int
+    n_items: int
+    n_groups: int
+    user_items: np.ndarray  # (N, 2) user, item
+    group_items: np.ndarray  # (N, 2) group, item
+    members: np.ndarray  # (M, 2) group, user
+    features: np.ndarray  # (M, F) c_u^g, standardised
+
+
+@dataclass
+class History:
+    epochs: list[dict] = field(default_factory=list)
+    best_epoch: int = -1
+    best_score: float = -1.0
+
+
+def carve_validation(pairs: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Hold out one random interaction of every id that has at least two."""
+    order = rng.permutation(len(pairs))
+    shuffled = pairs[order]
+    _, first = np.unique(shuffled[:, 0], return_index=True)
+    counts = np.bincount(shuffled[:, 0])
+    held = first[counts[shuffled[first, 0]] >= 2]
+    mask = np.zeros(len(pairs), dtype=bool)
+    mask[held] = True
+    return shuffled[~mask], shuffled[mask]
+
+
+def build_graphs(data: TrainData, use_centrality: bool) -> Graphs:
+    ui = torch.as_tensor(data.user_items.T.copy())
+    ui[1] += data.n_users
+    click = torch.cat([ui, ui.flip(0)], dim=1)
+    gm = torch.as_tensor(data.members.T.copy())
+    gm[1] += data.n_groups
+    features = torch.as_tensor(data.features, dtype=torch.float32)
+    if not use_centrality:
+        features = torch.zeros_like(features)
+    return Graphs(click, torch.cat([gm, gm.flip(0)], dim=1), torch.as_tensor(data.members[:, 0]),
+                  torch.as_tensor(data.members[:, 1]), features)
+
+
+def _negatives(rng: np.random.Generator, pairs: np.ndarray, n_items: int) -> np.ndarray:
+    """Uniform negatives, resampled where they hit the row's own positive pairs."""
+    known = set(map(tuple, pairs.tolist()))
+    neg = rng.integers(0, n_items, len(pairs))
+    for _ in range(10):
+        clash = np.array([(a, b) in known for a, b in zip(pairs[:, 0].tolist(), neg.tolist())])
+        if not clash.any():
+            break
+        neg[clash] = rng.integers(0, n_items, int(clash.sum()))
+    return neg
+
+
+def _bpr(model: SocialPreferenceEncoder, p: torch.Tensor, items: torch.Tensor, rows: np.ndarray, neg: np.ndarray,
+         reg_nodes: torch.Tensor, cfg: TrainGraphConfig) -> torch.Tensor:
+    seg = torch.as_tensor(rows[:, 0])
+    pos_score = model.score(p[seg], items[torch.as_tensor(rows[:, 1])])
+    neg_score = model.score(p[seg], items[torch.as_tensor(neg)])
+    return model.click_gcn.recommendation_loss(pos_score, neg_score, node_id=reg_nodes, lambda_reg=cfg.reg)
+
+
+def train_epoch(model, graphs, data: TrainData, optimizer, rng: np.random.Generator, cfg: TrainGraphConfig) -> float:
+    model.train()
+    user_neg, group_neg = _negatives(rng, data.user_items, data.n_items), _negatives(rng, data.group_items, data.n_items)
+    user_order, group_order = rng.permutation(len(data.user_items)), rng.permutation(len(data.group_items))
+    n_batches = max(1, int(np.ceil(len(user_order) / cfg.batch_size)))
+    group_batch = int(np.ceil(len(group_order) / n_batches))
+    total = 0.0
+    for b in range(n_batches):
+        u = user_order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+        g = group_order[b * group_batch : (b + 1) * group_batch]
+        emb = model.embeddings(graphs)
+        p_groups, p_users, _ = model.segment_vectors(graphs, emb)
+        reg_nodes = torch.as_tensor(np.unique(np.concatenate([data.user_items[u, 0], data.user_items[u, 1] + data.n_users])))
+        loss = _bpr(model, p_users, emb["item"], data.user_items[u], user_neg[u], reg_nodes, cfg)
+        if len(g):
+            loss = loss + cfg.group_weight * _bpr(model, p_groups, emb["item"], data.group_items[g], group_neg[g], reg_nodes[:0], cfg)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        total += float(loss)
+    return total / n_batches
+
+
+@torch.no_grad()
+def score_rows(model, graphs, ids: np.ndarray, items: np.ndarray, kind: str) -> np.ndarray:
+    """Scores of (id, item) candidates: ids (n,), items (n, m) -> (n, m)."""
+    model.eval()
+    emb = model.embeddings(graphs)
+    p_groups, p_users, _ = model.segment_vectors(graphs, emb)
+    p = (p_groups if kind == "group" else p_users)[torch.as_tensor(ids)]
+    projected = model.project(p)
+    return torch.einsum("nd,nmd->nm", projected, emb["item"][torch.as_tensor(items)]).numpy()
+
+
+def validation_candidates(val: dict[str, np.ndarray], n_items: int, cfg: TrainGraphConfig) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Fixed per run (seeded apart from training), so epochs are compared on the same rows: (ids, [pos | negatives])."""
+    rng = np.random.default_rng([cfg.seed, 1])
+    return {kind: (pairs[:, 0], np.concatenate([pairs[:, 1:2], rng.integers(0, n_items, (len(pairs), cfg.eval_negatives))], axis=1))
+            for kind, pairs in val.items() if len(pairs)}
+
+
+def validate(model, graphs, candidates: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
+    out = {}
+    for kind, (ids, items) in candidates.items():
+        scores = score_rows(model, graphs, ids, items, kind)
+        metrics = tie_aware_metrics(scores[:, 0], scores[:, 1:], ks=(10,))
+        out[f"val_{kind}_HR@10"] = metrics["HR@10"]
+    out["val_score"] = float(np.mean([v for k, v in out.items() if k.startswith("val_")]))
+    return out
+
+
+def new_model(data: TrainData, cfg: TrainGraphConfig) -> SocialPreferenceEncoder:
+    torch.manual_seed(cfg.seed)
+    return SocialPreferenceEncoder(data.n_users, data.n_items, data.n_groups, data.features.shape[1], cfg.dim,
+                                   cfg.layers, cfg.use_influence, cfg.use_group_graph)
+
+
+def save_checkpoint(folder: Path, model, optimizer, history: History, cfg: TrainGraphConfig, rng: np.random.Generator, best: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()} | {f"best.{k}": v for k, v in best.items()}
+    for i, state in optimizer.state_dict()["state"].items():
+        tensors |= {f"optim.{i}.{k}": v for k, v in state.items() if torch.is_tensor(v)}
+    tensors["rng.torch"] = torch.get_rng_state()
+    save_file({k: v.contiguous() for k, v in tensors.items()}, folder / ".checkpoint.safetensors")
+    meta = {"config": asdict(cfg), "epoch": len(history.epochs), "history": asdict(history), "numpy_rng": rng.bit_generator.state,
+            "optim_groups": optimizer.state_dict()["param_groups"]}
+    (folder / ".checkpoint.json").write_text(json.dumps(meta, default=int))
+    (folder / ".checkpoint.safetensors").replace(folder / "checkpoint.safetensors")
+    (folder / ".checkpoint.json").replace(folder / "checkpoint.json")
+
+
+def load_checkpoint(folder: Path, model, optimizer, cfg: TrainGraphConfig, rng: np.random.Generator) -> tuple[History, dict] | None:
+    if not (folder / "checkpoint.json").is_file():
+        return None
+    meta = json.loads((folder / "checkpoint.json").read_text())
+    if meta["config"] != asdict(cfg):
+        return None  # another config: start afresh rather than mix runs
+    tensors = load_file(folder / "checkpoint.safetensors")
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    state = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, i, name = key.split(".", 2)
+            state.setdefault(int(i), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["optim_groups"]})
+    torch.set_rng_state(tensors["rng.torch"])
+    rng.bit_generator.state = meta["numpy_rng"]
+    history = History(**meta["history"])
+    return history, {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+
+
+def fit(data: TrainData, val: dict[str, np.ndarray], cfg: TrainGraphConfig, checkpoint_dir: Path | None = None,
+        log=print) -> tuple[SocialPreferenceEncoder, Graphs, History]:
+    """Train with early stopping on validation HR@10; returns the best epoch's model."""
+    torch.set_num_threads(cfg.threads)
+    rng = np.random.default_rng(cfg.seed)
+    model, graphs = new_model(data, cfg), build_graphs(data, cfg.use_centrality)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    history, best = History(), {k: v.clone() for k, v in model.state_dict().items()}
+    candidates = validation_candidates(val, data.n_items, cfg)
+    resumed = load_checkpoint(checkpoint_dir, model, optimizer, cfg, rng) if checkpoint_dir else None
+    if resumed:
+        history, best = resumed
+        log(f"resumed at epoch {len(history.epochs)}")
+    while len(history.epochs) < cfg.max_epochs and len(history.epochs) - history.best_epoch <= cfg.patience:
+        started = time.perf_counter()
+        loss = train_epoch(model, graphs, data, optimizer, rng, cfg)
+        metrics = {"epoch": len(history.epochs), "loss": loss, **validate(model, graphs, candidates),
+                   "seconds": time.perf_counter() - started}
+        history.epochs.append(metrics)
+        if metrics["val_score"] > history.best_score:
+            history.best_epoch, history.best_score = metrics["epoch"], metrics["val_score"]
+            best = {k: v.clone() for k, v in model.state_dict().items()}
+        log(f"epoch {metrics['epoch']:3d}  loss {loss:.4f}  val {metrics['val_score']:.4f}  {metrics['seconds']:.1f}s")
+        if checkpoint_dir:
+            save_checkpoint(checkpoint_dir, model, optimizer, history, cfg, rng, best)
+    model.load_state_dict(best)
+    return model, graphs, history
+
+
+__all__ = ["LightGCN", "TrainData", "History", "carve_validation", "fit", "score_rows"]
