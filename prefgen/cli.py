@@ -184,6 +184,33 @@ def reference(params: ParamsOpt = DEFAULT_PARAMS, mlflow: MlflowOpt = None) -> N
     _print_result(result)
 
 
+@app.command("train-graph")
+def train_graph(params: ParamsOpt = DEFAULT_PARAMS, mlflow: MlflowOpt = None) -> None:
+    """Step 1: train the social preference encoder on the train split (resumes from its checkpoint)."""
+    from prefgen.stages import train_graph as stage
+
+    loaded, cfg = _stage_setup(params, "train_graph", False, mlflow)
+    _print_result(stage.run(cfg, loaded, Path.cwd()))
+
+
+eval_app = typer.Typer(no_args_is_help=True, help="Evaluation against the synthetic world's ground truth.")
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command("graph")
+def eval_graph(params: ParamsOpt = DEFAULT_PARAMS, mlflow: MlflowOpt = None) -> None:
+    """influence_spearman: learned member attention against true influence."""
+    from prefgen.eval import graph
+    from prefgen.stages.common import run_stage
+
+    loaded, cfg = _stage_setup(params, "reference", False, mlflow)
+    world = configs.synth_config(loaded or {}).world
+    model_dir = Path(configs.train_graph_config(loaded or {}).out_dir)
+    metrics = Path("data/metrics/eval_graph.json")
+    body = lambda: graph.run(Path(cfg.truth_dir), world, model_dir, cfg.min_group_size)  # noqa: E731
+    _print_result(run_stage("eval_graph", loaded, Path.cwd(), metrics, body, not_metrics=("world", "world_sha256")))
+
+
 import_app = typer.Typer(no_args_is_help=True, help="Convert public datasets into the raw log format.")
 app.add_typer(import_app, name="import")
 
@@ -201,6 +228,43 @@ def import_grouprec(
     except FormatError as err:
         _fail(str(err))
     _print_result(counts)
+
+
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks on public data.")
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("grouprec")
+def bench_grouprec(
+    data: Annotated[Path, typer.Option(help="A dataset folder in the AGREE / ConsRec format.")],
+    model: Annotated[str, typer.Option(help="prefgen or popularity.")] = "prefgen",
+    seeds: Annotated[int, typer.Option(help="Training seeds; metrics are the mean over seeds.")] = 1,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the results here.")] = None,
+    params: ParamsOpt = DEFAULT_PARAMS,
+    no_influence: Annotated[bool, typer.Option("--no-influence", help="Ablation: mean over members instead of attention.")] = False,
+    no_group_graph: Annotated[bool, typer.Option("--no-group-graph", help="Ablation: no group-member propagation.")] = False,
+    no_centrality: Annotated[bool, typer.Option("--no-centrality", help="Ablation: attention without centrality features.")] = False,
+    max_epochs: Annotated[int | None, typer.Option(help="Override params train_graph.max_epochs.")] = None,
+) -> None:
+    """Step 1 against popularity on group-recommendation data (1 + 100 protocol, ties in expectation)."""
+    from prefgen.preference import bench
+    from prefgen.preference.grouprec import FormatError
+
+    cfg = configs.train_graph_config(_params(params, required=False) or {})
+    cfg = replace(cfg, use_influence=not no_influence, use_group_graph=not no_group_graph, use_centrality=not no_centrality,
+                  max_epochs=max_epochs or cfg.max_epochs)
+    if model not in ("prefgen", "popularity"):
+        _fail(f"--model must be prefgen or popularity, not {model!r}")
+    log = lambda line: typer.echo(line, err=True)  # noqa: E731
+    try:
+        result = bench.bench_popularity(data) if model == "popularity" else bench.bench(data, cfg, seeds, log=log)
+    except FormatError as err:
+        _fail(str(err))
+    typer.echo(bench.format_table(result, model), err=True)
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result, indent=2) + "\n")
+    _print_result({task: result[task] for task in bench.TASKS})
 
 
 if __name__ == "__main__":

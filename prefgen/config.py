@@ -229,6 +229,14 @@ class TrainGraphConfig:
     use_influence: bool = True
     use_group_graph: bool = True
     use_centrality: bool = True
+    # Stage paths (the benchmark ignores them).
+    tables_dir: str = "data/02_tables"
+    split: str = "data/03_features/split.parquet"
+    centrality_dir: str = "data/03_features/centrality"
+    out_dir: str = "data/04_models/graph"  # segments, p_g, image embeddings, attention, weights
+    checkpoint_dir: str = "data/checkpoints/graph"  # not a DVC output: survives a killed run
+    metrics: str = "data/metrics/train_graph.json"
+    curve: str = "data/plots/train_graph.csv"  # per-epoch loss and validation HR@10 (DVC plots)
 
 
 def train_graph_config(params: dict[str, Any]) -> TrainGraphConfig:

@@ -100,3 +100,25 @@ def bench(folder: Path, cfg: TrainGraphConfig, seeds: int, log=print) -> dict:
         result[f"{task}_popularity"] = tie_aware_metrics(pos, neg)
         result[f"{task}_ci"] = {k: bootstrap_interval(mean_rows[k], base_rows[k], rng) for k in METRICS}
     return result
+
+
+def bench_popularity(folder: Path) -> dict:
+    data = read_dataset(folder)
+    result: dict = {"seeds": 0}
+    for task in TASKS:
+        result[task] = tie_aware_metrics(*popularity_scores(data, task))
+        result[f"{task}_popularity"] = result[task]
+    return result
+
+
+def format_table(result: dict, model: str) -> str:
+    lines = [f"{'task':<6} {'model':<11} " + " ".join(f"{m:>8}" for m in METRICS)]
+    for task in TASKS:
+        lines.append(f"{task:<6} {model:<11} " + " ".join(f"{result[task][m]:8.4f}" for m in METRICS))
+        if model != "popularity":
+            lines.append(f"{task:<6} {'popularity':<11} " + " ".join(f"{result[f'{task}_popularity'][m]:8.4f}" for m in METRICS))
+            ci = result[f"{task}_ci"]
+            lines.append(f"{task:<6} {'diff 95% CI':<11} " + " ".join(f"{'[%+.3f,%+.3f]' % tuple(ci[m]):>8}" for m in METRICS))
+    if model != "popularity":
+        lines.append(f"seeds {result['seeds']}, best epochs {result['best_epochs']}, {result['seconds_per_epoch']:.2f} s/epoch")
+    return "\n".join(lines)

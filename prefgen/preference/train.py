@@ -106,7 +106,7 @@ def train_epoch(model, graphs, data: TrainData, optimizer, rng: np.random.Genera
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        total += float(loss)
+        total += loss.item()
     return total / n_batches
 
 
@@ -200,9 +200,9 @@ def fit(data: TrainData, val: dict[str, np.ndarray], cfg: TrainGraphConfig, chec
         if metrics["val_score"] > history.best_score:
             history.best_epoch, history.best_score = metrics["epoch"], metrics["val_score"]
             best = {k: v.clone() for k, v in model.state_dict().items()}
-        log(f"epoch {metrics['epoch']:3d}  loss {loss:.4f}  val {metrics['val_score']:.4f}  {metrics['seconds']:.1f}s")
         if checkpoint_dir:
             save_checkpoint(checkpoint_dir, model, optimizer, history, cfg, rng, best)
+        log(f"epoch {metrics['epoch']:3d}  loss {loss:.4f}  val {metrics['val_score']:.4f}  {metrics['seconds']:.1f}s")
     model.load_state_dict(best)
     return model, graphs, history
 

@@ -1,0 +1,36 @@
+"""Stage `eval_graph`: how well Step 1's learned member attention recovers true influence.
+
+`influence_spearman`: Spearman correlation between the learned attention of a
+group's members and their true influence, averaged over groups with at least
+`min_group_size` members (the same groups and averaging as the reference's
+`ref_influence_spearman`, so the two compare directly).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from scipy.stats import spearmanr
+
+from prefgen.eval.truth import load_truth
+
+
+def influence_spearman(attention: pl.DataFrame, truth_members: pl.DataFrame, min_size: int) -> tuple[float, int]:
+    rows = truth_members.select(pl.format("grp:{}", "group_id").alias("group_segment_id"),
+                                pl.format("ind:{}", "member_id").alias("member_segment_id"), "influence")
+    rows = rows.join(attention, on=["group_segment_id", "member_segment_id"], how="left")
+    rhos = []
+    for _, group in rows.group_by("group_segment_id", maintain_order=True):
+        if group.height < min_size:
+            continue
+        learned = group["attention"].fill_null(0).to_numpy()
+        rhos.append(0.0 if np.ptp(learned) == 0 else float(spearmanr(group["influence"].to_numpy(), learned).statistic))
+    return float(np.mean(rhos)), len(rhos)
+
+
+def run(truth_dir: Path, world: str, model_dir: Path, min_size: int) -> dict:
+    truth = load_truth(truth_dir, world)
+    rho, groups = influence_spearman(pl.read_parquet(model_dir / "attention.parquet"), truth.group_members, min_size)
+    return {"world": truth.world, "world_sha256": truth.world_sha256, "influence_spearman": rho, "groups_evaluated": groups}

@@ -1,0 +1,86 @@
+"""Step 1 encoder and training: tiny seeded models on CPU."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from prefgen.config import TrainGraphConfig
+from prefgen.preference.encoder import SocialPreferenceEncoder
+from prefgen.preference.train import TrainData, build_graphs, carve_validation, fit, score_rows
+from torch_geometric.utils import scatter
+
+CFG = TrainGraphConfig(dim=8, layers=2, batch_size=64, max_epochs=6, patience=10, eval_negatives=20, threads=1)
+
+
+def planted(seed: int = 0) -> TrainData:
+    """Two taste clusters: users and groups of cluster c click items of cluster c."""
+    rng = np.random.default_rng(seed)
+    n_users, n_items, n_groups = 40, 30, 8
+    user_cluster, item_cluster = np.arange(n_users) % 2, np.arange(n_items) % 2
+    pairs = [(u, i) for u in range(n_users) for i in rng.choice(np.flatnonzero(item_cluster == user_cluster[u]), 6, replace=False)]
+    members = np.array([(g, u) for g in range(n_groups) for u in np.flatnonzero(user_cluster == g % 2)[g // 2 :: 4][:4]])
+    group_pairs = [(g, i) for g in range(n_groups) for i in rng.choice(np.flatnonzero(item_cluster == g % 2), 5, replace=False)]
+    features = rng.normal(size=(len(members), 3))
+    return TrainData(n_users, n_items, n_groups, np.array(pairs), np.array(group_pairs), members, features)
+
+
+def test_shapes_and_attention_normalised():
+    data = planted()
+    model = SocialPreferenceEncoder(data.n_users, data.n_items, data.n_groups, 3, dim=8, layers=2)
+    graphs = build_graphs(data, use_centrality=True)
+    groups, individuals, weight = model.segment_vectors(graphs)
+    assert groups.shape == (8, 16) and individuals.shape == (40, 16) and weight.shape == (len(data.members),)
+    sums = scatter(weight, graphs.member_group, dim_size=8, reduce="sum")
+    assert torch.allclose(sums, torch.ones(8))
+
+
+def test_ablation_without_influence_is_the_member_mean():
+    data = planted()
+    model = SocialPreferenceEncoder(data.n_users, data.n_items, data.n_groups, 3, dim=8, use_influence=False)
+    graphs = build_graphs(data, use_centrality=True)
+    _, _, weight = model.segment_vectors(graphs)
+    assert torch.allclose(weight, torch.full_like(weight, 0.25))
+
+
+def test_training_is_deterministic_and_learns_the_planted_clusters():
+    data = planted()
+    train, val = carve_validation(data.user_items, np.random.default_rng(0))
+    data.user_items = train
+    model, graphs, history = fit(data, {"user": val}, CFG, log=lambda _: None)
+    again, _, history2 = fit(data, {"user": val}, CFG, log=lambda _: None)
+    assert [e["loss"] for e in history.epochs] == [e["loss"] for e in history2.epochs]
+    assert history.epochs[-1]["loss"] < history.epochs[0]["loss"]
+    items = np.tile(np.arange(data.n_items), (4, 1))
+    scores = score_rows(model, graphs, np.arange(4), items, "group")
+    own = np.array([scores[g][np.arange(30) % 2 == g % 2].mean() for g in range(4)])
+    other = np.array([scores[g][np.arange(30) % 2 != g % 2].mean() for g in range(4)])
+    assert (own > other).all()
+
+
+def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path):
+    data = planted()
+    val = {"user": carve_validation(data.user_items, np.random.default_rng(1))[1]}
+    full, _, history_full = fit(data, val, CFG, tmp_path / "a", log=lambda _: None)
+
+    def killed_after_epoch_2(line: str) -> None:
+        if line.startswith("epoch   2"):
+            raise KeyboardInterrupt  # the process dies right after epoch 2's checkpoint
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(data, val, CFG, tmp_path / "b", log=killed_after_epoch_2)
+    lines: list[str] = []
+    resumed, _, history_resumed = fit(data, val, CFG, tmp_path / "b", log=lines.append)
+    assert lines[0] == "resumed at epoch 3"
+    assert [e["loss"] for e in history_resumed.epochs] == [e["loss"] for e in history_full.epochs]
+    for key, value in full.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+
+
+@pytest.mark.parametrize("kind", ["user", "group"])
+def test_carve_validation_holds_one_per_id_with_two(kind):
+    pairs = np.array([[0, 1], [0, 2], [0, 3], [1, 5], [2, 6], [2, 7]])
+    train, val = carve_validation(pairs, np.random.default_rng(0))
+    assert sorted(val[:, 0].tolist()) == [0, 2]
+    assert len(train) + len(val) == len(pairs)
