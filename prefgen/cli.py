@@ -98,7 +98,7 @@ def forget(
 
 
 def _stage_setup(params: Path, section: str, standalone: bool, mlflow: bool | None):
-    """(params dict or None, typed config, whether to log to MLflow) for a stage command."""
+    """(params to track with, or None for no MLflow run; the stage's typed config) for a stage command."""
     loaded = _params(params, required=not standalone)
     try:
         cfg = getattr(configs, f"{section}_config")(loaded or {})
@@ -175,8 +175,9 @@ def reference(params: ParamsOpt = DEFAULT_PARAMS, mlflow: MlflowOpt = None) -> N
     from prefgen.stages import reference as stage
 
     loaded, cfg = _stage_setup(params, "reference", False, mlflow)
-    world = configs.synth_config(loaded or {})
-    images_dir = Path(ingest_config(loaded or {}).raw_dir)
+    everything = load_params(params)
+    world = configs.synth_config(everything)
+    images_dir = Path(ingest_config(everything).raw_dir)
     try:
         result = stage.run(cfg, world.world, images_dir, loaded, Path(cfg.metrics), Path.cwd())
     except FileNotFoundError as err:
@@ -204,8 +205,9 @@ def eval_graph(params: ParamsOpt = DEFAULT_PARAMS, mlflow: MlflowOpt = None) -> 
     from prefgen.stages.common import run_stage
 
     loaded, cfg = _stage_setup(params, "reference", False, mlflow)
-    world = configs.synth_config(loaded or {}).world
-    model_dir = Path(configs.train_graph_config(loaded or {}).out_dir)
+    everything = load_params(params)
+    world = configs.synth_config(everything).world
+    model_dir = Path(configs.train_graph_config(everything).out_dir)
     metrics = Path("data/metrics/eval_graph.json")
     body = lambda: graph.run(Path(cfg.truth_dir), world, model_dir, cfg.min_group_size)  # noqa: E731
     _print_result(run_stage("eval_graph", loaded, Path.cwd(), metrics, body, not_metrics=("world", "world_sha256")))

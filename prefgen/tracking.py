@@ -74,7 +74,7 @@ def flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
     """Nested numeric metrics -> {"a.b": value}; non-numbers are left out."""
     flat: dict[str, float] = {}
     for key, value in metrics.items():
-        name = f"{prefix}{key}"
+        name = f"{prefix}{key}".replace("@", "_at_")  # MLflow refuses '@' in names (HR@10 -> HR_at_10)
         if isinstance(value, Mapping):
             flat |= flatten(value, name + ".")
         elif isinstance(value, int | float) and not isinstance(value, bool):

@@ -61,8 +61,11 @@ def project(tmp_path) -> Path:
     """A fresh git + DVC repo holding the pipeline files, like a user's clone."""
     repo = tmp_path / "repo"
     repo.mkdir()
-    for name in ("dvc.yaml", "params.yaml", ".gitignore"):
+    for name in ("dvc.yaml", "params.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(ROOT / name, repo / name)
+    # The real pipeline, with Step 1 trained for a few epochs only: the tests check wiring, not quality.
+    params = (repo / "params.yaml").read_text()
+    (repo / "params.yaml").write_text(params.replace("  max_epochs: 60\n", "  max_epochs: 3\n", 1))
     shutil.copytree(ROOT / "prefgen", repo / "prefgen", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "flows", repo / "flows", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(SAMPLE_LOG, repo / "tests" / "data" / "sample_log")

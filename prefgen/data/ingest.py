@@ -40,6 +40,7 @@ from prefgen.data.tables import parts, read_table, rebuild_graph_tables, scan_pa
 from prefgen.data.validate import classify_events, classify_images
 
 _IMAGES_NAME = ("images",)
+_ASSET_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp")
 _EVENT_INT_OK = ("event_id", "ts", "actor_id", "target_id")
 
 
@@ -85,7 +86,8 @@ def discover(raw_dir: Path) -> tuple[list[RawFile], list[str]]:
             continue
         fmt = file_format(path)
         if fmt is None:
-            ignored.append(rel)
+            if path.suffix.lower() not in _ASSET_SUFFIXES:  # pixels beside a manifest are expected
+                ignored.append(rel)
             continue
         kind = "images" if path.name.startswith(_IMAGES_NAME) and fmt == "jsonl" else "events"
         found.append(RawFile(path, rel, kind, sha256_file(path), path.stat().st_size))

@@ -8,9 +8,11 @@ Two LightGCN propagations and an influence attention:
 
 1. individual-image click graph  -> e_u (individual taste), e_i (image)
 2. group-member graph             -> e_g (group), e'_u (individual's membership side)
-3. influence  w_g = sum_{u in g} softmax_u( MLP(c_u^g ⊕ e_u) ) e_u
+3. influence  w_g = sum_{u in g} softmax_u( MLP(c_u^g ⊕ e_u) + b_u ) e_u
    c_u^g are the member's centrality and activity features (log-scaled,
-   standardised); e_u lets the attention learn who persuades beyond centrality.
+   standardised). [choice, beyond METHOD.md's MLP(c_u^g)] e_u and a learned
+   per-individual bias b_u (zero at start) let the attention learn who
+   persuades beyond what centrality shows, from the groups' own clicks.
 4. p_g = e_g ⊕ w_g;  an individual is a group of one: p_u = e'_u ⊕ e_u
 5. score(g, i) = <P p_g, e_i>, P a learned (d x 2d) projection
 
@@ -53,6 +55,8 @@ class SocialPreferenceEncoder(nn.Module):
         self.click_gcn = LightGCN(n_users + n_items, dim, layers)
         self.member_gcn = LightGCN(n_groups + n_users, dim, layers)
         self.attention = nn.Sequential(nn.Linear(n_features + dim, dim), nn.Tanh(), nn.Linear(dim, 1))
+        self.persuasion = nn.Embedding(n_users, 1)
+        nn.init.zeros_(self.persuasion.weight)
         self.project = nn.Linear(2 * dim, dim, bias=False)
 
     def embeddings(self, graphs: Graphs) -> dict[str, Tensor]:
@@ -68,6 +72,7 @@ class SocialPreferenceEncoder(nn.Module):
             ones = torch.ones(len(graphs.member_group), device=user.device)
             return ones / scatter(ones, graphs.member_group, dim_size=self.n_groups, reduce="sum")[graphs.member_group]
         logits = self.attention(torch.cat([graphs.member_features, user[graphs.member_user]], dim=1)).squeeze(1)
+        logits = logits + self.persuasion.weight[graphs.member_user, 0]
         return softmax(logits, graphs.member_group, num_nodes=self.n_groups)
 
     def segment_vectors(self, graphs: Graphs, emb: dict[str, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:

@@ -9,6 +9,7 @@ config, epoch, metrics and RNG state, so a killed run resumes where it stopped.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -144,26 +145,35 @@ def new_model(data: TrainData, cfg: TrainGraphConfig) -> SocialPreferenceEncoder
                                    cfg.layers, cfg.use_influence, cfg.use_group_graph)
 
 
-def save_checkpoint(folder: Path, model, optimizer, history: History, cfg: TrainGraphConfig, rng: np.random.Generator, best: dict) -> None:
+def data_key(data: TrainData, val: dict[str, np.ndarray]) -> str:
+    """A digest of exactly what is trained on: a checkpoint resumes only on the same data."""
+    digest = hashlib.sha256(f"{data.n_users},{data.n_items},{data.n_groups}".encode())
+    for array in (data.user_items, data.group_items, data.members, data.features, *[val[k] for k in sorted(val)]):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def save_checkpoint(folder: Path, model, optimizer, history: History, cfg: TrainGraphConfig, rng: np.random.Generator,
+                    best: dict, key: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()} | {f"best.{k}": v for k, v in best.items()}
     for i, state in optimizer.state_dict()["state"].items():
         tensors |= {f"optim.{i}.{k}": v for k, v in state.items() if torch.is_tensor(v)}
     tensors["rng.torch"] = torch.get_rng_state()
     save_file({k: v.contiguous() for k, v in tensors.items()}, folder / ".checkpoint.safetensors")
-    meta = {"config": asdict(cfg), "epoch": len(history.epochs), "history": asdict(history), "numpy_rng": rng.bit_generator.state,
+    meta = {"config": asdict(cfg), "data_key": key, "epoch": len(history.epochs), "history": asdict(history), "numpy_rng": rng.bit_generator.state,
             "optim_groups": optimizer.state_dict()["param_groups"]}
     (folder / ".checkpoint.json").write_text(json.dumps(meta, default=int))
     (folder / ".checkpoint.safetensors").replace(folder / "checkpoint.safetensors")
     (folder / ".checkpoint.json").replace(folder / "checkpoint.json")
 
 
-def load_checkpoint(folder: Path, model, optimizer, cfg: TrainGraphConfig, rng: np.random.Generator) -> tuple[History, dict] | None:
+def load_checkpoint(folder: Path, model, optimizer, cfg: TrainGraphConfig, rng: np.random.Generator, key: str) -> tuple[History, dict] | None:
     if not (folder / "checkpoint.json").is_file():
         return None
     meta = json.loads((folder / "checkpoint.json").read_text())
-    if meta["config"] != asdict(cfg):
-        return None  # another config: start afresh rather than mix runs
+    if meta["config"] != asdict(cfg) or meta.get("data_key") != key:
+        return None  # another config or other data: start afresh rather than mix runs
     tensors = load_file(folder / "checkpoint.safetensors")
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     state = {}
@@ -187,7 +197,8 @@ def fit(data: TrainData, val: dict[str, np.ndarray], cfg: TrainGraphConfig, chec
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     history, best = History(), {k: v.clone() for k, v in model.state_dict().items()}
     candidates = validation_candidates(val, data.n_items, cfg)
-    resumed = load_checkpoint(checkpoint_dir, model, optimizer, cfg, rng) if checkpoint_dir else None
+    key = data_key(data, val)
+    resumed = load_checkpoint(checkpoint_dir, model, optimizer, cfg, rng, key) if checkpoint_dir else None
     if resumed:
         history, best = resumed
         log(f"resumed at epoch {len(history.epochs)}")
@@ -201,7 +212,7 @@ def fit(data: TrainData, val: dict[str, np.ndarray], cfg: TrainGraphConfig, chec
             history.best_epoch, history.best_score = metrics["epoch"], metrics["val_score"]
             best = {k: v.clone() for k, v in model.state_dict().items()}
         if checkpoint_dir:
-            save_checkpoint(checkpoint_dir, model, optimizer, history, cfg, rng, best)
+            save_checkpoint(checkpoint_dir, model, optimizer, history, cfg, rng, best, key)
         log(f"epoch {metrics['epoch']:3d}  loss {loss:.4f}  val {metrics['val_score']:.4f}  {metrics['seconds']:.1f}s")
     model.load_state_dict(best)
     return model, graphs, history

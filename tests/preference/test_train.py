@@ -84,3 +84,17 @@ def test_carve_validation_holds_one_per_id_with_two(kind):
     train, val = carve_validation(pairs, np.random.default_rng(0))
     assert sorted(val[:, 0].tolist()) == [0, 2]
     assert len(train) + len(val) == len(pairs)
+
+
+def test_a_checkpoint_of_other_data_is_not_resumed(tmp_path):
+    data = planted()
+    val = {"user": carve_validation(data.user_items, np.random.default_rng(1))[1]}
+    fit(data, val, CFG, tmp_path, log=lambda _: None)
+    smaller = planted()
+    smaller.n_users -= 1
+    smaller.user_items = smaller.user_items[smaller.user_items[:, 0] < smaller.n_users]
+    smaller.members = smaller.members[smaller.members[:, 1] < smaller.n_users]
+    smaller.features = smaller.features[: len(smaller.members)]
+    lines: list[str] = []
+    fit(smaller, {"user": val["user"][val["user"][:, 0] < smaller.n_users]}, CFG, tmp_path, log=lines.append)
+    assert not any(line.startswith("resumed") for line in lines)

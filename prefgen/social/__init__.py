@@ -1,0 +1,1 @@
+"""Social graph features of individuals and groups (stage `centrality`)."""
