@@ -220,8 +220,8 @@ class TrainGraphConfig:
     lr: float = 0.005
     reg: float = 1e-4  # L2 on the batch's initial embeddings (LightGCN's lambda)
     batch_size: int = 2048
-    max_epochs: int = 60
-    patience: int = 8  # epochs without a better validation HR@10 before stopping
+    max_epochs: int = 120
+    patience: int = 15  # epochs without a better validation HR@10 before stopping
     eval_negatives: int = 100  # sampled negatives per validation row, as in the test protocol
     group_weight: float = 1.0  # weight of the group-image BPR term against the individual one
     seed: int = 0

@@ -65,7 +65,7 @@ def project(tmp_path) -> Path:
         shutil.copy(ROOT / name, repo / name)
     # The real pipeline, with Step 1 trained for a few epochs only: the tests check wiring, not quality.
     params = (repo / "params.yaml").read_text()
-    (repo / "params.yaml").write_text(params.replace("  max_epochs: 60\n", "  max_epochs: 3\n", 1))
+    (repo / "params.yaml").write_text(params.replace("  max_epochs: 120\n", "  max_epochs: 3\n", 1))
     shutil.copytree(ROOT / "prefgen", repo / "prefgen", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "flows", repo / "flows", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(SAMPLE_LOG, repo / "tests" / "data" / "sample_log")
