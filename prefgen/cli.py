@@ -101,7 +101,7 @@ def _stage_setup(params: Path, section: str, standalone: bool, mlflow: bool | No
     """(params to track with, or None for no MLflow run; the stage's typed config) for a stage command."""
     loaded = _params(params, required=not standalone)
     try:
-        cfg = getattr(configs, f"{section}_config")(loaded or {})
+        cfg = configs.section_config(loaded or {}, section)
     except ConfigError as err:
         _fail(str(err))
     track = loaded is not None if mlflow is None else mlflow

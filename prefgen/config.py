@@ -239,29 +239,43 @@ class TrainGraphConfig:
     curve: str = "data/plots/train_graph.csv"  # per-epoch loss and validation HR@10 (DVC plots)
 
 
+# Every params.yaml section and its typed config: the one place a section name meets its class.
+SECTIONS: dict[str, type] = {
+    "synth": SynthConfig, "ingest": IngestConfig, "split": SplitConfig, "centrality": CentralityConfig,
+    "reference": ReferenceConfig, "train_graph": TrainGraphConfig, "tracking": TrackingConfig,
+}
+
+
+def section_config(params: dict[str, Any], name: str) -> Any:
+    """The typed config of section `name` (defaults where params.yaml lacks the section)."""
+    if name not in SECTIONS:
+        raise ConfigError(f"unknown params section '{name}'; known: {sorted(SECTIONS)}")
+    return from_section(SECTIONS[name], params.get(name), name)
+
+
 def train_graph_config(params: dict[str, Any]) -> TrainGraphConfig:
-    return from_section(TrainGraphConfig, params.get("train_graph"), "train_graph")
+    return section_config(params, "train_graph")
 
 
 def synth_config(params: dict[str, Any]) -> SynthConfig:
-    return from_section(SynthConfig, params.get("synth"), "synth")
+    return section_config(params, "synth")
 
 
 def split_config(params: dict[str, Any]) -> SplitConfig:
-    return from_section(SplitConfig, params.get("split"), "split")
+    return section_config(params, "split")
 
 
 def reference_config(params: dict[str, Any]) -> ReferenceConfig:
-    return from_section(ReferenceConfig, params.get("reference"), "reference")
+    return section_config(params, "reference")
 
 
 def centrality_config(params: dict[str, Any]) -> CentralityConfig:
-    return from_section(CentralityConfig, params.get("centrality"), "centrality")
+    return section_config(params, "centrality")
 
 
 def ingest_config(params: dict[str, Any]) -> IngestConfig:
-    return from_section(IngestConfig, params.get("ingest"), "ingest")
+    return section_config(params, "ingest")
 
 
 def tracking_config(params: dict[str, Any]) -> TrackingConfig:
-    return from_section(TrackingConfig, params.get("tracking"), "tracking")
+    return section_config(params, "tracking")

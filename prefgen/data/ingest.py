@@ -294,8 +294,9 @@ def run(cfg: IngestConfig, raw_dir: Path, out_dir: Path, now: datetime | None = 
         batch.commit()
     elif not (out_dir / c.FOLLOWS_FILE).is_file():  # e.g. tables removed by hand: rebuild from events
         rebuild_graph_tables(out_dir)
-    events = [n for s, n in batch.counts.items() if any(f.source == s and f.kind == "events" for f in todo)]
-    images = [n for s, n in batch.counts.items() if any(f.source == s and f.kind == "images" for f in todo)]
+    kind_of = {f.source: f.kind for f in todo}
+    events = [n for s, n in batch.counts.items() if kind_of[s] == "events"]
+    images = [n for s, n in batch.counts.items() if kind_of[s] == "images"]
     return _totals(list(batch.counts.values())) | {
         "batch": batch.id if todo else None,
         "files": {"read": len(todo) - len(batch.unreadable), "unchanged": len(files) - len(todo),

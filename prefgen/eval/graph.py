@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from scipy.stats import spearmanr
 
+from prefgen.eval.reference import group_spearman
 from prefgen.eval.truth import load_truth
 
 
@@ -21,12 +21,7 @@ def influence_spearman(attention: pl.DataFrame, truth_members: pl.DataFrame, min
     rows = truth_members.select(pl.format("grp:{}", "group_id").alias("group_segment_id"),
                                 pl.format("ind:{}", "member_id").alias("member_segment_id"), "influence")
     rows = rows.join(attention, on=["group_segment_id", "member_segment_id"], how="left")
-    rhos = []
-    for _, group in rows.group_by("group_segment_id", maintain_order=True):
-        if group.height < min_size:
-            continue
-        learned = group["attention"].fill_null(0).to_numpy()
-        rhos.append(0.0 if np.ptp(learned) == 0 else float(spearmanr(group["influence"].to_numpy(), learned).statistic))
+    rhos = group_spearman(rows, "group_segment_id", "influence", ["attention"], min_size)["attention"]
     return float(np.mean(rhos)), len(rhos)
 
 

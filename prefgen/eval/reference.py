@@ -57,18 +57,28 @@ def influence_spearman(truth: Truth, centrality_dir: Path, min_size: int) -> dic
     rows = rows.join(in_group.select("group_segment_id", "member_segment_id", *[pl.col(f).alias(f"in_group.{f}") for f in group_features]),
                      on=["group_segment_id", "member_segment_id"], how="left")
     candidates = features + [f"in_group.{f}" for f in group_features]
-    per_feature = {f: [] for f in candidates}
-    for _, group in rows.group_by("group_id", maintain_order=True):
-        if group.height < min_size:
-            continue
-        for f in candidates:
-            values = group[f].fill_null(0).to_numpy()
-            rho = 0.0 if np.ptp(values) == 0 else spearmanr(group["influence"].to_numpy(), values).statistic
-            per_feature[f].append(float(rho))
+    per_feature = group_spearman(rows, "group_id", "influence", candidates, min_size)
     means = {f: float(np.mean(v)) for f, v in per_feature.items() if v}
     best = max(means, key=means.get)
     return {"ref_influence_spearman": means[best], "ref_influence_best_feature": best,
             "groups_evaluated": len(per_feature[best]), "influence_spearman_by_feature": means}
+
+
+def group_spearman(rows: pl.DataFrame, group: str, truth: str, columns: list[str], min_size: int) -> dict[str, list[float]]:
+    """Per column, the Spearman correlation with `truth` inside each group of at least `min_size` rows.
+
+    A column constant within a group (or missing: null counts as 0) scores 0 there.
+    Shared by the reference scores and by `eval_graph`, so both average the same way.
+    """
+    out: dict[str, list[float]] = {c: [] for c in columns}
+    for _, members in rows.group_by(group, maintain_order=True):
+        if members.height < min_size:
+            continue
+        for c in columns:
+            values = members[c].fill_null(0).to_numpy()
+            rho = 0.0 if np.ptp(values) == 0 else spearmanr(members[truth].to_numpy(), values).statistic
+            out[c].append(float(rho))
+    return out
 
 
 def _auc(scores: np.ndarray, positive: np.ndarray) -> float:

@@ -18,15 +18,11 @@ import numpy as np
 from prefgen.config import CentralityConfig, TrainGraphConfig
 from prefgen.eval.sampled import per_row_metrics, tie_aware_metrics
 from prefgen.preference.grouprec import GroupRecData, read_dataset
+from prefgen.preference.stage_data import standardise_log
 from prefgen.preference.train import TrainData, carve_validation, fit, score_rows
 
 TASKS = ("group", "user")
 METRICS = ("HR@5", "HR@10", "NDCG@5", "NDCG@10")
-
-
-def _standardise(x: np.ndarray) -> np.ndarray:
-    x = np.log1p(np.maximum(x, 0))
-    return (x - x.mean(axis=0)) / np.maximum(x.std(axis=0), 1e-9)
 
 
 def member_features(data: GroupRecData, members: np.ndarray, n_users: int) -> np.ndarray:
@@ -44,7 +40,7 @@ def member_features(data: GroupRecData, members: np.ndarray, n_users: int) -> np
         glob = individual_features(src, dst, n_nodes, cfg)
         local = group_member_features(src, dst, n_nodes, members[:, 0], members[:, 1], cfg)
         columns += [glob[f][members[:, 1]] for f in sorted(glob)] + [local[f] for f in sorted(local)]
-    return _standardise(np.stack(columns, axis=1).astype(np.float64))
+    return standardise_log(np.stack(columns, axis=1).astype(np.float64))
 
 
 def prepare(data: GroupRecData, rng: np.random.Generator) -> tuple[TrainData, dict[str, np.ndarray]]:

@@ -24,6 +24,12 @@ class Indexed:
     feature_names: list[str]
 
 
+def standardise_log(x: np.ndarray) -> np.ndarray:
+    """log1p of non-negative counts/centralities, then zero mean and unit variance per column."""
+    x = np.log1p(np.maximum(x, 0))
+    return (x - x.mean(axis=0)) / np.maximum(x.std(axis=0), 1e-9)
+
+
 def _index(values: list[str]) -> dict[str, int]:
     return {v: i for i, v in enumerate(values)}
 
@@ -38,8 +44,7 @@ def _member_features(members: pl.DataFrame, centrality_dir: Path) -> tuple[np.nd
     rows = rows.join(local.rename({f: f"in_group.{f}" for f in local_names}).rename({"member_segment_id": "segment_id"}),
                      on=["group_segment_id", "segment_id"], how="left", maintain_order="left")
     names = [f for f in rows.columns if f not in ("group_id", "member_id", "since", "segment_id", "group_segment_id")]
-    x = np.log1p(np.maximum(rows.select(names).fill_null(0).to_numpy().astype(np.float64), 0))
-    return (x - x.mean(axis=0)) / np.maximum(x.std(axis=0), 1e-9), names
+    return standardise_log(rows.select(names).fill_null(0).to_numpy().astype(np.float64)), names
 
 
 def load(tables_dir: Path, split_path: Path, centrality_dir: Path) -> Indexed:

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from torch_geometric.nn.models import LightGCN
 
 from prefgen.config import TrainGraphConfig
 from prefgen.eval.sampled import tie_aware_metrics
@@ -70,10 +69,10 @@ def build_graphs(data: TrainData, use_centrality: bool) -> Graphs:
 
 def _negatives(rng: np.random.Generator, pairs: np.ndarray, n_items: int) -> np.ndarray:
     """Uniform negatives, resampled where they hit the row's own positive pairs."""
-    known = set(map(tuple, pairs.tolist()))
+    known = np.unique(pairs[:, 0] * n_items + pairs[:, 1])  # (id, item) as one sorted int64 key
     neg = rng.integers(0, n_items, len(pairs))
     for _ in range(10):
-        clash = np.array([(a, b) in known for a, b in zip(pairs[:, 0].tolist(), neg.tolist())])
+        clash = np.isin(pairs[:, 0] * n_items + neg, known, assume_unique=False)
         if not clash.any():
             break
         neg[clash] = rng.integers(0, n_items, int(clash.sum()))
@@ -217,5 +216,3 @@ def fit(data: TrainData, val: dict[str, np.ndarray], cfg: TrainGraphConfig, chec
     model.load_state_dict(best)
     return model, graphs, history
 
-
-__all__ = ["LightGCN", "TrainData", "History", "carve_validation", "fit", "score_rows"]

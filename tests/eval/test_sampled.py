@@ -34,10 +34,9 @@ POPULARITY = {
 }
 
 
+@pytest.mark.skipif(not DATA.is_dir(), reason=f"real data not present at {DATA} (the team's ../shared/data)")
 @pytest.mark.parametrize(("dataset", "task"), sorted(POPULARITY))
 def test_popularity_table_reproduced_to_three_decimals(dataset, task):
-    if not (DATA / dataset).is_dir():
-        pytest.skip(f"real data not present at {DATA / dataset} (only on the team's machines)")
     data = read_dataset(DATA / dataset)
     train, test = (data.user_train, data.user_test) if task == "user" else (data.group_train, data.group_test)
     pairs = np.unique(train, axis=0)
