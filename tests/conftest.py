@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_LOG = ROOT / "tests" / "data" / "sample_log"
@@ -63,9 +64,12 @@ def project(tmp_path) -> Path:
     repo.mkdir()
     for name in ("dvc.yaml", "params.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(ROOT / name, repo / name)
-    # The real pipeline, with Step 1 trained for a few epochs only: the tests check wiring, not quality.
-    params = (repo / "params.yaml").read_text()
-    (repo / "params.yaml").write_text(params.replace("  max_epochs: 120\n", "  max_epochs: 3\n", 1))
+    # The real pipeline with every trainer cut to a few epochs and a tiny image tower: the tests check wiring, not quality.
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train_graph"]["max_epochs"] = 3
+    params["train_clip"] |= {"epochs": 1, "vision_width": 32, "vision_layers": 1, "vision_heads": 2}
+    params["train_mapper"]["max_epochs"] = 2
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     shutil.copytree(ROOT / "prefgen", repo / "prefgen", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "flows", repo / "flows", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(SAMPLE_LOG, repo / "tests" / "data" / "sample_log")

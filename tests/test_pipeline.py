@@ -24,7 +24,8 @@ def test_stage_order_follows_deps(tmp_path):
         "  a: {cmd: x, deps: [raw], outs: ['${a.out}']}\n"
     )
     assert pipeline.stage_order(tmp_path) == ["a", "b", "c"]
-    assert pipeline.stage_order(ROOT) == ["synth", "ingest", "split", "centrality", "reference", "train_graph", "eval_graph"]
+    assert pipeline.stage_order(ROOT) == ["synth", "ingest", "split", "centrality", "train_clip", "reference", "train_graph",
+                                          "visual_features", "eval_graph", "train_mapper", "eval_mapper"]
 
 
 def test_flow_helpers_run_stages_without_an_activated_virtualenv(project, monkeypatch):
@@ -52,7 +53,7 @@ def test_repro_then_noop_then_forget_reruns(project):
     run([sys.executable, "-m", "prefgen", "forget", "u1", "--by", "test"], project)
     assert pipeline.is_changed(project, "ingest")  # the tables changed under DVC
     rerun = dvc(project, "repro")
-    for stage in ("ingest", "split", "centrality", "reference", "train_graph", "eval_graph"):  # all downstream of the tables
+    for stage in ("ingest", "split", "centrality", "reference", "train_graph", "eval_graph", "train_mapper", "eval_mapper"):  # downstream of the tables
         assert f"Running stage '{stage}'" in rerun
     assert "Running stage 'synth'" not in rerun
     assert not pipeline.is_changed(project, "ingest")

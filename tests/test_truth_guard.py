@@ -19,7 +19,7 @@ from prefgen.data.ingest import run as ingest
 from prefgen.data.synth import run as synth
 from tests.conftest import ROOT
 
-EVALUATION_STAGES = {"reference", "eval_graph"}  # stages allowed to read truth (plus `synth`, which writes it)
+EVALUATION_STAGES = {"reference", "eval_graph", "eval_mapper"}  # stages allowed to read truth (plus `synth`, which writes it)
 
 
 def test_only_evaluation_stages_depend_on_truth():

@@ -19,6 +19,7 @@ Every metric is written with the world's name and content hash.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -87,24 +88,47 @@ def _auc(scores: np.ndarray, positive: np.ndarray) -> float:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def cold_auc(interactions: pl.DataFrame, split: pl.DataFrame, histograms: dict[str, np.ndarray]) -> dict:
+@dataclass
+class ColdTask:
+    """The cold-start protocol: per segment, its train images and which cold images it interacted with."""
+
+    cold_ids: list[str]
+    segments: list[str]  # segment ids with >= 1 train interaction and some, not all, cold images as positives
+    train_images: list[list[str]]  # per segment
+    positives: np.ndarray  # (segments, cold) bool
+
+
+def cold_task(interactions: pl.DataFrame, split: pl.DataFrame) -> ColdTask:
     cold_ids = split.filter(pl.col("split") == "cold")["image_id"].to_list()
     cold_index = {img: i for i, img in enumerate(cold_ids)}
-    cold_hist = np.stack([histograms[i] for i in cold_ids])
     labelled = interactions.join(split, on="image_id")
-    aucs: dict[str, list[float]] = {"ind": [], "grp": []}
+    segments, train_images, masks = [], [], []
     for (segment,), rows in labelled.group_by("segment_id", maintain_order=True):
-        train = [histograms[i] for i in rows.filter(pl.col("split") == "train")["image_id"].unique().to_list()]
+        train = rows.filter(pl.col("split") == "train")["image_id"].unique(maintain_order=True).to_list()
         positives = [cold_index[i] for i in rows.filter(pl.col("split") == "cold")["image_id"].unique().to_list()]
         if not train or not positives or len(positives) == len(cold_ids):
             continue
-        scores = -np.abs(cold_hist - np.mean(train, axis=0)).sum(axis=1)
         mask = np.zeros(len(cold_ids), dtype=bool)
         mask[positives] = True
-        aucs[segment[:3]].append(_auc(scores, mask))
+        segments.append(segment), train_images.append(train), masks.append(mask)
+    return ColdTask(cold_ids, segments, train_images, np.array(masks, dtype=bool).reshape(-1, len(cold_ids)))
+
+
+def summarise_auc(task: ColdTask, scores: np.ndarray, name: str) -> dict:
+    """Mean AUC over segments of scores (segments, cold), overall and per kind."""
+    aucs: dict[str, list[float]] = {"ind": [], "grp": []}
+    for k, segment in enumerate(task.segments):
+        aucs[segment[:3]].append(_auc(scores[k], task.positives[k]))
     every = aucs["ind"] + aucs["grp"]
-    return {"ref_cold_auc": float(np.mean(every)), "ref_cold_auc_individuals": float(np.mean(aucs["ind"] or [np.nan])),
-            "ref_cold_auc_groups": float(np.mean(aucs["grp"] or [np.nan])), "cold_auc_segments": len(every)}
+    return {name: float(np.mean(every)), f"{name}_individuals": float(np.mean(aucs["ind"] or [np.nan])),
+            f"{name}_groups": float(np.mean(aucs["grp"] or [np.nan]))}
+
+
+def cold_auc(interactions: pl.DataFrame, split: pl.DataFrame, histograms: dict[str, np.ndarray]) -> dict:
+    task = cold_task(interactions, split)
+    cold_hist = np.stack([histograms[i] for i in task.cold_ids])
+    scores = np.stack([-np.abs(cold_hist - np.mean([histograms[i] for i in train], axis=0)).sum(axis=1) for train in task.train_images])
+    return summarise_auc(task, scores, "ref_cold_auc") | {"cold_auc_segments": len(task.segments)}
 
 
 def popularity(interactions: pl.DataFrame, split: pl.DataFrame, k: int) -> dict:

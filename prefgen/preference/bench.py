@@ -2,7 +2,9 @@
 
 Protocol (../shared/data/README.md): each test row ranks its held-out positive
 among its listed negatives, scored as the model scores them (no masking of
-training items), ties broken in expectation (prefgen/eval/sampled.py). The
+training items), ties broken in expectation (prefgen/eval/sampled.py). Beside
+it, full ranking: the positive against every item the id has not interacted
+with in training (Recall@K = HR@K with one positive per row). The
 epoch is chosen on a validation split carved from train (one interaction per
 user and per group), never on test. Intervals: paired bootstrap over test rows
 of (model - popularity), 95%.
@@ -17,12 +19,37 @@ import numpy as np
 
 from prefgen.config import CentralityConfig, TrainGraphConfig
 from prefgen.eval.sampled import per_row_metrics, tie_aware_metrics
-from prefgen.preference.grouprec import GroupRecData, read_dataset
+from prefgen.preference.grouprec import GroupRecData, densify, input_report, read_dataset
 from prefgen.preference.stage_data import standardise_log
-from prefgen.preference.train import TrainData, carve_validation, fit, score_rows
+from prefgen.preference.train import TrainData, carve_validation, fit, score_all, score_rows
 
 TASKS = ("group", "user")
 METRICS = ("HR@5", "HR@10", "NDCG@5", "NDCG@10")
+FULL_METRICS = ("Recall@10", "NDCG@10", "Recall@20", "NDCG@20")
+
+
+def load(folder: Path, log=print) -> tuple[GroupRecData, dict]:
+    """The dataset with dense ids, and what its input lacks (logged: kept and scored, never silently)."""
+    raw = read_dataset(folder)
+    report = input_report(raw)
+    for name, found in report.items():
+        log(f"input: {found['count']} {name} (e.g. {', '.join(map(str, found['examples']))})")
+    return densify(raw), report
+
+
+def full_ranking(scores: np.ndarray, data: GroupRecData, task: str) -> dict[str, float]:
+    """The positive against every item the row's id did not interact with in training; ties in expectation."""
+    train, test = (data.user_train, data.user_test) if task == "user" else (data.group_train, data.group_test)
+    order = np.argsort(train[:, 0], kind="stable")
+    ids, items = train[order, 0], train[order, 1]
+    scores = scores.astype(np.float64)  # a private copy: masked in place
+    rows = np.arange(len(test.ids))
+    pos = scores[rows, test.positives].copy()
+    for r, i in enumerate(test.ids.tolist()):
+        scores[r, items[np.searchsorted(ids, i, "left") : np.searchsorted(ids, i, "right")]] = -np.inf
+    scores[rows, test.positives] = -np.inf  # the positive is not its own competitor
+    metrics = tie_aware_metrics(pos, scores, ks=(10, 20))
+    return {k.replace("HR", "Recall"): v for k, v in metrics.items()}
 
 
 def member_features(data: GroupRecData, members: np.ndarray, n_users: int) -> np.ndarray:
@@ -43,15 +70,18 @@ def member_features(data: GroupRecData, members: np.ndarray, n_users: int) -> np
     return standardise_log(np.stack(columns, axis=1).astype(np.float64))
 
 
+def n_items(data: GroupRecData) -> int:
+    return int(max(data.user_train[:, 1].max(), data.group_train[:, 1].max(), data.user_test.negatives.max(),
+                   data.group_test.negatives.max(), data.user_test.positives.max(), data.group_test.positives.max())) + 1
+
+
 def prepare(data: GroupRecData, rng: np.random.Generator) -> tuple[TrainData, dict[str, np.ndarray]]:
     members = np.array([(g, u) for g, ms in sorted(data.members.items()) for u in ms], dtype=np.int64)
     n_users = int(max(data.user_train[:, 0].max(), members[:, 1].max(), data.user_test.ids.max())) + 1
-    n_items = int(max(data.user_train[:, 1].max(), data.group_train[:, 1].max(), data.user_test.negatives.max(),
-                      data.group_test.negatives.max(), data.user_test.positives.max(), data.group_test.positives.max())) + 1
     n_groups = int(max(members[:, 0].max(), data.group_train[:, 0].max(), data.group_test.ids.max())) + 1
     user_train, user_val = carve_validation(np.unique(data.user_train, axis=0), rng)
     group_train, group_val = carve_validation(np.unique(data.group_train, axis=0), rng)
-    train = TrainData(n_users, n_items, n_groups, user_train, group_train, members, member_features(data, members, n_users))
+    train = TrainData(n_users, n_items(data), n_groups, user_train, group_train, members, member_features(data, members, n_users))
     return train, {"user": user_val, "group": group_val}
 
 
@@ -69,6 +99,12 @@ def bootstrap_interval(model_rows: np.ndarray, base_rows: np.ndarray, rng: np.ra
     return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
+def popularity_full(data: GroupRecData, task: str) -> dict[str, float]:
+    train, test = (data.user_train, data.user_test) if task == "user" else (data.group_train, data.group_test)
+    counts = np.bincount(np.unique(train, axis=0)[:, 1], minlength=n_items(data)).astype(np.float64)
+    return full_ranking(np.broadcast_to(counts, (len(test.ids), len(counts))), data, task)
+
+
 def run_seed(data: GroupRecData, cfg: TrainGraphConfig, log=print) -> dict:
     rng = np.random.default_rng(cfg.seed)
     train, val = prepare(data, rng)
@@ -78,16 +114,17 @@ def run_seed(data: GroupRecData, cfg: TrainGraphConfig, log=print) -> dict:
         test = data.group_test if task == "group" else data.user_test
         scores = score_rows(model, graphs, test.ids, np.concatenate([test.positives[:, None], test.negatives], axis=1), task)
         out[task] = {"metrics": tie_aware_metrics(scores[:, 0], scores[:, 1:]),
-                     "rows": {k: per_row_metrics(scores[:, 0], scores[:, 1:], int(k.split("@")[1]))[k] for k in METRICS}}
+                     "rows": {k: per_row_metrics(scores[:, 0], scores[:, 1:], int(k.split("@")[1]))[k] for k in METRICS},
+                     "full": full_ranking(score_all(model, graphs, test.ids, task), data, task)}
     return out
 
 
 def bench(folder: Path, cfg: TrainGraphConfig, seeds: int, log=print) -> dict:
-    data = read_dataset(folder)
+    data, report = load(folder, log)
     runs = [run_seed(data, replace(cfg, seed=cfg.seed + s), log=log) for s in range(seeds)]
     rng = np.random.default_rng(0)
     result: dict = {"seeds": seeds, "best_epochs": [r["best_epoch"] for r in runs],
-                    "seconds_per_epoch": float(np.mean([r["seconds_per_epoch"] for r in runs]))}
+                    "seconds_per_epoch": float(np.mean([r["seconds_per_epoch"] for r in runs])), "input": report}
     for task in TASKS:
         pos, neg = popularity_scores(data, task)
         base_rows = {k: per_row_metrics(pos, neg, int(k.split("@")[1]))[k] for k in METRICS}
@@ -95,15 +132,18 @@ def bench(folder: Path, cfg: TrainGraphConfig, seeds: int, log=print) -> dict:
         result[task] = {k: float(mean_rows[k].mean()) for k in METRICS}
         result[f"{task}_popularity"] = tie_aware_metrics(pos, neg)
         result[f"{task}_ci"] = {k: bootstrap_interval(mean_rows[k], base_rows[k], rng) for k in METRICS}
+        result[f"{task}_full"] = {k: float(np.mean([r[task]["full"][k] for r in runs])) for k in FULL_METRICS}
+        result[f"{task}_full_popularity"] = popularity_full(data, task)
     return result
 
 
-def bench_popularity(folder: Path) -> dict:
-    data = read_dataset(folder)
-    result: dict = {"seeds": 0}
+def bench_popularity(folder: Path, log=print) -> dict:
+    data, report = load(folder, log)
+    result: dict = {"seeds": 0, "input": report}
     for task in TASKS:
         result[task] = tie_aware_metrics(*popularity_scores(data, task))
         result[f"{task}_popularity"] = result[task]
+        result[f"{task}_full"] = result[f"{task}_full_popularity"] = popularity_full(data, task)
     return result
 
 
@@ -115,6 +155,10 @@ def format_table(result: dict, model: str) -> str:
             lines.append(f"{task:<6} {'popularity':<11} " + " ".join(f"{result[f'{task}_popularity'][m]:8.4f}" for m in METRICS))
             ci = result[f"{task}_ci"]
             lines.append(f"{task:<6} {'diff 95% CI':<11} " + " ".join(f"{'[%+.3f,%+.3f]' % tuple(ci[m]):>8}" for m in METRICS))
+    lines.append(f"full ranking {'':<5} " + " ".join(f"{m:>9}" for m in FULL_METRICS))
+    for task in TASKS:
+        for name, key in ((model, f"{task}_full"), ("popularity", f"{task}_full_popularity"))[: 1 if model == "popularity" else 2]:
+            lines.append(f"{task:<6} {name:<11} " + " ".join(f"{result[key][m]:9.4f}" for m in FULL_METRICS))
     if model != "popularity":
         lines.append(f"seeds {result['seeds']}, best epochs {result['best_epochs']}, {result['seconds_per_epoch']:.2f} s/epoch")
     return "\n".join(lines)

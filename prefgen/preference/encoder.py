@@ -23,6 +23,10 @@ Args:
     layers: LightGCN layers K of both graphs (default 2).
     use_influence: attention over members (False: w_g = mean of member e_u).
     use_group_graph: the group-member propagation (False: e_g is a free embedding).
+    n_item_features: width of the images' semantic embedding (0: learned ids only).
+        With features, an image's initial embedding is W s_i + δ_i (METHOD.md 1.1):
+        images that look alike start alike, so an image with few clicks borrows
+        from its look-alikes; δ_i (zero at start) learns what the look misses.
 """
 
 from __future__ import annotations
@@ -44,11 +48,12 @@ class Graphs:
     member_group: Tensor  # (M,) group index of each (group, member) row
     member_user: Tensor  # (M,) user index of each row
     member_features: Tensor  # (M, F) c_u^g per row
+    item_features: Tensor | None = None  # (I, Ds) Step 2's semantic embedding per image, where it exists
 
 
 class SocialPreferenceEncoder(nn.Module):
     def __init__(self, n_users: int, n_items: int, n_groups: int, n_features: int, dim: int = 64, layers: int = 2,
-                 use_influence: bool = True, use_group_graph: bool = True):
+                 use_influence: bool = True, use_group_graph: bool = True, n_item_features: int = 0):
         super().__init__()
         self.n_users, self.n_items, self.n_groups = n_users, n_items, n_groups
         self.use_influence, self.use_group_graph = use_influence, use_group_graph
@@ -58,10 +63,19 @@ class SocialPreferenceEncoder(nn.Module):
         self.persuasion = nn.Embedding(n_users, 1)
         nn.init.zeros_(self.persuasion.weight)
         self.project = nn.Linear(2 * dim, dim, bias=False)
+        self.item_proj = nn.Linear(n_item_features, dim, bias=False) if n_item_features else None
+        if n_item_features:
+            with torch.no_grad():
+                self.click_gcn.embedding.weight[n_users:].zero_()  # δ_i starts at zero: the look decides first
 
     def embeddings(self, graphs: Graphs) -> dict[str, Tensor]:
         """Propagated embeddings of every node kind."""
-        ui = self.click_gcn.get_embedding(graphs.click)
+        if self.item_proj is None:
+            ui = self.click_gcn.get_embedding(graphs.click)
+        else:
+            table = self.click_gcn.embedding.weight
+            x0 = torch.cat([table[: self.n_users], table[self.n_users :] + self.item_proj(graphs.item_features)])
+            ui = _propagate(self.click_gcn, x0, graphs.click)
         gm = self.member_gcn.get_embedding(graphs.member) if self.use_group_graph else self.member_gcn.embedding.weight
         return {"user": ui[: self.n_users], "item": ui[self.n_users :], "group": gm[: self.n_groups],
                 "user_member_side": gm[self.n_groups :]}
@@ -88,3 +102,12 @@ class SocialPreferenceEncoder(nn.Module):
     def score(self, p: Tensor, items: Tensor) -> Tensor:
         """<P p, e_i> for matching rows of p [B, 2d] and items [B, d], or all pairs if items is [I, d] and B != I."""
         return (self.project(p) * items).sum(-1)
+
+
+def _propagate(gcn: LightGCN, x: Tensor, edge_index: Tensor) -> Tensor:
+    """LightGCN's layer combination from given initial embeddings (PyG's get_embedding uses its own table)."""
+    out = x * gcn.alpha[0]
+    for conv, alpha in zip(gcn.convs, gcn.alpha[1:]):
+        x = conv(x, edge_index)
+        out = out + x * alpha
+    return out

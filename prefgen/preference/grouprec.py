@@ -26,6 +26,17 @@ class FormatError(ValueError):
     """A dataset file breaks the format; the message names file and line."""
 
 
+_MAX_ID_DIGITS = 18  # ids must fit int64; any range is fine, they are renumbered densely (`densify`)
+
+
+def _id(text: str, where: str) -> int:
+    if not text.isdigit():
+        raise FormatError(f"{where}: {text[:40]!r} is not a non-negative integer id")
+    if len(text) > _MAX_ID_DIGITS:
+        raise FormatError(f"{where}: id {text[:40]!r} is out of range (more than {_MAX_ID_DIGITS} digits)")
+    return int(text)
+
+
 @dataclass
 class TestSet:
     ids: np.ndarray  # (n,) user or group ids
@@ -49,9 +60,9 @@ def _pairs(path: Path) -> np.ndarray:
         parts = line.split()
         if not parts:
             continue
-        if len(parts) < 2 or not (parts[0].isdigit() and parts[1].isdigit()):
+        if len(parts) < 2:
             raise FormatError(f"{path.name}:{no}: expected 'id item [rating [ts]]', got {line[:80]!r}")
-        rows.append((int(parts[0]), int(parts[1])))
+        rows.append((_id(parts[0], f"{path.name}:{no}"), _id(parts[1], f"{path.name}:{no}")))
     return np.array(rows, dtype=np.int64).reshape(-1, 2)
 
 
@@ -62,12 +73,12 @@ def _test_set(test: Path, negative: Path) -> TestSet:
         if not line.strip():
             continue
         head, *rest = line.split()
-        try:
-            a, b = head.strip("()").split(",")
-            ids.append((int(a), int(b)))
-            negs.append([int(x) for x in rest])
-        except ValueError as err:
-            raise FormatError(f"{negative.name}:{no}: expected '(id,item) n1 ... nK', got {line[:80]!r}") from err
+        where = f"{negative.name}:{no}"
+        if head.count(",") != 1:
+            raise FormatError(f"{where}: expected '(id,item) n1 ... nK', got {line[:80]!r}")
+        a, b = head.strip("()").split(",")
+        ids.append((_id(a, where), _id(b, where)))
+        negs.append([_id(x, where) for x in rest])
     if len({len(n) for n in negs}) > 1:
         raise FormatError(f"{negative.name}: rows have different numbers of negatives")
     if [tuple(p) for p in pairs.tolist()] != ids:
@@ -80,12 +91,13 @@ def _members(path: Path) -> dict[int, list[int]]:
     for no, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
             continue
-        try:
-            group, members = line.split()
-            out[int(group)] = [int(m) for m in members.split(",") if m]
-        except ValueError as err:
-            raise FormatError(f"{path.name}:{no}: expected 'group m1,m2,...', got {line[:80]!r}") from err
-        if not out[int(group)]:
+        where = f"{path.name}:{no}"
+        parts = line.split()
+        if len(parts) != 2:
+            raise FormatError(f"{where}: expected 'group m1,m2,...', got {line[:80]!r}")
+        group = _id(parts[0], where)
+        out[group] = [_id(m, where) for m in parts[1].split(",") if m]
+        if not out[group]:
             raise FormatError(f"{path.name}:{no}: group {group} has no members")
     return out
 
@@ -97,11 +109,11 @@ def _follows(path: Path) -> np.ndarray | None:
     for no, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
             continue
-        try:
-            user, rest = line.split(":", 1)
-            rows += [(int(user), int(f)) for f in rest.split()]
-        except ValueError as err:
-            raise FormatError(f"{path.name}:{no}: expected 'user:f1 f2 ...', got {line[:80]!r}") from err
+        where = f"{path.name}:{no}"
+        if ":" not in line:
+            raise FormatError(f"{where}: expected 'user:f1 f2 ...', got {line[:80]!r}")
+        user, rest = line.split(":", 1)
+        rows += [(_id(user.strip(), where), _id(f, where)) for f in rest.split()]
     return np.array(rows, dtype=np.int64).reshape(-1, 2)
 
 
@@ -116,6 +128,53 @@ def read_dataset(folder: Path) -> GroupRecData:
         user_test=_test_set(need("userRatingTest.txt"), need("userRatingNegative.txt")),
         group_test=_test_set(need("groupRatingTest.txt"), need("groupRatingNegative.txt")),
         members=_members(need("groupMember.txt")), follows=_follows(folder / "userFollow.txt"))
+
+
+def densify(data: GroupRecData) -> GroupRecData:
+    """Renumber users, items and groups 0..n-1 (sorted raw order), so sparse or huge ids cost nothing."""
+    follows = data.follows if data.follows is not None else np.zeros((0, 2), dtype=np.int64)
+    member_rows = np.array([(g, u) for g, ms in sorted(data.members.items()) for u in ms], dtype=np.int64).reshape(-1, 2)
+    users = np.unique(np.concatenate([data.user_train[:, 0], member_rows[:, 1], data.user_test.ids, follows.ravel()]))
+    groups = np.unique(np.concatenate([data.group_train[:, 0], member_rows[:, 0], data.group_test.ids]))
+    items = np.unique(np.concatenate([data.user_train[:, 1], data.group_train[:, 1], data.user_test.positives,
+                                      data.group_test.positives, data.user_test.negatives.ravel(), data.group_test.negatives.ravel()]))
+
+    def pairs(rows: np.ndarray, ids: np.ndarray, second: np.ndarray) -> np.ndarray:
+        return np.stack([np.searchsorted(ids, rows[:, 0]), np.searchsorted(second, rows[:, 1])], axis=1).reshape(-1, 2)
+
+    def test(t: TestSet, ids: np.ndarray) -> TestSet:
+        return TestSet(np.searchsorted(ids, t.ids), np.searchsorted(items, t.positives), np.searchsorted(items, t.negatives))
+
+    members: dict[int, list[int]] = {}
+    for g, u in pairs(member_rows, groups, users).tolist():
+        members.setdefault(g, []).append(u)
+    return GroupRecData(pairs(data.user_train, users, items), pairs(data.group_train, groups, items),
+                        test(data.user_test, users), test(data.group_test, groups), members,
+                        pairs(data.follows, users, users) if data.follows is not None else None)
+
+
+def input_report(data: GroupRecData, examples: int = 5) -> dict[str, dict]:
+    """What the data lacks, counted with example ids: kept and scored (the protocol scores every test row)."""
+    user_seen, group_seen = set(data.user_train[:, 0].tolist()), set(data.group_train[:, 0].tolist())
+    item_seen = set(data.user_train[:, 1].tolist()) | set(data.group_train[:, 1].tolist())
+    followed = set(data.follows.ravel().tolist()) if data.follows is not None else None
+    members = {u for ms in data.members.values() for u in ms}
+    found = {
+        "test users with no training interactions": [u for u in data.user_test.ids.tolist() if u not in user_seen],
+        "test groups with no training interactions": [g for g in data.group_test.ids.tolist() if g not in group_seen],
+        "test positives never seen in training (user)": [i for i in data.user_test.positives.tolist() if i not in item_seen],
+        "test positives never seen in training (group)": [i for i in data.group_test.positives.tolist() if i not in item_seen],
+        "groups with interactions but no members": sorted((group_seen | set(data.group_test.ids.tolist())) - set(data.members)),
+        "members missing from the follow graph": sorted(members - followed) if followed is not None else [],
+        "duplicate training rows": ([f"user {a} item {b}" for a, b in _duplicates(data.user_train)]
+                                    + [f"group {a} item {b}" for a, b in _duplicates(data.group_train)]),
+    }
+    return {name: {"count": len(rows), "examples": rows[:examples]} for name, rows in found.items() if rows}
+
+
+def _duplicates(pairs: np.ndarray) -> list[tuple[int, int]]:
+    unique, counts = np.unique(pairs, axis=0, return_counts=True)
+    return [tuple(row) for row in unique[counts > 1].tolist()]
 
 
 def _event(kind: str, event_id: str, seq: int, actor: int, target: int, base_ms: int) -> str:

@@ -22,12 +22,21 @@ class Indexed:
     items: list[str]  # raw image ids (train split), by dense index
     groups: list[str]  # raw group ids, by dense index
     feature_names: list[str]
+    items_without_features: int = 0
 
 
 def standardise_log(x: np.ndarray) -> np.ndarray:
-    """log1p of non-negative counts/centralities, then zero mean and unit variance per column."""
-    x = np.log1p(np.maximum(x, 0))
-    return (x - x.mean(axis=0)) / np.maximum(x.std(axis=0), 1e-9)
+    """Log-scale non-negative counts/centralities per column, then zero mean and unit variance.
+
+    A column with no zeros is logged as is; one with zeros as log1p(x / smallest
+    positive value). Why not plain log1p: centralities such as PageRank are all
+    far below 1, where log1p(x) is x and would leave their heavy tail unlogged.
+    """
+    x = np.maximum(x, 0)
+    positive = np.where(x > 0, x, np.inf).min(axis=0)
+    positive = np.where(np.isfinite(positive), positive, 1.0)
+    logged = np.where((x > 0).all(axis=0), np.log(np.where(x > 0, x, 1.0)), np.log1p(x / positive))
+    return (logged - logged.mean(axis=0)) / np.maximum(logged.std(axis=0), 1e-9)
 
 
 def _index(values: list[str]) -> dict[str, int]:
@@ -47,7 +56,24 @@ def _member_features(members: pl.DataFrame, centrality_dir: Path) -> tuple[np.nd
     return standardise_log(rows.select(names).fill_null(0).to_numpy().astype(np.float64)), names
 
 
-def load(tables_dir: Path, split_path: Path, centrality_dir: Path) -> Indexed:
+def item_features(path: Path | None, items: list[str]) -> tuple[np.ndarray | None, int]:
+    """(semantic vectors of `items` in order, how many lack one: zeros, so their learned δ_i carries them)."""
+    if path is None or not path.is_file():
+        return None, len(items)
+    table = pl.read_parquet(path).select("image_id", "vector")
+    found = dict(zip(table["image_id"].to_list(), table["vector"].to_list()))
+    width = len(next(iter(found.values()))) if found else 0
+    matrix = np.zeros((len(items), width), dtype=np.float32)
+    missing = 0
+    for row, item in enumerate(items):
+        if item in found:
+            matrix[row] = found[item]
+        else:
+            missing += 1
+    return matrix, missing
+
+
+def load(tables_dir: Path, split_path: Path, centrality_dir: Path, semantic_path: Path | None = None) -> Indexed:
     events = training_events(tables_dir, split_path).select("actor_id", "type", "target_id").collect()
     members = pl.read_parquet(tables_dir / c.MEMBERSHIPS_FILE).sort("group_id", "member_id")
     train_items = sorted(pl.read_parquet(split_path).filter(pl.col("split") == "train")["image_id"].to_list())
@@ -60,5 +86,6 @@ def load(tables_dir: Path, split_path: Path, centrality_dir: Path) -> Indexed:
     group_items = np.unique(np.array([(g[a], i[b]) for a, b in group_clicks.select("actor_id", "target_id").iter_rows()], dtype=np.int64).reshape(-1, 2), axis=0)
     member_rows = np.array([(g[a], u[b]) for a, b in members.select("group_id", "member_id").iter_rows()], dtype=np.int64).reshape(-1, 2)
     features, names = _member_features(members, centrality_dir)
-    data = TrainData(len(users), len(train_items), len(groups), user_items, group_items, member_rows, features)
-    return Indexed(data, users, train_items, groups, names)
+    semantic, missing = item_features(semantic_path, train_items)
+    data = TrainData(len(users), len(train_items), len(groups), user_items, group_items, member_rows, features, semantic)
+    return Indexed(data, users, train_items, groups, names, missing)

@@ -33,6 +33,7 @@ class TrainData:
     group_items: np.ndarray  # (N, 2) group, item
     members: np.ndarray  # (M, 2) group, user
     features: np.ndarray  # (M, F) c_u^g, standardised
+    item_features: np.ndarray | None = None  # (n_items, Ds) semantic embedding of each image, if any
 
 
 @dataclass
@@ -63,8 +64,9 @@ def build_graphs(data: TrainData, use_centrality: bool) -> Graphs:
     features = torch.as_tensor(data.features, dtype=torch.float32)
     if not use_centrality:
         features = torch.zeros_like(features)
+    items = torch.as_tensor(data.item_features, dtype=torch.float32) if data.item_features is not None else None
     return Graphs(click, torch.cat([gm, gm.flip(0)], dim=1), torch.as_tensor(data.members[:, 0]),
-                  torch.as_tensor(data.members[:, 1]), features)
+                  torch.as_tensor(data.members[:, 1]), features, items)
 
 
 def _negatives(rng: np.random.Generator, pairs: np.ndarray, n_items: int) -> np.ndarray:
@@ -121,6 +123,16 @@ def score_rows(model, graphs, ids: np.ndarray, items: np.ndarray, kind: str) -> 
     return torch.einsum("nd,nmd->nm", projected, emb["item"][torch.as_tensor(items)]).numpy()
 
 
+@torch.no_grad()
+def score_all(model, graphs, ids: np.ndarray, kind: str) -> np.ndarray:
+    """Scores of every item for each id: (n,) -> (n, n_items), for full-ranking evaluation."""
+    model.eval()
+    emb = model.embeddings(graphs)
+    p_groups, p_users, _ = model.segment_vectors(graphs, emb)
+    p = (p_groups if kind == "group" else p_users)[torch.as_tensor(ids)]
+    return (model.project(p) @ emb["item"].T).numpy()
+
+
 def validation_candidates(val: dict[str, np.ndarray], n_items: int, cfg: TrainGraphConfig) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Fixed per run (seeded apart from training), so epochs are compared on the same rows: (ids, [pos | negatives])."""
     rng = np.random.default_rng([cfg.seed, 1])
@@ -141,13 +153,15 @@ def validate(model, graphs, candidates: dict[str, tuple[np.ndarray, np.ndarray]]
 def new_model(data: TrainData, cfg: TrainGraphConfig) -> SocialPreferenceEncoder:
     torch.manual_seed(cfg.seed)
     return SocialPreferenceEncoder(data.n_users, data.n_items, data.n_groups, data.features.shape[1], cfg.dim,
-                                   cfg.layers, cfg.use_influence, cfg.use_group_graph)
+                                   cfg.layers, cfg.use_influence, cfg.use_group_graph,
+                                   data.item_features.shape[1] if data.item_features is not None else 0)
 
 
 def data_key(data: TrainData, val: dict[str, np.ndarray]) -> str:
     """A digest of exactly what is trained on: a checkpoint resumes only on the same data."""
     digest = hashlib.sha256(f"{data.n_users},{data.n_items},{data.n_groups}".encode())
-    for array in (data.user_items, data.group_items, data.members, data.features, *[val[k] for k in sorted(val)]):
+    extra = [data.item_features] if data.item_features is not None else []
+    for array in (data.user_items, data.group_items, data.members, data.features, *extra, *[val[k] for k in sorted(val)]):
         digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()
 

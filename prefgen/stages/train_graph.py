@@ -18,7 +18,8 @@ from prefgen.stages.common import run_stage
 
 
 def train(cfg: TrainGraphConfig, log=print) -> dict[str, Any]:
-    indexed = stage_data.load(Path(cfg.tables_dir), Path(cfg.split), Path(cfg.centrality_dir))
+    indexed = stage_data.load(Path(cfg.tables_dir), Path(cfg.split), Path(cfg.centrality_dir),
+                              Path(cfg.item_features) if cfg.item_features else None)
     rng = np.random.default_rng(cfg.seed)
     data = indexed.data
     data.user_items, user_val = carve_validation(data.user_items, rng)
@@ -32,7 +33,7 @@ def train(cfg: TrainGraphConfig, log=print) -> dict[str, Any]:
         tracking.log_model_artifacts("graph_encoder", dict(model.state_dict()), {"train_graph": cfg.__dict__, **sizes})
         for row in history.epochs:
             mlflow.log_metrics({"epoch_loss": row["loss"], "epoch_val_score": row["val_score"]}, step=row["epoch"])
-    return {**sizes, "best_epoch": history.best_epoch, "epochs": len(history.epochs),
+    return {**sizes, "items_without_features": indexed.items_without_features, "best_epoch": history.best_epoch, "epochs": len(history.epochs),
             "val_score": best["val_score"], "seconds_per_epoch": float(np.mean([e["seconds"] for e in history.epochs]))}
 
 

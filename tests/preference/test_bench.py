@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from tests.preference.test_grouprec import _tiny
 
@@ -42,3 +43,33 @@ def test_bench_rejects_an_unknown_model(tmp_path):
     done = subprocess.run([sys.executable, "-m", "prefgen", "bench", "grouprec", "--data", str(tmp_path), "--model", "magic"],
                           capture_output=True, text=True)
     assert done.returncode == 2 and "--model must be prefgen or popularity" in done.stderr
+
+
+def test_full_ranking_masks_training_items_and_breaks_ties_in_expectation(tmp_path):
+    from prefgen.preference.bench import full_ranking
+    from prefgen.preference.grouprec import GroupRecData, TestSet
+
+    test = TestSet(np.array([0, 1]), np.array([3, 0]), np.zeros((2, 1), dtype=np.int64))
+    data = GroupRecData(np.array([[0, 0], [0, 1]]), np.zeros((0, 2), dtype=np.int64), test, test, {}, None)
+    scores = np.array([[9.0, 9.0, 1.0, 5.0, 5.0],   # row 0: items 0, 1 seen in training; item 4 ties with the positive 3
+                       [1.0, 2.0, 3.0, 4.0, 5.0]])  # row 1: positive 0 is last of 5
+    metrics = full_ranking(scores, data, "user")
+    # row 0: rank 0 or 1 with probability 1/2 each; row 1: rank 4
+    assert metrics["Recall@10"] == pytest.approx(1.0)
+    assert metrics["NDCG@10"] == pytest.approx(((1 + 1 / np.log2(3)) / 2 + 1 / np.log2(6)) / 2)
+    assert scores[0, 0] == 9.0  # the caller's scores are not masked in place
+
+
+def test_bench_counts_bad_input_and_reports_full_ranking(tmp_path):
+    folder = _bigger(tmp_path / "ds")
+    (folder / "userRatingTest.txt").write_text((folder / "userRatingTest.txt").read_text().replace("29 29\n", "99 29\n"))
+    neg = (folder / "userRatingNegative.txt").read_text().replace("(29,29)", "(99,29)")
+    (folder / "userRatingNegative.txt").write_text(neg)
+    done = subprocess.run([sys.executable, "-m", "prefgen", "bench", "grouprec", "--data", str(folder), "--max-epochs", "1",
+                           "--json", str(tmp_path / "out.json"), "--params", str(tmp_path / "none.yaml")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "input: 1 test users with no training interactions (e.g. 99)" in done.stderr
+    result = json.loads((tmp_path / "out.json").read_text())
+    assert result["input"]["test users with no training interactions"]["count"] == 1
+    assert set(result["group_full"]) == {"Recall@10", "NDCG@10", "Recall@20", "NDCG@20"} and "full ranking" in done.stderr

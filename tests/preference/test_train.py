@@ -98,3 +98,18 @@ def test_a_checkpoint_of_other_data_is_not_resumed(tmp_path):
     lines: list[str] = []
     fit(smaller, {"user": val["user"][val["user"][:, 0] < smaller.n_users]}, CFG, tmp_path, log=lines.append)
     assert not any(line.startswith("resumed") for line in lines)
+
+
+def test_image_features_are_the_initial_image_embeddings():
+    """Images that look alike start alike (METHOD.md 1.1): two unclicked images with equal features embed equally."""
+    data = planted()
+    data.n_items += 3  # three images nobody clicked: 30 and 31 look alike, 32 looks different
+    cluster = np.arange(data.n_items) % 2
+    data.item_features = np.eye(3, dtype=np.float32)[np.r_[cluster[:30], 0, 0, 2]]
+    model = SocialPreferenceEncoder(data.n_users, data.n_items, data.n_groups, 3, dim=8, n_item_features=3)
+    items = model.embeddings(build_graphs(data, use_centrality=True))["item"]
+    assert torch.equal(items[30], items[31]) and not torch.allclose(items[30], items[32])
+    trained, graphs, _ = fit(data, {}, replace(CFG, max_epochs=3), log=lambda _: None)
+    assert trained.item_proj is not None and trained.item_proj.weight.shape == (8, 3)
+    items = trained.embeddings(graphs)["item"]
+    assert torch.allclose(items[30], items[31])  # unclicked look-alikes stay alike after training

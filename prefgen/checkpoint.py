@@ -1,0 +1,74 @@
+"""Resumable training checkpoints: safetensors for tensors, JSON for config, step, metrics and RNG state.
+
+One folder holds one run's latest checkpoint (`checkpoint.safetensors` +
+`checkpoint.json`). Both are written to temporary names and renamed, JSON last,
+so a kill leaves either the previous checkpoint or the new one, never half of
+one. Weights are read with safetensors only (no pickle).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+TENSORS, META = "checkpoint.safetensors", "checkpoint.json"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file exists but cannot be read; the message names it."""
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """An optimiser's state as flat tensors plus its JSON-able param groups and scalar state."""
+    tensors, scalars = {}, {}
+    for i, state in optimizer.state_dict()["state"].items():
+        for name, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{i}.{name}"] = value
+            else:
+                scalars[f"{i}.{name}"] = value
+    return tensors, {"param_groups": optimizer.state_dict()["param_groups"], "scalars": scalars}
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, i, name = key.split(".", 2)
+            state.setdefault(int(i), {})[name] = value
+    for key, value in meta["scalars"].items():
+        i, name = key.split(".", 1)
+        state.setdefault(int(i), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def save(folder: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous() for k, v in tensors.items()}, folder / f".{TENSORS}")
+    (folder / f".{META}").write_text(json.dumps(meta, default=int))
+    os.replace(folder / f".{TENSORS}", folder / TENSORS)
+    os.replace(folder / f".{META}", folder / META)
+
+
+def load(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    """(tensors, meta) of the folder's checkpoint, None if there is none; CheckpointError if unreadable."""
+    meta_path, tensor_path = folder / META, folder / TENSORS
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{meta_path}: corrupt or truncated checkpoint metadata ({err})") from err
+    if not tensor_path.is_file():
+        raise CheckpointError(f"{tensor_path}: missing beside {meta_path.name}")
+    try:
+        tensors = load_file(tensor_path)
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{tensor_path}: corrupt or truncated checkpoint ({err})") from err
+    return tensors, meta

@@ -1,0 +1,118 @@
+"""`prefgen eval mapper`: Step 2's cold-start preference score on `cold` images only.
+
+Protocol (the same as `ref_cold_auc`, prefgen/eval/reference.py): per segment
+with at least one train interaction, AUC of its scores over all cold images,
+positives the cold images it interacted with; the mean over segments.
+
+    cold_auc           pref(g, x) = D(p_g, G(v(x)))                  (the mapper)
+    vbpr_cold_auc      θ_g · E v + β' v, BPR on the same train pairs  (vision/vbpr.py)
+    random_cold_auc    seeded uniform scores (≈ 0.5: the floor)
+    utility_spearman   Spearman of pref(g, ·) with g's true utility over cold images, mean over segments
+    oracle_cold_auc    the true utility as the score: the ceiling the click noise leaves
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+from safetensors.torch import load_file
+from scipy.stats import spearmanr
+
+from prefgen.config import TrainMapperConfig
+from prefgen.data import contract as c
+from prefgen.data.tables import scan_parts
+from prefgen.data.tastes import Tastes
+from prefgen.eval import ranking
+from prefgen.eval.reference import ColdTask, cold_task, summarise_auc
+from prefgen.eval.truth import Truth, load_truth
+from prefgen.vision import mapper_data
+from prefgen.vision.mapper import preference
+from prefgen.vision.scorer import MAPPER_FILE, build_models
+from prefgen.vision.train_mapper import fit
+from prefgen.vision.vbpr import VBPRConfig, fit_vbpr
+
+
+def true_utility(truth: Truth, segments: list[str], image_ids: list[str]) -> np.ndarray:
+    """(segments, images) utility of each segment's true taste (individuals and groups)."""
+    images = pl.DataFrame({"image_id": image_ids}).join(truth.images, on="image_id", how="left", maintain_order="left")
+    attrs = [images[a].to_numpy() for a in ("hue", "pattern", "shape")]
+    tastes = dict(zip(("ind:" + truth.individuals["individual_id"]).to_list(), truth.individuals["taste"].to_list()))
+    tastes |= dict(zip(("grp:" + truth.groups["group_id"]).to_list(), truth.groups["taste"].to_list()))
+    return Tastes.from_flat(np.stack([tastes[s] for s in segments])).utility(*attrs)
+
+
+def utility_spearman(scores: np.ndarray, utility: np.ndarray) -> float:
+    rhos = [spearmanr(s, u).statistic for s, u in zip(scores, utility) if np.ptp(s) > 0 and np.ptp(u) > 0]
+    return float(np.mean(rhos))
+
+
+def _task(cfg: TrainMapperConfig) -> ColdTask:
+    events = scan_parts(Path(cfg.tables_dir) / c.EVENTS_DIR, c.EVENTS_SCHEMA).collect()
+    return cold_task(ranking.segment_interactions(events), pl.read_parquet(cfg.split))
+
+
+@torch.no_grad()
+def _mapper_scores(g, d, step1, task: ColdTask, cold_v: torch.Tensor) -> np.ndarray:
+    rows = torch.as_tensor([step1.segment_row[s] for s in task.segments])
+    return torch.cat([preference(g, d, step1.p[rows[i : i + 512]], cold_v) for i in range(0, len(rows), 512)]).numpy()
+
+
+def _cold_features(cfg: TrainMapperConfig, task: ColdTask) -> torch.Tensor:
+    ids, matrix = mapper_data.read_features(Path(cfg.features_dir), cfg.part_names)
+    row = {i: k for k, i in enumerate(ids)}
+    missing = [i for i in task.cold_ids if i not in row]
+    if missing:
+        raise ValueError(f"{len(missing)} cold images have no visual features (e.g. {missing[:3]}); rerun visual_features")
+    return torch.as_tensor(matrix[[row[i] for i in task.cold_ids]])
+
+
+def evaluate(cfg: TrainMapperConfig, truth_dir: Path, world: str, seed: int = 0, log=print) -> dict:
+    """The stage's metrics: the trained mapper (from cfg.out_dir) against VBPR, random and the oracle."""
+    truth, task = load_truth(truth_dir, world), _task(cfg)
+    step1 = mapper_data.load_step1(Path(cfg.graph_dir))
+    task = _known_segments(task, step1.segment_row)
+    cold_v = _cold_features(cfg, task)
+    g, d = build_models(load_file(Path(cfg.out_dir) / MAPPER_FILE), cfg)
+    scores = _mapper_scores(g, d, step1, task, cold_v)
+    utility = true_utility(truth, task.segments, task.cold_ids)
+    data, _ = mapper_data.load(cfg)
+    vbpr = fit_vbpr(data, VBPRConfig(seed=seed), log=log)
+    with torch.no_grad():
+        vbpr_scores = vbpr(torch.as_tensor([step1.segment_row[s] for s in task.segments]), cold_v).numpy()
+    random_scores = np.random.default_rng(seed).random(scores.shape)
+    out = {"world": truth.world, "world_sha256": truth.world_sha256, "segments": len(task.segments), "cold_images": len(task.cold_ids)}
+    out |= summarise_auc(task, scores, "cold_auc") | summarise_auc(task, vbpr_scores, "vbpr_cold_auc")
+    out |= {"random_cold_auc": summarise_auc(task, random_scores, "r")["r"], "oracle_cold_auc": summarise_auc(task, utility, "o")["o"]}
+    out |= {"utility_spearman": utility_spearman(scores, utility), "vbpr_utility_spearman": utility_spearman(vbpr_scores, utility)}
+    return out
+
+
+def _known_segments(task: ColdTask, segment_row: dict[str, int]) -> ColdTask:
+    keep = [k for k, s in enumerate(task.segments) if s in segment_row]
+    return ColdTask(task.cold_ids, [task.segments[k] for k in keep], [task.train_images[k] for k in keep], task.positives[keep])
+
+
+ABLATIONS = {"full": {}, "no semantic": {"parts": "style,colour"}, "no style": {"parts": "semantic,colour"},
+             "no colour": {"parts": "semantic,style"}, "L2 only (no adversarial terms)": {"adversarial": False}}
+
+
+def ablations(cfg: TrainMapperConfig, truth_dir: Path, world: str, log=print) -> list[dict]:
+    """Retrain the mapper per variant (in memory) and score it by the same protocol."""
+    truth, task = load_truth(truth_dir, world), _task(cfg)
+    step1 = mapper_data.load_step1(Path(cfg.graph_dir))
+    task = _known_segments(task, step1.segment_row)
+    utility = true_utility(truth, task.segments, task.cold_ids)
+    rows = []
+    for name, change in ABLATIONS.items():
+        variant = replace(cfg, **change)
+        data, _ = mapper_data.load(variant)
+        g, d, history = fit(data, variant, None, log=lambda line: None)
+        scores = _mapper_scores(g, d, step1, task, _cold_features(variant, task))
+        rows.append({"variant": name, **summarise_auc(task, scores, "cold_auc"), "utility_spearman": utility_spearman(scores, utility),
+                     "best_epoch": history.best_epoch})
+        log(f"{name:<32} cold_auc {rows[-1]['cold_auc']:.4f}  utility_spearman {rows[-1]['utility_spearman']:.4f}")
+    return rows

@@ -1,0 +1,118 @@
+"""Stage `visual_features`: v = s ⊕ t ⊕ c for every image, each part in its own Parquet keyed by image id.
+
+    semantic.parquet   s: the CLIP image tower (stage `train_clip`, or a pretrained local checkpoint)
+    style.parquet      t: Gram statistics of a fixed random conv encoder (vision/style.py)
+    colour.parquet     c: soft Lab histogram (vision/colour.py)
+    skipped.parquet    image_id, reason: images that could not be read (missing, undecodable, wrong size)
+
+Columns: image_id, sha256 (of the image file), extractor (digest of what computed
+it), vector. Incremental: a row is kept while its image file and its extractor
+are unchanged, so a new batch of images costs only those images; a retrained
+CLIP tower recomputes `semantic` only. Files are replaced atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+from tqdm import tqdm
+
+from prefgen.config import VisualFeaturesConfig
+from prefgen.data import contract as c
+from prefgen.vision import semantic
+from prefgen.vision.colour import ColourConfig, ColourHistogram
+from prefgen.vision.pixels import file_sha256, read_image
+from prefgen.vision.style import GramStyle, StyleConfig
+
+PARTS = ("semantic", "style", "colour")
+_VERSION = "1"  # bump when an extractor's code changes its output
+
+
+def extractors(cfg: VisualFeaturesConfig) -> dict[str, tuple[str, Callable[[torch.Tensor], torch.Tensor]]]:
+    """part -> (extractor digest, pixels -> vectors)."""
+    clip_model, _ = semantic.load_model(Path(cfg.clip_dir))
+    clip_digest = hashlib.sha256((Path(cfg.clip_dir) / semantic.WEIGHTS_FILE).read_bytes()).hexdigest()
+    style_cfg = StyleConfig(dim=cfg.style_dim, seed=cfg.style_seed)
+    colour_cfg = ColourConfig(l_bins=cfg.colour_l_bins, ab_bins=cfg.colour_ab_bins, bandwidth=cfg.colour_bandwidth)
+
+    def digest(*parts: object) -> str:
+        return hashlib.sha256(json.dumps([_VERSION, *map(str, parts)]).encode()).hexdigest()
+
+    style, colour = GramStyle(style_cfg).eval(), ColourHistogram(colour_cfg).eval()
+    return {"semantic": (digest("semantic", clip_digest), lambda x: semantic.embed_images(clip_model.eval(), x)),
+            "style": (digest("style", style_cfg), style), "colour": (digest("colour", colour_cfg), colour)}
+
+
+def _existing(path: Path) -> pl.DataFrame | None:
+    return pl.read_parquet(path) if path.is_file() else None
+
+
+def _write_atomic(frame: pl.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.write_parquet(tmp)
+    os.replace(tmp, path)
+
+
+@torch.no_grad()
+def _compute(todo: list[tuple[str, Path]], parts: dict, size: int, batch_size: int) -> tuple[dict[str, dict], Counter, list]:
+    """Vectors per part for the todo images, in batches with a progress bar; reasons for the unreadable ones."""
+    vectors: dict[str, dict[str, np.ndarray]] = {p: {} for p in parts}
+    reasons: Counter = Counter()
+    skipped = []
+    for start in tqdm(range(0, len(todo), batch_size), desc="visual_features", unit="batch", disable=not todo):
+        batch, ids = [], []
+        for image_id, path in todo[start : start + batch_size]:
+            pixels, reason = read_image(path, size)
+            if pixels is None:
+                reasons[reason] += 1
+                skipped.append((image_id, reason))
+            else:
+                batch.append(pixels), ids.append(image_id)
+        if not batch:
+            continue
+        stacked = torch.stack(batch)
+        for part, (_, fn) in parts.items():
+            out = fn(stacked).float().numpy()
+            vectors[part].update(zip(ids, out))
+    return vectors, reasons, skipped
+
+
+def run(cfg: VisualFeaturesConfig, log=print) -> dict:
+    torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    images = pl.read_parquet(Path(cfg.tables_dir) / c.IMAGES_FILE).filter(pl.col("path") != "").select("image_id", "path")
+    paths = {i: Path(cfg.images_dir) / p for i, p in images.iter_rows()}
+    shas = {i: file_sha256(p) for i, p in paths.items()}
+    parts = extractors(cfg)
+    kept: dict[str, pl.DataFrame] = {}
+    todo_ids: set[str] = set()
+    for part, (digest, _) in parts.items():
+        old = _existing(out / f"{part}.parquet")
+        current = pl.DataFrame({"image_id": list(shas), "sha256": list(shas.values())}).with_columns(extractor=pl.lit(digest))
+        kept[part] = old.join(current, on=["image_id", "sha256", "extractor"], how="semi") if old is not None else None
+        have = set(kept[part]["image_id"]) if kept[part] is not None else set()
+        todo_ids |= set(shas) - have
+    todo = sorted((i, paths[i]) for i in todo_ids)
+    vectors, reasons, skipped = _compute(todo, {p: parts[p] for p in PARTS}, cfg.image_size, cfg.batch_size)
+    sizes = {}
+    for part, (digest, _) in parts.items():
+        new = pl.DataFrame({"image_id": list(vectors[part]), "sha256": [shas[i] for i in vectors[part]],
+                            "extractor": [digest] * len(vectors[part]), "vector": [v.tolist() for v in vectors[part].values()]},
+                           schema={"image_id": pl.String, "sha256": pl.String, "extractor": pl.String, "vector": pl.List(pl.Float32)})
+        table = pl.concat([kept[part], new]) if kept[part] is not None else new  # recomputed rows win below
+        table = table.unique("image_id", keep="last").sort("image_id")
+        _write_atomic(table, out / f"{part}.parquet")
+        sizes[part] = {"rows": table.height, "dim": len(table["vector"][0]) if table.height else 0}
+    _write_atomic(pl.DataFrame(skipped, schema={"image_id": pl.String, "reason": pl.String}, orient="row"), out / "skipped.parquet")
+    log(f"visual_features: {len(todo)} images computed, {len(shas) - len(todo)} kept, {sum(reasons.values())} skipped")
+    return {"images": len(shas), "computed": len(todo) - sum(reasons.values()), "kept": len(shas) - len(todo),
+            "skipped": dict(reasons), "parts": sizes}

@@ -1,0 +1,216 @@
+"""The semantic feature: a tiny image tower trained against the frozen MiniLM, on solid-colour squares."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+from dataclasses import replace
+
+import open_clip
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from prefgen.checkpoint import CheckpointError
+from prefgen.vision import semantic as S
+
+TINY = S.ClipConfig(embed_dim=32, image_size=32, vision_width=32, vision_layers=1, vision_heads=2, vision_patch=8,
+                    epochs=3, patience=5, lr=3e-3, batch_size=8)
+COLOURS = {"red": (1.0, 0.0, 0.0), "green": (0.0, 1.0, 0.0), "blue": (0.0, 0.0, 1.0), "yellow": (1.0, 1.0, 0.0)}
+
+
+def squares(per_colour: int, seed: int) -> tuple[torch.Tensor, list[str]]:
+    """Noisy solid-colour 32x32 squares, captioned "a <colour> square" (each caption on several images)."""
+    gen = torch.Generator().manual_seed(seed)
+    images, captions = [], []
+    for name, rgb in COLOURS.items():
+        for _ in range(per_colour):
+            images.append(0.1 + 0.8 * torch.tensor(rgb).view(3, 1, 1) + 0.05 * torch.randn(3, 32, 32, generator=gen))
+            captions.append(f"a {name} square")
+    return torch.stack(images).clamp(0, 1), captions
+
+
+TRAIN, VAL = squares(3, seed=0), squares(2, seed=1)
+
+
+def train(cfg: S.ClipConfig = TINY, checkpoint_dir=None, log=lambda _: None):
+    return S.train_clip(*TRAIN, *VAL, cfg=cfg, checkpoint_dir=checkpoint_dir, log=log)
+
+
+def weights(model) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in model.state_dict().items() if not k.startswith(S.FROZEN)}
+
+
+def assert_same(a, b) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    return train()
+
+
+@pytest.fixture(scope="module")
+def fresh():
+    torch.manual_seed(0)
+    return S.build_clip(TINY), S.build_tokenizer(TINY)
+
+
+def test_text_tower_is_pretrained_minilm_and_frozen(fresh):
+    model, tokenizer = fresh
+    assert isinstance(model, open_clip.CustomTextCLIP)
+    reference = load_file(S.text_model_folder(TINY) / "model.safetensors")
+    ours = model.text.transformer.state_dict()
+    compared = [k for k in reference if k in ours]
+    assert len(compared) >= 100  # every layer, not just the embeddings (the unused BERT pooler is left out)
+    assert all(torch.equal(ours[k], reference[k]) for k in compared)
+    assert not any(p.requires_grad for p in model.text.transformer.parameters())
+    assert model.text.proj.weight.requires_grad and model.logit_scale.requires_grad
+    assert all(p.requires_grad for p in model.visual.parameters())
+    # The cached pooled output + projection used in training is what embed_texts (open_clip's path) gives.
+    texts = ["a red square", "a blue square on a dotted background"]
+    cached = F.normalize(model.text.proj(S._pooled_text(model, tokenizer, texts)), dim=-1)
+    torch.testing.assert_close(cached, S.embed_texts(model, tokenizer, texts))
+    assert torch.allclose(cached.norm(dim=-1), torch.ones(2))
+
+
+def test_loss_is_clip_loss_for_unique_captions_and_counts_duplicates_as_positives():
+    gen = torch.Generator().manual_seed(0)
+    images, texts = (F.normalize(torch.randn(6, 16, generator=gen), dim=-1) for _ in range(2))
+    scale = torch.tensor(10.0)
+    ours = S.multi_positive_clip_loss(images, texts, torch.tensor([3, 0, 5, 1, 4, 2]), scale)
+    torch.testing.assert_close(ours, open_clip.ClipLoss()(images, texts[[3, 0, 5, 1, 4, 2]], scale))
+    # Two images per caption, each exactly on its caption: our loss is at its minimum, the entropy of
+    # the text -> image target (uniform over 2 images), halved; ClipLoss, seeing each image's
+    # duplicated caption as a negative, stays above log(2) in both directions.
+    ids = torch.tensor([0, 0, 1, 1, 2, 2])
+    perfect = S.multi_positive_clip_loss(texts[ids], texts[:3], ids, torch.tensor(100.0))
+    torch.testing.assert_close(perfect, torch.log(torch.tensor(2.0)) / 2, atol=1e-3, rtol=0)
+    assert open_clip.ClipLoss()(texts[ids], texts[ids], torch.tensor(100.0)) > 0.69
+
+
+def test_training_lowers_the_loss_and_retrieves_captions(trained):
+    model, history = trained
+    assert len(history.epochs) == TINY.epochs and history.epochs[-1]["loss"] < history.epochs[0]["loss"]
+    tokenizer = S.build_tokenizer(TINY)
+    captions = sorted(set(TRAIN[1]))
+    with torch.no_grad():
+        guess = (S.embed_images(model, TRAIN[0]) @ S.embed_texts(model, tokenizer, captions).T).argmax(1)
+    accuracy = (torch.tensor([captions.index(c) for c in TRAIN[1]]) == guess).float().mean().item()
+    assert accuracy > 0.5  # chance is 1 / 4
+    assert history.epochs[history.best_epoch - 1]["val_acc"] > 0.5
+
+
+def test_training_is_deterministic(trained):
+    again, history = train()
+    assert_same(trained[0], again)
+    assert [r["loss"] for r in history.epochs] == [r["loss"] for r in trained[1].epochs]
+
+
+def test_killed_and_resumed_equals_uninterrupted(trained, tmp_path):
+    def killer(line: str) -> None:
+        if line.startswith("epoch   2"):
+            raise KeyboardInterrupt  # after epoch 2's checkpoint, as a kill would be
+
+    with pytest.raises(KeyboardInterrupt):
+        train(checkpoint_dir=tmp_path, log=killer)
+    lines: list[str] = []
+    resumed, history = train(checkpoint_dir=tmp_path, log=lines.append)
+    assert lines[0] == "resumed after epoch 2" and len(lines) == 2  # only epoch 3 ran
+    assert_same(trained[0], resumed)
+    assert [r["loss"] for r in history.epochs] == [r["loss"] for r in trained[1].epochs]
+
+
+def test_more_epochs_resume_a_finished_run(tmp_path):
+    lines: list[str] = []
+    train(replace(TINY, epochs=1), checkpoint_dir=tmp_path)
+    resumed, _ = train(replace(TINY, epochs=2), checkpoint_dir=tmp_path, log=lines.append)
+    assert lines[0] == "resumed after epoch 1" and len(lines) == 2
+    assert_same(train(replace(TINY, epochs=2))[0], resumed)
+    lines.clear()
+    train(replace(TINY, epochs=2, lr=1e-2), checkpoint_dir=tmp_path, log=lines.append)  # another config: afresh
+    assert "starting afresh" in lines[0] and len(lines) == 3
+
+
+def test_truncated_checkpoint_is_a_clear_error(tmp_path):
+    train(replace(TINY, epochs=1), checkpoint_dir=tmp_path)
+    path = tmp_path / "checkpoint.safetensors"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=re.escape(f"{path}: corrupt or truncated checkpoint")):
+        train(replace(TINY, epochs=2), checkpoint_dir=tmp_path)
+
+
+def test_kill_between_the_two_renames_is_detected(tmp_path):
+    """Weights of epoch 2 beside metadata of epoch 1 (killed between the renames): an error, not a half-resume."""
+    train(replace(TINY, epochs=1), checkpoint_dir=tmp_path)
+    meta = (tmp_path / "checkpoint.json").read_text()
+    train(replace(TINY, epochs=2), checkpoint_dir=tmp_path)
+    (tmp_path / "checkpoint.json").write_text(meta)
+    with pytest.raises(CheckpointError, match="weights of epoch 2, metadata of epoch 1"):
+        train(replace(TINY, epochs=3), checkpoint_dir=tmp_path)
+
+
+def test_embed_images_is_differentiable_and_checks_channels(fresh):
+    model, _ = fresh
+    pixels = torch.rand(2, 3, 40, 40, requires_grad=True)  # resized to the tower's 32x32 inside
+    features = S.embed_images(model, pixels)
+    assert features.shape == (2, TINY.embed_dim)
+    torch.testing.assert_close(features.norm(dim=-1), torch.ones(2))
+    features[:, 0].sum().backward()
+    assert torch.isfinite(pixels.grad).all() and pixels.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="RGB"):
+        S.embed_images(model, torch.rand(2, 1, 32, 32))
+
+
+def test_save_and_load_round_trip(trained, tmp_path):
+    model, _ = trained
+    S.save_model(model, TINY, tmp_path)
+    assert not any(k.startswith(S.FROZEN) for k in load_file(tmp_path / S.WEIGHTS_FILE))
+    loaded, cfg = S.load_model(tmp_path)
+    assert cfg == TINY
+    pixels = VAL[0][:3]
+    torch.testing.assert_close(S.embed_images(loaded, pixels), S.embed_images(model, pixels))
+
+
+def test_production_checkpoint_must_be_a_local_file(tmp_path):
+    with pytest.raises(ValueError, match="no such local file"):
+        S.build_clip(S.ClipConfig(checkpoint=str(tmp_path / "missing.safetensors"), model_name="ViT-B-32"))
+    with pytest.raises(ValueError, match="not a local Hugging Face model folder"):
+        S.build_clip(replace(TINY, text_model="sentence-transformers/all-MiniLM-L6-v2"))  # a hub id, not a folder
+
+
+def test_production_path_loads_a_local_pretrained_checkpoint(tmp_path):
+    """A tiny made-up architecture stands in for a real one (e.g. ViT-B-32), whose weights are not here."""
+    arch = {"embed_dim": 16,
+            "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
+            "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    (tmp_path / "prefgen-test-tiny.json").write_text(json.dumps(arch))
+    open_clip.add_model_config(tmp_path / "prefgen-test-tiny.json")
+    reference = open_clip.create_model("prefgen-test-tiny")
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, tmp_path / "weights.safetensors")
+    cfg = S.ClipConfig(checkpoint=str(tmp_path / "weights.safetensors"), model_name="prefgen-test-tiny")
+    model = S.build_clip(cfg)
+    assert all(torch.equal(v, reference.state_dict()[k]) for k, v in model.state_dict().items())
+    assert S.embed_images(model, torch.rand(1, 3, 64, 64)).shape == (1, 16)
+    assert S.embed_texts(model, S.build_tokenizer(cfg), ["a red square"]).shape == (1, 16)
+    with pytest.raises(ValueError, match="safetensors"):
+        S.build_clip(replace(cfg, checkpoint=str(tmp_path / "prefgen-test-tiny.json")))
+    with pytest.raises(ValueError, match="trains the small image tower"):
+        S.train_clip(*TRAIN, *VAL, cfg=cfg)
+
+
+def test_offline_no_network(monkeypatch):
+    assert os.environ["HF_HUB_OFFLINE"] == "1" and os.environ["TRANSFORMERS_OFFLINE"] == "1"
+
+    def no_network(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    model, tokenizer = S.build_clip(TINY), S.build_tokenizer(TINY)
+    assert S.embed_texts(model, tokenizer, ["a red square"]).shape == (1, TINY.embed_dim)
