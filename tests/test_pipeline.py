@@ -24,8 +24,8 @@ def test_stage_order_follows_deps(tmp_path):
         "  a: {cmd: x, deps: [raw], outs: ['${a.out}']}\n"
     )
     assert pipeline.stage_order(tmp_path) == ["a", "b", "c"]
-    assert pipeline.stage_order(ROOT) == ["synth", "ingest", "split", "centrality", "train_clip", "reference", "train_graph",
-                                          "visual_features", "eval_graph", "train_mapper", "eval_mapper"]
+    assert pipeline.stage_order(ROOT) == ["synth", "ingest", "split", "centrality", "train_clip", "reference", "visual_features",
+                                          "train_graph", "eval_graph", "train_mapper", "eval_mapper"]
 
 
 def test_flow_helpers_run_stages_without_an_activated_virtualenv(project, monkeypatch):

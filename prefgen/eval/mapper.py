@@ -72,6 +72,7 @@ def _cold_features(cfg: TrainMapperConfig, task: ColdTask) -> torch.Tensor:
 
 def evaluate(cfg: TrainMapperConfig, truth_dir: Path, world: str, seed: int = 0, log=print) -> dict:
     """The stage's metrics: the trained mapper (from cfg.out_dir) against VBPR, random and the oracle."""
+    torch.set_num_threads(cfg.threads)  # one thread: the VBPR baseline is then bit-for-bit reproducible
     truth, task = load_truth(truth_dir, world), _task(cfg)
     step1 = mapper_data.load_step1(Path(cfg.graph_dir))
     task = _known_segments(task, step1.segment_row)
@@ -102,6 +103,7 @@ ABLATIONS = {"full": {}, "no semantic": {"parts": "style,colour"}, "no style": {
 
 def ablations(cfg: TrainMapperConfig, truth_dir: Path, world: str, log=print) -> list[dict]:
     """Retrain the mapper per variant (in memory) and score it by the same protocol."""
+    torch.set_num_threads(cfg.threads)
     truth, task = load_truth(truth_dir, world), _task(cfg)
     step1 = mapper_data.load_step1(Path(cfg.graph_dir))
     task = _known_segments(task, step1.segment_row)
@@ -113,6 +115,7 @@ def ablations(cfg: TrainMapperConfig, truth_dir: Path, world: str, log=print) ->
         g, d, history = fit(data, variant, None, log=lambda line: None)
         scores = _mapper_scores(g, d, step1, task, _cold_features(variant, task))
         rows.append({"variant": name, **summarise_auc(task, scores, "cold_auc"), "utility_spearman": utility_spearman(scores, utility),
-                     "best_epoch": history.best_epoch})
-        log(f"{name:<32} cold_auc {rows[-1]['cold_auc']:.4f}  utility_spearman {rows[-1]['utility_spearman']:.4f}")
+                     "val_auc": history.best_score, "best_epoch": history.best_epoch})
+        log(f"{name:<32} val_auc {history.best_score:.4f}  cold_auc {rows[-1]['cold_auc']:.4f}  "
+            f"utility_spearman {rows[-1]['utility_spearman']:.4f}")
     return rows

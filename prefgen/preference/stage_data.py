@@ -22,7 +22,8 @@ class Indexed:
     items: list[str]  # raw image ids (train split), by dense index
     groups: list[str]  # raw group ids, by dense index
     feature_names: list[str]
-    items_without_features: int = 0
+    items_without_features: int = 0  # train images with no semantic vector (unreadable image): learned id only
+    members_without_centrality: int = 0  # member rows absent from the social graph: zero features
 
 
 def standardise_log(x: np.ndarray) -> np.ndarray:
@@ -43,8 +44,9 @@ def _index(values: list[str]) -> dict[str, int]:
     return {v: i for i, v in enumerate(values)}
 
 
-def _member_features(members: pl.DataFrame, centrality_dir: Path) -> tuple[np.ndarray, list[str]]:
-    """Global and in-group centrality of each member row, log-scaled and standardised."""
+def _member_features(members: pl.DataFrame, centrality_dir: Path) -> tuple[np.ndarray, list[str], int]:
+    """Global and in-group centrality of each member row, log-scaled and standardised; and how many
+    member rows had no centrality row (members absent from the social graph: zeros, counted)."""
     glob = pl.read_parquet(centrality_dir / "individuals.parquet").drop("individual_id")
     local = pl.read_parquet(centrality_dir / "group_members.parquet")
     local_names = [f for f in local.columns if f not in ("group_segment_id", "member_segment_id")]
@@ -53,7 +55,8 @@ def _member_features(members: pl.DataFrame, centrality_dir: Path) -> tuple[np.nd
     rows = rows.join(local.rename({f: f"in_group.{f}" for f in local_names}).rename({"member_segment_id": "segment_id"}),
                      on=["group_segment_id", "segment_id"], how="left", maintain_order="left")
     names = [f for f in rows.columns if f not in ("group_id", "member_id", "since", "segment_id", "group_segment_id")]
-    return standardise_log(rows.select(names).fill_null(0).to_numpy().astype(np.float64)), names
+    absent = int(rows.select(pl.all_horizontal(pl.col(n).is_null() for n in names if not n.startswith("in_group."))).to_series().sum())
+    return standardise_log(rows.select(names).fill_null(0).to_numpy().astype(np.float64)), names, absent
 
 
 def item_features(path: Path | None, items: list[str]) -> tuple[np.ndarray | None, int]:
@@ -85,7 +88,7 @@ def load(tables_dir: Path, split_path: Path, centrality_dir: Path, semantic_path
     user_items = np.unique(np.array([(u[a], i[b]) for a, b in clicks.select("actor_id", "target_id").iter_rows()], dtype=np.int64).reshape(-1, 2), axis=0)
     group_items = np.unique(np.array([(g[a], i[b]) for a, b in group_clicks.select("actor_id", "target_id").iter_rows()], dtype=np.int64).reshape(-1, 2), axis=0)
     member_rows = np.array([(g[a], u[b]) for a, b in members.select("group_id", "member_id").iter_rows()], dtype=np.int64).reshape(-1, 2)
-    features, names = _member_features(members, centrality_dir)
+    features, names, absent = _member_features(members, centrality_dir)
     semantic, missing = item_features(semantic_path, train_items)
     data = TrainData(len(users), len(train_items), len(groups), user_items, group_items, member_rows, features, semantic)
-    return Indexed(data, users, train_items, groups, names, missing)
+    return Indexed(data, users, train_items, groups, names, missing, absent)

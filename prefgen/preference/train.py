@@ -10,15 +10,14 @@ config, epoch, metrics and RNG state, so a killed run resumes where it stopped.
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
+from prefgen import checkpoint
 from prefgen.config import TrainGraphConfig
 from prefgen.eval.sampled import tie_aware_metrics
 from prefgen.preference.encoder import Graphs, SocialPreferenceEncoder
@@ -168,37 +167,26 @@ def data_key(data: TrainData, val: dict[str, np.ndarray]) -> str:
 
 def save_checkpoint(folder: Path, model, optimizer, history: History, cfg: TrainGraphConfig, rng: np.random.Generator,
                     best: dict, key: str) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
+    optim_tensors, optim_meta = checkpoint.optimizer_tensors(optimizer)
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()} | {f"best.{k}": v for k, v in best.items()}
-    for i, state in optimizer.state_dict()["state"].items():
-        tensors |= {f"optim.{i}.{k}": v for k, v in state.items() if torch.is_tensor(v)}
-    tensors["rng.torch"] = torch.get_rng_state()
-    save_file({k: v.contiguous() for k, v in tensors.items()}, folder / ".checkpoint.safetensors")
-    meta = {"config": asdict(cfg), "data_key": key, "epoch": len(history.epochs), "history": asdict(history), "numpy_rng": rng.bit_generator.state,
-            "optim_groups": optimizer.state_dict()["param_groups"]}
-    (folder / ".checkpoint.json").write_text(json.dumps(meta, default=int))
-    (folder / ".checkpoint.safetensors").replace(folder / "checkpoint.safetensors")
-    (folder / ".checkpoint.json").replace(folder / "checkpoint.json")
+    tensors |= optim_tensors | {"rng.torch": torch.get_rng_state()}
+    meta = {"config": asdict(cfg), "data_key": key, "epoch": len(history.epochs), "history": asdict(history),
+            "numpy_rng": rng.bit_generator.state, "optimizer": optim_meta}
+    checkpoint.save(folder, tensors, meta)
 
 
 def load_checkpoint(folder: Path, model, optimizer, cfg: TrainGraphConfig, rng: np.random.Generator, key: str) -> tuple[History, dict] | None:
-    if not (folder / "checkpoint.json").is_file():
+    found = checkpoint.load(folder)
+    if found is None:
         return None
-    meta = json.loads((folder / "checkpoint.json").read_text())
-    if meta["config"] != asdict(cfg) or meta.get("data_key") != key:
+    tensors, meta = found
+    if meta.get("config") != asdict(cfg) or meta.get("data_key") != key:
         return None  # another config or other data: start afresh rather than mix runs
-    tensors = load_file(folder / "checkpoint.safetensors")
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    state = {}
-    for key, value in tensors.items():
-        if key.startswith("optim."):
-            _, i, name = key.split(".", 2)
-            state.setdefault(int(i), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["optim_groups"]})
+    checkpoint.restore_optimizer(optimizer, tensors, meta["optimizer"])
     torch.set_rng_state(tensors["rng.torch"])
     rng.bit_generator.state = meta["numpy_rng"]
-    history = History(**meta["history"])
-    return history, {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+    return History(**meta["history"]), {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
 
 
 def fit(data: TrainData, val: dict[str, np.ndarray], cfg: TrainGraphConfig, checkpoint_dir: Path | None = None,

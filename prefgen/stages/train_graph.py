@@ -33,7 +33,8 @@ def train(cfg: TrainGraphConfig, log=print) -> dict[str, Any]:
         tracking.log_model_artifacts("graph_encoder", dict(model.state_dict()), {"train_graph": cfg.__dict__, **sizes})
         for row in history.epochs:
             mlflow.log_metrics({"epoch_loss": row["loss"], "epoch_val_score": row["val_score"]}, step=row["epoch"])
-    return {**sizes, "items_without_features": indexed.items_without_features, "best_epoch": history.best_epoch, "epochs": len(history.epochs),
+    return {**sizes, "items_without_features": indexed.items_without_features,
+            "members_without_centrality": indexed.members_without_centrality, "best_epoch": history.best_epoch, "epochs": len(history.epochs),
             "val_score": best["val_score"], "seconds_per_epoch": float(np.mean([e["seconds"] for e in history.epochs]))}
 
 

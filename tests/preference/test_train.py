@@ -113,3 +113,14 @@ def test_image_features_are_the_initial_image_embeddings():
     assert trained.item_proj is not None and trained.item_proj.weight.shape == (8, 3)
     items = trained.embeddings(graphs)["item"]
     assert torch.allclose(items[30], items[31])  # unclicked look-alikes stay alike after training
+
+
+def test_a_truncated_checkpoint_is_a_clear_error(tmp_path):
+    from prefgen.checkpoint import CheckpointError
+
+    data = planted()
+    fit(data, {}, replace(CFG, max_epochs=1), checkpoint_dir=tmp_path, log=lambda _: None)
+    path = tmp_path / "checkpoint.safetensors"
+    path.write_bytes(path.read_bytes()[:64])
+    with pytest.raises(CheckpointError, match="checkpoint.safetensors: corrupt or truncated"):
+        fit(data, {}, replace(CFG, max_epochs=1), checkpoint_dir=tmp_path, log=lambda _: None)
