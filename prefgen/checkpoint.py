@@ -13,11 +13,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 TENSORS, META = "checkpoint.safetensors", "checkpoint.json"
+FORMAT = 2  # bump when the layout changes: an older checkpoint is then not resumed (start afresh)
 
 
 class CheckpointError(RuntimeError):
@@ -51,7 +53,7 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
 def save(folder: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous() for k, v in tensors.items()}, folder / f".{TENSORS}")
-    (folder / f".{META}").write_text(json.dumps(meta, default=int))
+    (folder / f".{META}").write_text(json.dumps({"format": FORMAT} | meta, default=int))
     os.replace(folder / f".{TENSORS}", folder / TENSORS)
     os.replace(folder / f".{META}", folder / META)
 
@@ -72,3 +74,22 @@ def load(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{tensor_path}: corrupt or truncated checkpoint ({err})") from err
     return tensors, meta
+
+
+def load_matching(folder: Path, config: dict[str, Any], data_key: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    """The folder's checkpoint if it was written in this format, for this config and this data; None
+    otherwise (another format, config or data starts afresh rather than mixing runs)."""
+    found = load(folder)
+    if found is None or found[1].get("format") != FORMAT or found[1].get("config") != config or found[1].get("data_key") != data_key:
+        return None
+    return found
+
+
+def rng_state(rng: np.random.Generator) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Torch's and numpy's random state, for an exact resume: (tensors, meta) parts."""
+    return {"rng.torch": torch.get_rng_state()}, {"numpy_rng": rng.bit_generator.state}
+
+
+def restore_rng(tensors: dict[str, torch.Tensor], meta: dict[str, Any], rng: np.random.Generator) -> None:
+    torch.set_rng_state(tensors["rng.torch"])
+    rng.bit_generator.state = meta["numpy_rng"]

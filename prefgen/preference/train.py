@@ -169,23 +169,20 @@ def save_checkpoint(folder: Path, model, optimizer, history: History, cfg: Train
                     best: dict, key: str) -> None:
     optim_tensors, optim_meta = checkpoint.optimizer_tensors(optimizer)
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()} | {f"best.{k}": v for k, v in best.items()}
-    tensors |= optim_tensors | {"rng.torch": torch.get_rng_state()}
+    rng_tensors, rng_meta = checkpoint.rng_state(rng)
     meta = {"config": asdict(cfg), "data_key": key, "epoch": len(history.epochs), "history": asdict(history),
-            "numpy_rng": rng.bit_generator.state, "optimizer": optim_meta}
-    checkpoint.save(folder, tensors, meta)
+            "optimizer": optim_meta, **rng_meta}
+    checkpoint.save(folder, tensors | optim_tensors | rng_tensors, meta)
 
 
 def load_checkpoint(folder: Path, model, optimizer, cfg: TrainGraphConfig, rng: np.random.Generator, key: str) -> tuple[History, dict] | None:
-    found = checkpoint.load(folder)
+    found = checkpoint.load_matching(folder, asdict(cfg), key)
     if found is None:
         return None
     tensors, meta = found
-    if meta.get("config") != asdict(cfg) or meta.get("data_key") != key:
-        return None  # another config or other data: start afresh rather than mix runs
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     checkpoint.restore_optimizer(optimizer, tensors, meta["optimizer"])
-    torch.set_rng_state(tensors["rng.torch"])
-    rng.bit_generator.state = meta["numpy_rng"]
+    checkpoint.restore_rng(tensors, meta, rng)
     return History(**meta["history"]), {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
 
 

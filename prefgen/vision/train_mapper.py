@@ -106,9 +106,9 @@ def data_key(data: MapperData) -> str:
 
 def _save(folder: Path, g, d, opt_g, opt_d, history: History, cfg, rng, best: dict, key: str) -> None:
     tensors = {f"g.{k}": v for k, v in g.state_dict().items()} | {f"d.{k}": v for k, v in d.state_dict().items()}
-    tensors |= {f"best.{k}": v for k, v in best.items()} | {"rng.torch": torch.get_rng_state()}
-    meta: dict = {"config": asdict(cfg), "data_key": key, "epoch": len(history.epochs), "history": asdict(history),
-                  "numpy_rng": rng.bit_generator.state}
+    rng_tensors, rng_meta = checkpoint.rng_state(rng)
+    tensors |= {f"best.{k}": v for k, v in best.items()} | rng_tensors
+    meta: dict = {"config": asdict(cfg), "data_key": key, "epoch": len(history.epochs), "history": asdict(history), **rng_meta}
     for name, opt in (("opt_g", opt_g), ("opt_d", opt_d)):
         opt_tensors, meta[name] = checkpoint.optimizer_tensors(opt)
         tensors |= {f"{name}.{k}": v for k, v in opt_tensors.items()}
@@ -116,18 +116,15 @@ def _save(folder: Path, g, d, opt_g, opt_d, history: History, cfg, rng, best: di
 
 
 def _resume(folder: Path, g, d, opt_g, opt_d, cfg, rng, key: str) -> tuple[History, dict] | None:
-    found = checkpoint.load(folder)
+    found = checkpoint.load_matching(folder, asdict(cfg), key)
     if found is None:
         return None
     tensors, meta = found
-    if meta.get("config") != asdict(cfg) or meta.get("data_key") != key:
-        return None  # another config or other data: start afresh rather than mix runs
     g.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("g.")})
     d.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("d.")})
     for name, opt in (("opt_g", opt_g), ("opt_d", opt_d)):
         checkpoint.restore_optimizer(opt, {k[len(name) + 1 :]: v for k, v in tensors.items() if k.startswith(f"{name}.")}, meta[name])
-    torch.set_rng_state(tensors["rng.torch"])
-    rng.bit_generator.state = meta["numpy_rng"]
+    checkpoint.restore_rng(tensors, meta, rng)
     return History(**meta["history"]), {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
 
 
