@@ -52,7 +52,8 @@ def read_features(features_dir: Path, parts: tuple[str, ...]) -> tuple[list[str]
 
 def _interactions(cfg: TrainMapperConfig, split_name: str) -> pl.DataFrame:
     events = training_events(Path(cfg.tables_dir), Path(cfg.split), allowed=(split_name,)).collect()
-    return segment_interactions(events).select("segment_id", "image_id").unique()
+    # Sorted: polars' unique() has no fixed order, and the pair order feeds the seeded batches.
+    return segment_interactions(events).select("segment_id", "image_id").unique().sort("segment_id", "image_id")
 
 
 def load(cfg: TrainMapperConfig) -> tuple[MapperData, list[str]]:
