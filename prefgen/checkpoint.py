@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 TENSORS, META = "checkpoint.safetensors", "checkpoint.json"
 FORMAT = 2  # bump when the layout changes: an older checkpoint is then not resumed (start afresh)
+_EPOCH = "checkpoint.epoch"  # the epoch of the weights, checked against the metadata's
 
 
 class CheckpointError(RuntimeError):
@@ -50,11 +51,21 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
+def save_tensors_atomic(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """A safetensors file written to a temporary name and renamed: readers never see half of one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.detach().contiguous() for k, v in tensors.items()}, tmp)
+    os.replace(tmp, path)
+
+
 def save(folder: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Tensors then metadata. A meta["epoch"] is also kept beside the weights, so a kill between the
+    two renames (new weights, old metadata) is detected on load instead of half-resumed."""
     folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous() for k, v in tensors.items()}, folder / f".{TENSORS}")
+    if "epoch" in meta:
+        tensors = tensors | {_EPOCH: torch.tensor(int(meta["epoch"]))}
+    save_tensors_atomic(tensors, folder / TENSORS)
     (folder / f".{META}").write_text(json.dumps({"format": FORMAT} | meta, default=int))
-    os.replace(folder / f".{TENSORS}", folder / TENSORS)
     os.replace(folder / f".{META}", folder / META)
 
 
@@ -73,6 +84,10 @@ def load(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
         tensors = load_file(tensor_path)
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{tensor_path}: corrupt or truncated checkpoint ({err})") from err
+    epoch = tensors.pop(_EPOCH, None)
+    if epoch is not None and int(epoch) != meta.get("epoch"):
+        raise CheckpointError(f"{tensor_path}: corrupt or truncated checkpoint "
+                              f"(weights of epoch {int(epoch)}, metadata of epoch {meta.get('epoch')})")
     return tensors, meta
 
 

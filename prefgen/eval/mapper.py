@@ -73,14 +73,11 @@ def _cold_features(cfg: TrainMapperConfig, task: ColdTask) -> torch.Tensor:
 def evaluate(cfg: TrainMapperConfig, truth_dir: Path, world: str, seed: int = 0, log=print) -> dict:
     """The stage's metrics: the trained mapper (from cfg.out_dir) against VBPR, random and the oracle."""
     torch.set_num_threads(cfg.threads)  # one thread: the VBPR baseline is then bit-for-bit reproducible
-    truth, task = load_truth(truth_dir, world), _task(cfg)
-    step1 = mapper_data.load_step1(Path(cfg.graph_dir))
-    task = _known_segments(task, step1.segment_row)
+    truth, task, step1, utility = _setup(cfg, truth_dir, world)
     cold_v = _cold_features(cfg, task)
     g, d = build_models(load_file(Path(cfg.out_dir) / MAPPER_FILE), cfg)
     scores = _mapper_scores(g, d, step1, task, cold_v)
-    utility = true_utility(truth, task.segments, task.cold_ids)
-    data, _ = mapper_data.load(cfg)
+    data, _ = mapper_data.load(cfg, step1)
     vbpr = fit_vbpr(data, VBPRConfig(seed=seed), log=log)
     with torch.no_grad():
         vbpr_scores = vbpr(torch.as_tensor([step1.segment_row[s] for s in task.segments]), cold_v).numpy()
@@ -92,9 +89,13 @@ def evaluate(cfg: TrainMapperConfig, truth_dir: Path, world: str, seed: int = 0,
     return out
 
 
-def _known_segments(task: ColdTask, segment_row: dict[str, int]) -> ColdTask:
-    keep = [k for k, s in enumerate(task.segments) if s in segment_row]
-    return ColdTask(task.cold_ids, [task.segments[k] for k in keep], [task.train_images[k] for k in keep], task.positives[keep])
+def _setup(cfg: TrainMapperConfig, truth_dir: Path, world: str) -> tuple[Truth, ColdTask, mapper_data.Step1, np.ndarray]:
+    """Truth, the cold task over segments Step 1 knows, Step 1's outputs, and the true utility (segments, cold)."""
+    truth, task = load_truth(truth_dir, world), _task(cfg)
+    step1 = mapper_data.load_step1(Path(cfg.graph_dir))
+    keep = [k for k, s in enumerate(task.segments) if s in step1.segment_row]
+    task = ColdTask(task.cold_ids, [task.segments[k] for k in keep], [task.train_images[k] for k in keep], task.positives[keep])
+    return truth, task, step1, true_utility(truth, task.segments, task.cold_ids)
 
 
 ABLATIONS = {"full": {}, "no semantic": {"parts": "style,colour"}, "no style": {"parts": "semantic,colour"},
@@ -104,14 +105,11 @@ ABLATIONS = {"full": {}, "no semantic": {"parts": "style,colour"}, "no style": {
 def ablations(cfg: TrainMapperConfig, truth_dir: Path, world: str, log=print) -> list[dict]:
     """Retrain the mapper per variant (in memory) and score it by the same protocol."""
     torch.set_num_threads(cfg.threads)
-    truth, task = load_truth(truth_dir, world), _task(cfg)
-    step1 = mapper_data.load_step1(Path(cfg.graph_dir))
-    task = _known_segments(task, step1.segment_row)
-    utility = true_utility(truth, task.segments, task.cold_ids)
+    _, task, step1, utility = _setup(cfg, truth_dir, world)
     rows = []
     for name, change in ABLATIONS.items():
         variant = replace(cfg, **change)
-        data, _ = mapper_data.load(variant)
+        data, _ = mapper_data.load(variant, step1)
         g, d, history = fit(data, variant, None, log=lambda line: None)
         scores = _mapper_scores(g, d, step1, task, _cold_features(variant, task))
         rows.append({"variant": name, **summarise_auc(task, scores, "cold_auc"), "utility_spearman": utility_spearman(scores, utility),

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 from PIL import Image
-from scipy.stats import rankdata, spearmanr
+from scipy.stats import spearmanr
 
 from prefgen.config import ReferenceConfig
 from prefgen.data import contract as c
@@ -82,12 +82,6 @@ def group_spearman(rows: pl.DataFrame, group: str, truth: str, columns: list[str
     return out
 
 
-def _auc(scores: np.ndarray, positive: np.ndarray) -> float:
-    ranks = rankdata(scores)
-    n_pos, n_neg = positive.sum(), (~positive).sum()
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
 @dataclass
 class ColdTask:
     """The cold-start protocol: per segment, its train images and which cold images it interacted with."""
@@ -118,7 +112,7 @@ def summarise_auc(task: ColdTask, scores: np.ndarray, name: str) -> dict:
     """Mean AUC over segments of scores (segments, cold), overall and per kind."""
     aucs: dict[str, list[float]] = {"ind": [], "grp": []}
     for k, segment in enumerate(task.segments):
-        aucs[segment[:3]].append(_auc(scores[k], task.positives[k]))
+        aucs[segment[:3]].append(ranking.auc(scores[k], task.positives[k]))
     every = aucs["ind"] + aucs["grp"]
     return {name: float(np.mean(every)), f"{name}_individuals": float(np.mean(aucs["ind"] or [np.nan])),
             f"{name}_groups": float(np.mean(aucs["grp"] or [np.nan]))}

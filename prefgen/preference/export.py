@@ -10,22 +10,15 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 
 import polars as pl
 import torch
-from safetensors.torch import save_file
 
+from prefgen.checkpoint import save_tensors_atomic
 from prefgen.config import TrainGraphConfig
 from prefgen.preference.stage_data import Indexed
-
-
-def _atomic_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().contiguous() for k, v in tensors.items()}, tmp)
-    os.replace(tmp, path)
 
 
 @torch.no_grad()
@@ -48,9 +41,9 @@ def write_outputs(model, graphs, indexed: Indexed, cfg: TrainGraphConfig, out_di
     pl.DataFrame({"group_segment_id": [f"grp:{indexed.groups[g]}" for g in members[:, 0]],
                   "member_segment_id": [f"ind:{indexed.users[u]}" for u in members[:, 1]],
                   "attention": attention.numpy()}).write_parquet(out_dir / "attention.parquet")
-    _atomic_safetensors({"p": torch.cat([p_groups, p_users]), "items": emb["item"], "project": model.project.weight},
+    save_tensors_atomic({"p": torch.cat([p_groups, p_users]), "items": emb["item"], "project": model.project.weight},
                         out_dir / "vectors.safetensors")
-    _atomic_safetensors(model.state_dict(), out_dir / "model.safetensors")
+    save_tensors_atomic(model.state_dict(), out_dir / "model.safetensors")
     shape = {"n_users": indexed.data.n_users, "n_items": indexed.data.n_items, "n_groups": indexed.data.n_groups,
              "n_features": int(indexed.data.features.shape[1]), "feature_names": indexed.feature_names}
     (out_dir / "config.json").write_text(json.dumps({"train_graph": asdict(cfg), "shape": shape}, indent=2) + "\n")

@@ -10,9 +10,9 @@ from typing import Any
 import mlflow
 import numpy as np
 import polars as pl
-from safetensors.torch import save_file
 
 from prefgen import tracking
+from prefgen.checkpoint import save_tensors_atomic
 from prefgen.config import TrainMapperConfig
 from prefgen.stages.common import run_stage
 from prefgen.vision import mapper_data
@@ -26,8 +26,7 @@ def train(cfg: TrainMapperConfig, log=print) -> dict[str, Any]:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = {f"g.{k}": v for k, v in g.state_dict().items()} | {f"d.{k}": v for k, v in d.state_dict().items()}
-    save_file({k: v.contiguous() for k, v in state.items()}, out / f".{MAPPER_FILE}")
-    (out / f".{MAPPER_FILE}").replace(out / MAPPER_FILE)
+    save_tensors_atomic(state, out / MAPPER_FILE)
     shape = {"feature_dim": int(data.features.shape[1]), "embedding_dim": int(data.targets.shape[1]),
              "pref_dim": int(data.p.shape[1]), "train_images": len(train_ids), "train_pairs": len(data.pairs)}
     (out / CONFIG_FILE).write_text(json.dumps({"train_mapper": asdict(cfg), "shape": shape}, indent=2) + "\n")

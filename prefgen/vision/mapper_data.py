@@ -56,9 +56,9 @@ def _interactions(cfg: TrainMapperConfig, split_name: str) -> pl.DataFrame:
     return segment_interactions(events).select("segment_id", "image_id").unique().sort("segment_id", "image_id")
 
 
-def load(cfg: TrainMapperConfig) -> tuple[MapperData, list[str]]:
-    """MapperData and the train image ids (rows of its features)."""
-    step1 = load_step1(Path(cfg.graph_dir))
+def load(cfg: TrainMapperConfig, step1: Step1 | None = None) -> tuple[MapperData, list[str]]:
+    """MapperData and the train image ids (rows of its features); Step 1's outputs read unless given."""
+    step1 = step1 or load_step1(Path(cfg.graph_dir))
     ids, matrix = read_features(Path(cfg.features_dir), cfg.part_names)
     split = dict(pl.read_parquet(cfg.split).select("image_id", "split").iter_rows())
     train_ids = [i for i in ids if split.get(i) == "train" and i in step1.item_row]

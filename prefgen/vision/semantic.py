@@ -54,7 +54,7 @@ from open_clip.model import set_model_preprocess_cfg  # noqa: E402
 from open_clip.transform import PreprocessCfg  # noqa: E402
 from open_clip.utils import to_2tuple  # noqa: E402
 from safetensors import SafetensorError  # noqa: E402
-from safetensors.torch import load_file, save_file  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
@@ -244,8 +244,6 @@ def _save_checkpoint(folder: Path, model: Model, optimizer: torch.optim.Optimize
                      history: ClipHistory, best: dict[str, Tensor], cfg: ClipConfig, key: str) -> None:
     tensors, optim_meta = ckpt.optimizer_tensors(optimizer)
     tensors |= {f"model.{k}": v for k, v in _trainable_state(model).items()} | {f"best.{k}": v for k, v in best.items()}
-    # The same epoch in both files: a kill between their two renames is then detected, not half-resumed.
-    tensors["meta.epoch"] = torch.tensor(len(history.epochs))
     rng = base64.b64encode(gen.get_state().numpy().tobytes()).decode()
     ckpt.save(folder, tensors, {"config": asdict(cfg), "key": key, "epoch": len(history.epochs),
                                 "history": asdict(history), "optim": optim_meta, "rng": rng})
@@ -253,7 +251,7 @@ def _save_checkpoint(folder: Path, model: Model, optimizer: torch.optim.Optimize
 
 def _resume(folder: Path, key: str, model: Model, optimizer: torch.optim.Optimizer, gen: torch.Generator,
             log: Callable[[str], object]) -> tuple[ClipHistory, dict[str, Tensor]] | None:
-    found = ckpt.load(folder)  # CheckpointError naming the file if unreadable
+    found = ckpt.load(folder)  # CheckpointError naming the file if unreadable or killed between its renames
     if found is None:
         return None
     tensors, meta = found
@@ -262,8 +260,6 @@ def _resume(folder: Path, key: str, model: Model, optimizer: torch.optim.Optimiz
         log(f"{path}: checkpoint of another config or data, starting afresh")
         return None
     try:
-        if int(tensors["meta.epoch"]) != meta["epoch"]:
-            raise ValueError(f"weights of epoch {int(tensors['meta.epoch'])}, metadata of epoch {meta['epoch']}")
         _load_trainable(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         ckpt.restore_optimizer(optimizer, tensors, meta["optim"])
         gen.set_state(torch.frombuffer(bytearray(base64.b64decode(meta["rng"])), dtype=torch.uint8))
@@ -341,10 +337,9 @@ def save_model(model: Model, cfg: ClipConfig, folder: Path) -> None:
     """model.safetensors + config.json, each renamed into place. The frozen MiniLM is left out (~90 MB, and
     identical to its folder's): load_model re-reads it there, checked against the sha256 kept in config.json."""
     folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in _trainable_state(model).items()}, folder / f".{WEIGHTS_FILE}")
+    ckpt.save_tensors_atomic(_trainable_state(model), folder / WEIGHTS_FILE)
     config = {"config": asdict(cfg), "text_weights_sha256": _text_digest(cfg)}
     (folder / f".{CONFIG_FILE}").write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
-    os.replace(folder / f".{WEIGHTS_FILE}", folder / WEIGHTS_FILE)
     os.replace(folder / f".{CONFIG_FILE}", folder / CONFIG_FILE)
 
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.stats import rankdata
 
 from prefgen import checkpoint
 from prefgen.config import TrainMapperConfig
+from prefgen.eval.ranking import auc
 from prefgen.vision.mapper import Discriminator, Generator, discriminator_loss, generator_loss, preference
 
 
@@ -38,12 +38,6 @@ class History:
     epochs: list[dict] = field(default_factory=list)
     best_epoch: int = -1
     best_score: float = -1.0
-
-
-def auc(scores: np.ndarray, positive: np.ndarray) -> float:
-    ranks = rankdata(scores)
-    n_pos, n_neg = positive.sum(), (~positive).sum()
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def mean_segment_auc(scores: np.ndarray, segments: list[tuple[int, np.ndarray]], rows: np.ndarray) -> float:

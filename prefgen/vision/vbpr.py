@@ -43,10 +43,15 @@ class VisualBPR(nn.Module):
         self.project = nn.Linear(len(feature_mean), dim, bias=False)
         self.visual_bias = nn.Linear(len(feature_mean), 1, bias=False)
 
+    def item_side(self, features: Tensor) -> tuple[Tensor, Tensor]:
+        """(E v, β' v) of standardised features: (n, dim), (n,)."""
+        v = (features - self.feature_mean) / self.feature_std
+        return self.project(v), self.visual_bias(v).squeeze(-1)
+
     def forward(self, segments: Tensor, features: Tensor) -> Tensor:
         """Scores of all pairs: (len(segments), len(features))."""
-        v = (features - self.feature_mean) / self.feature_std
-        return self.theta(segments) @ self.project(v).T + self.visual_bias(v).T
+        projected, bias = self.item_side(features)
+        return self.theta(segments) @ projected.T + bias[None, :]
 
 
 def fit_vbpr(data: MapperData, cfg: VBPRConfig, log=print) -> VisualBPR:
@@ -63,11 +68,9 @@ def fit_vbpr(data: MapperData, cfg: VBPRConfig, log=print) -> VisualBPR:
         for start in range(0, len(order), cfg.batch_size):
             rows = order[start : start + cfg.batch_size]
             seg, pos, neg = (torch.as_tensor(a) for a in (data.pairs[rows, 0], data.pairs[rows, 1], negatives[rows]))
-            v = (data.features - model.feature_mean) / model.feature_std
-            item_side = model.project(v)
-            bias = model.visual_bias(v).squeeze(-1)
+            (pos_side, pos_bias), (neg_side, neg_bias) = model.item_side(data.features[pos]), model.item_side(data.features[neg])
             theta = model.theta(seg)
-            diff = (theta * (item_side[pos] - item_side[neg])).sum(-1) + bias[pos] - bias[neg]
+            diff = (theta * (pos_side - neg_side)).sum(-1) + pos_bias - neg_bias
             loss = -F.logsigmoid(diff).mean() + cfg.reg * theta.pow(2).sum(-1).mean()
             optimizer.zero_grad()
             loss.backward()

@@ -7,7 +7,8 @@ import polars as pl
 
 from prefgen.data import render
 from prefgen.eval import ranking
-from prefgen.eval.reference import _auc, colour_histogram, cold_auc
+from prefgen.eval.ranking import auc as _auc
+from prefgen.eval.reference import colour_histogram, cold_auc
 
 
 def test_auc_counts_pairs_and_splits_ties():
