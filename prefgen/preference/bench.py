@@ -85,11 +85,14 @@ def prepare(data: GroupRecData, rng: np.random.Generator) -> tuple[TrainData, di
     return train, {"user": user_val, "group": group_val}
 
 
+def popularity_counts(data: GroupRecData, task: str) -> np.ndarray:
+    """Distinct ids of the task that interacted with each item in training (n_items,)."""
+    train = data.user_train if task == "user" else data.group_train
+    return np.bincount(np.unique(train, axis=0)[:, 1], minlength=n_items(data)).astype(np.float64)
+
+
 def popularity_scores(data: GroupRecData, task: str) -> tuple[np.ndarray, np.ndarray]:
-    train, test = (data.user_train, data.user_test) if task == "user" else (data.group_train, data.group_test)
-    pairs = np.unique(train, axis=0)
-    size = int(max(pairs[:, 1].max(), test.negatives.max(), test.positives.max())) + 1
-    counts = np.bincount(pairs[:, 1], minlength=size)
+    test, counts = (data.user_test if task == "user" else data.group_test), popularity_counts(data, task)
     return counts[test.positives], counts[test.negatives]
 
 
@@ -100,8 +103,7 @@ def bootstrap_interval(model_rows: np.ndarray, base_rows: np.ndarray, rng: np.ra
 
 
 def popularity_full(data: GroupRecData, task: str) -> dict[str, float]:
-    train, test = (data.user_train, data.user_test) if task == "user" else (data.group_train, data.group_test)
-    counts = np.bincount(np.unique(train, axis=0)[:, 1], minlength=n_items(data)).astype(np.float64)
+    test, counts = (data.user_test if task == "user" else data.group_test), popularity_counts(data, task)
     return full_ranking(np.broadcast_to(counts, (len(test.ids), len(counts))), data, task)
 
 
