@@ -223,6 +223,35 @@ def train_mapper(params: ParamsOpt = DEFAULT_PARAMS, mlflow: MlflowOpt = None) -
     _print_result(stage.run(cfg, loaded, Path.cwd()))
 
 
+@app.command("train-vq")
+def train_vq(params: ParamsOpt = DEFAULT_PARAMS, mlflow: MlflowOpt = None) -> None:
+    """Step 3.1: train the VQ autoencoder, or load the local one params.yaml names (resumes from its checkpoint)."""
+    from prefgen.stages import train_vq as stage
+
+    loaded, cfg = _stage_setup(params, "train_vq", False, mlflow)
+    _print_result(stage.run(cfg, loaded, Path.cwd()))
+
+
+@app.command("train-w")
+def train_w(params: ParamsOpt = DEFAULT_PARAMS, mlflow: MlflowOpt = None) -> None:
+    """Step 3.2: train W, the map from Step 1's image space to the text space."""
+    from prefgen.stages import train_w as stage
+
+    loaded, cfg = _stage_setup(params, "train_w", False, mlflow)
+    _print_result(stage.run(cfg, loaded, Path.cwd()))
+
+
+@app.command("train-diffusion")
+def train_diffusion(params: ParamsOpt = DEFAULT_PARAMS, mlflow: MlflowOpt = None) -> None:
+    """Step 3.3: train the conditioned latent diffusion model (resumes; runs unchanged under torchrun)."""
+    from prefgen.stages import train_diffusion as stage
+
+    loaded, cfg = _stage_setup(params, "train_diffusion", False, mlflow)
+    result = stage.run(cfg, loaded, Path.cwd())
+    if result:  # ranks other than 0 print nothing
+        _print_result(result)
+
+
 eval_app = typer.Typer(no_args_is_help=True, help="Evaluation against the synthetic world's ground truth.")
 app.add_typer(eval_app, name="eval")
 

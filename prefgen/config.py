@@ -8,83 +8,13 @@ must not silently fall back to a default.
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import yaml
+from prefgen.generation.config import TrainDiffusionConfig, TrainVQConfig, TrainWConfig
+from prefgen.params import DEFAULT_PARAMS, ConfigError, from_section, load_params, resolve_profile
 
-DEFAULT_PARAMS = Path("params.yaml")
-
-T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """params.yaml (or a section of it) does not match the typed config."""
-
-
-def load_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"params file not found: {path}")
-    params = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    if not isinstance(params, dict):
-        raise ConfigError(f"{path}: top level must be a mapping of stage sections")
-    return params
-
-
-def _check_type(value: Any, annotation: Any, where: str) -> Any:
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        for option in typing.get_args(annotation):
-            try:
-                return _check_type(value, option, where)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{where}: {value!r} is not {annotation}")
-    if annotation is type(None):
-        if value is None:
-            return None
-        raise ConfigError(f"{where}: expected null, got {value!r}")
-    if origin in (list, tuple):
-        (item_type, *_) = typing.get_args(annotation) or (Any,)
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        items = [_check_type(v, item_type, f"{where}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if annotation is Any:
-        return value
-    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if annotation is bool and not isinstance(value, bool):
-        raise ConfigError(f"{where}: expected true/false, got {value!r}")
-    if annotation is int and isinstance(value, bool):
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
-    if not isinstance(value, annotation):
-        raise ConfigError(f"{where}: expected {annotation.__name__}, got {value!r}")
-    return value
-
-
-def from_section(cls: type[T], section: dict[str, Any] | None, name: str) -> T:
-    """Build dataclass `cls` from params section `name`, checking keys and types."""
-    section = section or {}
-    if not isinstance(section, dict):
-        raise ConfigError(f"params.{name}: expected a mapping, got {section!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(section) - set(fields))
-    if unknown:
-        raise ConfigError(f"params.{name}: unknown key(s) {unknown}; known: {sorted(fields)}")
-    kwargs = {}
-    for key, field in fields.items():
-        if key in section:
-            kwargs[key] = _check_type(section[key], hints[key], f"params.{name}.{key}")
-        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"params.{name}: missing required key '{key}'")
-    return cls(**kwargs)
+__all__ = ["DEFAULT_PARAMS", "ConfigError", "from_section", "load_params"]
 
 
 @dataclass(frozen=True)
@@ -328,14 +258,16 @@ SECTIONS: dict[str, type] = {
     "synth": SynthConfig, "ingest": IngestConfig, "split": SplitConfig, "centrality": CentralityConfig,
     "reference": ReferenceConfig, "train_graph": TrainGraphConfig, "tracking": TrackingConfig,
     "train_clip": TrainClipConfig, "visual_features": VisualFeaturesConfig, "train_mapper": TrainMapperConfig,
+    "train_vq": TrainVQConfig, "train_w": TrainWConfig, "train_diffusion": TrainDiffusionConfig,
 }
 
 
 def section_config(params: dict[str, Any], name: str) -> Any:
-    """The typed config of section `name` (defaults where params.yaml lacks the section)."""
+    """The typed config of section `name` (defaults where params.yaml lacks the section; the
+    active profile merged in where the section has profiles)."""
     if name not in SECTIONS:
         raise ConfigError(f"unknown params section '{name}'; known: {sorted(SECTIONS)}")
-    return from_section(SECTIONS[name], params.get(name), name)
+    return from_section(SECTIONS[name], resolve_profile(params, name), name)
 
 
 def train_graph_config(params: dict[str, Any]) -> TrainGraphConfig:

@@ -117,9 +117,9 @@ def outputs_summary(root: Path) -> list[str]:
             for path in _paths(stage.get(kind, [])):
                 resolved = _interpolate(path, params)
                 where = root / resolved
-                lines.append(f"  {name:<12} {kind:<8} {where}{'' if where.exists() else '  (missing)'}")
+                lines.append(f"  {name:<15} {kind:<8} {where}{'' if where.exists() else '  (missing)'}")
                 if kind == "metrics" and where.suffix == ".json" and where.is_file():
                     numbers = json.loads(where.read_text(encoding="utf-8"))
                     top = [f"{k}={v:,}" for k, v in numbers.items() if isinstance(v, int | float) and not isinstance(v, bool)]
-                    lines.append(f"  {'':<12} {'':<8} {' '.join(top)}")
+                    lines.append(f"  {'':<15} {'':<8} {' '.join(top)}")
     return lines

@@ -69,6 +69,10 @@ def project(tmp_path) -> Path:
     params["train_graph"]["max_epochs"] = 3
     params["train_clip"] |= {"epochs": 1, "vision_width": 32, "vision_layers": 1, "vision_heads": 2}
     params["train_mapper"]["max_epochs"] = 2
+    params["train_w"]["max_epochs"] = 20
+    params["train_vq"]["profiles"]["demo"] |= {"block_out_channels": [8, 8, 8], "norm_num_groups": 4, "num_vq_embeddings": 32, "epochs": 1}
+    params["train_diffusion"]["flip_augment"] = False
+    params["train_diffusion"]["profiles"]["demo"] |= {"block_out_channels": [8, 16], "norm_num_groups": 4, "epochs": 1}
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     shutil.copytree(ROOT / "prefgen", repo / "prefgen", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "flows", repo / "flows", ignore=shutil.ignore_patterns("__pycache__"))

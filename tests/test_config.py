@@ -30,3 +30,33 @@ def test_mistakes_are_named(section, message):
 def test_missing_params_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="params file not found"):
         load_params(tmp_path / "params.yaml")
+
+
+def test_profiles_merge_over_shared_keys_and_are_recorded():
+    from prefgen.config import section_config
+
+    params = load_params(ROOT / "params.yaml")
+    assert params["profile"] == "demo"
+    for profile in ("demo", "quality"):
+        for section in ("train_vq", "train_diffusion"):
+            cfg = section_config(params | {"profile": profile}, section)
+            assert cfg.profile == profile
+            assert cfg.epochs == params[section]["profiles"][profile]["epochs"]
+            assert cfg.seed == params[section]["seed"]  # a shared key
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"profile": "huge", "train_vq": {"profiles": {"demo": {}, "quality": {}}}}, "is 'huge' but params.train_vq.profiles has ['demo', 'quality']"),
+        ({"train_vq": {"epochs": 3, "profiles": {"demo": {"epochs": 4}}}}, "['epochs'] set both in the section and in profiles.demo"),
+        ({"train_vq": {"profiles": {"demo": {"epoch": 4}}}}, "unknown key(s) ['epoch']"),
+        ({"train_vq": {"profiles": {"demo": {"block_out_channels": [16, 30]}}}}, "multiple of norm_num_groups=8"),
+    ],
+)
+def test_profile_mistakes_are_named(params, message):
+    from prefgen.config import section_config
+
+    with pytest.raises(ConfigError) as err:
+        section_config(params, "train_vq")
+    assert message in str(err.value)

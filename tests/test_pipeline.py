@@ -3,9 +3,14 @@
 import json
 import sys
 
+import polars as pl
 import pytest
+import torch
 
 from prefgen import pipeline
+from prefgen.config import VisualFeaturesConfig
+from prefgen.generation.assemble import pipeline_from_outputs
+from prefgen.generation.sampling import GuidanceConfig
 from tests.conftest import ROOT, run
 
 pytestmark = pytest.mark.slow
@@ -24,8 +29,8 @@ def test_stage_order_follows_deps(tmp_path):
         "  a: {cmd: x, deps: [raw], outs: ['${a.out}']}\n"
     )
     assert pipeline.stage_order(tmp_path) == ["a", "b", "c"]
-    assert pipeline.stage_order(ROOT) == ["synth", "ingest", "split", "centrality", "train_clip", "reference", "visual_features",
-                                          "train_graph", "eval_graph", "train_mapper", "eval_mapper"]
+    assert pipeline.stage_order(ROOT) == ["synth", "ingest", "split", "centrality", "train_clip", "train_vq", "reference", "visual_features",
+                                          "train_graph", "eval_graph", "train_mapper", "eval_mapper", "train_w", "train_diffusion"]
 
 
 def test_flow_helpers_run_stages_without_an_activated_virtualenv(project, monkeypatch):
@@ -61,3 +66,24 @@ def test_repro_then_noop_then_forget_reruns(project):
     assert lock["outs"]["data/02_tables"].endswith(".dir")
     assert json.loads((project / "data" / "metrics" / "reference.json").read_text())["ref_cold_auc"] > 0.5
     assert lock["params"]["params.yaml"]["ingest"]["max_id_len"] == 256
+    for stage in ("train_vq", "train_w", "train_diffusion"):  # downstream of the tables too
+        assert f"Running stage '{stage}'" in rerun
+    vq = json.loads((project / "data" / "metrics" / "train_vq.json").read_text())
+    assert vq["val_psnr"] > 5 and 0 < vq["codebook_usage"] <= 1
+    assert json.loads((project / "data" / "metrics" / "train_w.json").read_text())["val_cosine"] > 0.5
+
+    # The diffusion stage, unchanged, under torchrun with two gloo ranks: one model, written once.
+    run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "prefgen", "train-diffusion", "--params", "params.yaml"], project)
+    diffusion = json.loads((project / "data" / "metrics" / "train_diffusion.json").read_text())
+    assert diffusion["world_size"] == 2 and diffusion["ranks_identical"] and diffusion["profile"] == "demo"
+    assert (project / "data" / "04_models" / "diffusion" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+
+    # The guided sampler, assembled from the stages' outputs on disk, makes images for a real segment.
+    models = project / "data" / "04_models"
+    visual = VisualFeaturesConfig(clip_dir=str(models / "clip"), out_dir=str(project / "data" / "03_features" / "visual"))
+    pipe = pipeline_from_outputs(models / "diffusion", models / "vq", models / "w", models / "mapper", models / "graph", visual,
+                                 project / "data" / "03_features" / "split.parquet", GuidanceConfig(steps=3, guide_from=0.0))
+    segment = pl.read_parquet(models / "graph" / "segments.parquet")["segment_id"][0]
+    images = pipe(segment, "a red star on a dots background", n=2, generator=torch.Generator().manual_seed(0))
+    assert images.shape == (2, 3, 64, 64) and 0 <= images.min() and images.max() <= 1

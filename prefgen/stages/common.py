@@ -13,6 +13,7 @@ import mlflow
 
 from prefgen import tracking
 from prefgen.config import synth_config, tracking_config
+from prefgen.params import resolve_profile
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
@@ -43,7 +44,7 @@ def run_stage(stage: str, params: dict[str, Any] | None, root: Path, metrics_pat
     if params is None:
         result = body()
     else:
-        with tracking.stage_run(stage, params.get(stage, {}), tracking_config(params), root):
+        with tracking.stage_run(stage, resolve_profile(params, stage) or {}, tracking_config(params), root):
             result = body()
             mlflow.set_tags(world_tags(params, root))
             mlflow.log_metrics(tracking.flatten({k: v for k, v in result.items() if k not in not_metrics}))

@@ -16,10 +16,9 @@ import polars as pl
 import torch
 
 from prefgen.config import TrainClipConfig
-from prefgen.data import contract as c
 from prefgen.stages.common import run_stage
 from prefgen.vision import semantic
-from prefgen.vision.pixels import read_image
+from prefgen.vision.pixels import read_split
 
 
 def clip_config(cfg: TrainClipConfig) -> semantic.ClipConfig:
@@ -29,18 +28,8 @@ def clip_config(cfg: TrainClipConfig) -> semantic.ClipConfig:
 
 def split_images(cfg: TrainClipConfig, split_name: str, skipped: Counter) -> tuple[torch.Tensor, list[str]]:
     """Pixels and captions of one split's images (only that split's: no cold image is read here)."""
-    ids = pl.read_parquet(cfg.split).filter(pl.col("split") == split_name).select("image_id")
-    images = pl.read_parquet(Path(cfg.tables_dir) / c.IMAGES_FILE).filter(pl.col("path") != "").join(ids, on="image_id").sort("image_id")
-    pixels, captions = [], []
-    for path, caption in images.select("path", "caption").iter_rows():
-        image, reason = read_image(Path(cfg.images_dir) / path, cfg.image_size)
-        if image is None:
-            skipped[f"{split_name}.{reason}"] += 1
-            continue
-        pixels.append(image), captions.append(caption or "")
-    if not pixels:
-        raise ValueError(f"no readable {split_name} images with paths in {cfg.tables_dir}; the semantic tower needs some")
-    return torch.stack(pixels), captions
+    _, pixels, captions = read_split(Path(cfg.tables_dir), Path(cfg.images_dir), Path(cfg.split), split_name, cfg.image_size, skipped)
+    return pixels, captions
 
 
 def train(cfg: TrainClipConfig, log=print) -> dict[str, Any]:

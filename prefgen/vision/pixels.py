@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import torch
 from PIL import Image, UnidentifiedImageError
+
+from prefgen.data import contract as c
 
 
 class ImageSizeError(ValueError):
@@ -40,3 +44,21 @@ def check_pixels(pixels: torch.Tensor, size: int) -> None:
         raise ImageSizeError(f"expected pixels of shape (B, 3, {size}, {size}), got {tuple(pixels.shape)}")
     if tuple(pixels.shape[2:]) != (size, size):
         raise ImageSizeError(f"images are {pixels.shape[2]}x{pixels.shape[3]}; the models expect {size}x{size}")
+
+
+def read_split(tables_dir: Path, images_dir: Path, split_path: Path, split_name: str, size: int,
+               skipped: Counter) -> tuple[list[str], torch.Tensor, list[str]]:
+    """(image ids, pixels, captions) of one split's images, sorted by id; only that split's files are
+    opened (no cold image is read by a trainer). Unreadable files are counted in `skipped`, not fatal."""
+    ids = pl.read_parquet(split_path).filter(pl.col("split") == split_name).select("image_id")
+    images = pl.read_parquet(tables_dir / c.IMAGES_FILE).filter(pl.col("path") != "").join(ids, on="image_id").sort("image_id")
+    kept, pixels, captions = [], [], []
+    for image_id, path, caption in images.select("image_id", "path", "caption").iter_rows():
+        image, reason = read_image(images_dir / path, size)
+        if image is None:
+            skipped[f"{split_name}.{reason}"] += 1
+            continue
+        kept.append(image_id), pixels.append(image), captions.append(caption or "")
+    if not pixels:
+        raise ValueError(f"no readable {split_name} images with paths in {tables_dir}")
+    return kept, torch.stack(pixels), captions

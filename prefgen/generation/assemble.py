@@ -1,0 +1,51 @@
+"""Build the guided sampler from the pipeline's outputs on disk (all local; nothing is downloaded)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from diffusers import DDIMScheduler, UNet2DConditionModel
+from torch import Tensor
+
+from prefgen.config import VisualFeaturesConfig
+from prefgen.generation.conditioning import preference_prototype
+from prefgen.generation.data import load_w, mapped_embeddings, split_ids
+from prefgen.generation.sampling import GuidanceConfig, PreferenceDiffusionPipeline
+from prefgen.generation.vq import load_vq
+from prefgen.vision import semantic
+from prefgen.vision.scorer import PreferenceScorer
+
+
+def pipeline_from_outputs(diffusion_dir: Path, vq_dir: Path, w_dir: Path, mapper_dir: Path, graph_dir: Path,
+                          visual_cfg: VisualFeaturesConfig, split: Path, guidance: GuidanceConfig = GuidanceConfig(),
+                          prototype_tau: float = 0.1) -> PreferenceDiffusionPipeline:
+    """The sampler wired to the trained models: CLIP text condition and score, Step 2 scorer, W and the prototype.
+    The prototype's catalogue is the `train` images (mapped by G), as in training."""
+    unet = UNet2DConditionModel.from_pretrained(diffusion_dir / "unet", use_safetensors=True, local_files_only=True)
+    scheduler = DDIMScheduler.from_pretrained(diffusion_dir / "scheduler", local_files_only=True)
+    scaling = json.loads((diffusion_dir / "conditioning.json").read_text())["scaling_factor"]
+    clip, clip_cfg = semantic.load_model(Path(visual_cfg.clip_dir))
+    tokenizer = semantic.build_tokenizer(clip_cfg)
+    scorer = PreferenceScorer.from_outputs(mapper_dir, graph_dir, visual_cfg)
+    w = load_w(w_dir)
+    catalogue = mapped_embeddings(mapper_dir, Path(visual_cfg.out_dir), split_ids(split, "train"))
+
+    def text_condition(prompt: str) -> Tensor:
+        return semantic.embed_texts(clip, tokenizer, [prompt])[0]
+
+    def text_score(pixels: Tensor, prompt: str) -> Tensor:
+        return semantic.embed_images(clip, pixels) @ text_condition(prompt)
+
+    @torch.no_grad()
+    def pref_condition(segment: str) -> Tensor:
+        p = scorer.p[scorer.rows([segment])]
+        logits = scorer.d(p[:, None, :].expand(-1, len(catalogue), -1), catalogue[None])
+        return w(preference_prototype(logits, catalogue, prototype_tau))[0]
+
+    def pref_score(pixels: Tensor, segment: str) -> Tensor:
+        return scorer.score([segment], images=pixels)[0]
+
+    return PreferenceDiffusionPipeline(unet, scheduler, load_vq(vq_dir), scaling, text_condition, pref_condition,
+                                       text_score, pref_score, guidance)

@@ -1,0 +1,115 @@
+"""Typed configs of Step 3's stages: `train_vq`, `train_w`, `train_diffusion` (params.yaml sections).
+
+`train_vq` and `train_diffusion` have two profiles in params.yaml (`demo`: minutes on
+2 cores; `quality`: within an hour); the top-level `profile` key picks one and
+`prefgen.params.resolve_profile` merges it over the shared keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prefgen.params import ConfigError
+
+
+def _check_blocks(section: str, channels: list[int], groups: int) -> None:
+    if not channels or any(c < 1 or c % groups for c in channels):
+        raise ConfigError(f"params.{section}.block_out_channels {channels}: each must be a positive multiple of norm_num_groups={groups}")
+
+
+@dataclass(frozen=True)
+class TrainVQConfig:
+    """Stage `train_vq` (METHOD.md 3.1): a diffusers VQModel on the `train` images."""
+
+    profile: str = "demo"  # set by params.yaml's top-level `profile`; recorded with every run
+    image_size: int = 64
+    # One block per resolution; diffusers' encoder halves the size between blocks, so three
+    # blocks take 64x64 pixels to a 16x16 latent grid, small enough for a CPU UNet.
+    block_out_channels: list[int] = field(default_factory=lambda: [16, 32, 64])
+    layers_per_block: int = 1
+    norm_num_groups: int = 8
+    latent_channels: int = 4  # n_z; also the UNet's input channels
+    num_vq_embeddings: int = 256  # K codebook entries (diffusers' commitment weight is its fixed 0.25)
+    # Codes no batch picked during an epoch are moved onto random encoder outputs: without it
+    # a small codebook collapses onto a few codes (the usage metric shows it).
+    restart_dead_codes: bool = True
+    epochs: int = 8
+    lr: float = 0.001
+    batch_size: int = 32
+    seed: int = 0
+    threads: int = 2  # conv nets gain ~1.7x from the second core (measured); 1 for bit-for-bit repeats across machines
+    pretrained: str = ""  # a local diffusers VQModel folder (config.json + safetensors): loaded, not trained
+    tables_dir: str = "data/02_tables"
+    images_dir: str = "data/01_raw/world-v1"
+    split: str = "data/03_features/split.parquet"
+    out_dir: str = "data/04_models/vq"
+    checkpoint_dir: str = "data/checkpoints/vq"  # not a DVC output: survives a killed run
+    metrics: str = "data/metrics/train_vq.json"
+    curve: str = "data/plots/train_vq.csv"
+
+    def __post_init__(self) -> None:
+        _check_blocks("train_vq", self.block_out_channels, self.norm_num_groups)
+        if self.epochs < 1 or self.batch_size < 1 or self.num_vq_embeddings < 2:
+            raise ConfigError("params.train_vq: epochs and batch_size must be >= 1, num_vq_embeddings >= 2")
+
+
+@dataclass(frozen=True)
+class TrainWConfig:
+    """Stage `train_w` (METHOD.md 3.2): W maps G(v_i) into the text space, by cosine to the image's semantic feature."""
+
+    hidden: int = 256
+    lr: float = 0.001
+    weight_decay: float = 0.0001
+    max_epochs: int = 1000  # full-batch epochs: the train split is ~1.4k rows, each epoch is milliseconds
+    patience: int = 30  # epochs without a better validation cosine before stopping
+    seed: int = 0
+    threads: int = 1
+    mapper_dir: str = "data/04_models/mapper"  # G (Step 2)
+    features_dir: str = "data/03_features/visual"  # v = s + t + c of every image, and s itself
+    split: str = "data/03_features/split.parquet"
+    out_dir: str = "data/04_models/w"
+    metrics: str = "data/metrics/train_w.json"
+
+
+@dataclass(frozen=True)
+class TrainDiffusionConfig:
+    """Stage `train_diffusion` (METHOD.md 3.3): eps-prediction UNet on VQ latents, conditioned on s and W(e)."""
+
+    profile: str = "demo"
+    # UNet2DConditionModel: one cross-attention down/up block per entry (latents 16x16 -> 8x8 ...).
+    block_out_channels: list[int] = field(default_factory=lambda: [32, 64])
+    layers_per_block: int = 1
+    norm_num_groups: int = 16
+    attention_head_dim: int = 8
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "squaredcos_cap_v2"  # cosine: keeps signal in small latents longer than linear
+    # Each condition is zeroed on its own with this probability, so classifier-free
+    # guidance can act on the text, on the preference, or on both.
+    text_dropout: float = 0.1
+    pref_dropout: float = 0.1
+    ema_decay: float = 0.999  # the cap; diffusers' EMAModel ramps decay as (1+n)/(10+n), so short runs still average
+    flip_augment: bool = True  # mirrored train images double the data; captions and tastes are mirror-invariant
+    epochs: int = 20
+    lr: float = 0.0003
+    batch_size: int = 64  # the global batch: each of N DDP ranks takes batch_size / N
+    seed: int = 0
+    threads: int = 2
+    vq_dir: str = "data/04_models/vq"
+    w_dir: str = "data/04_models/w"
+    mapper_dir: str = "data/04_models/mapper"
+    clip_dir: str = "data/04_models/clip"  # the text tower that embeds captions (Step 2's CLIP)
+    features_dir: str = "data/03_features/visual"
+    tables_dir: str = "data/02_tables"
+    images_dir: str = "data/01_raw/world-v1"
+    split: str = "data/03_features/split.parquet"
+    out_dir: str = "data/04_models/diffusion"
+    checkpoint_dir: str = "data/checkpoints/diffusion"
+    metrics: str = "data/metrics/train_diffusion.json"
+    curve: str = "data/plots/train_diffusion.csv"
+
+    def __post_init__(self) -> None:
+        _check_blocks("train_diffusion", self.block_out_channels, self.norm_num_groups)
+        if not (0 <= self.text_dropout < 1 and 0 <= self.pref_dropout < 1):
+            raise ConfigError("params.train_diffusion: text_dropout and pref_dropout must be in [0, 1)")
+        if not 0 < self.ema_decay < 1 or self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError("params.train_diffusion: ema_decay in (0, 1), epochs and batch_size >= 1")

@@ -1,0 +1,123 @@
+"""Step 3.4-3.5: images for a segment and a prompt, sampled with classifier-free and multi-gradient guidance.
+
+    images = pipe(segment="grp:g7", prompt="a red star on a dots background", n=4, generator=torch.Generator().manual_seed(0))
+
+Each step (DDIM from pure noise; METHOD.md 3.5):
+    eps   = eps(0, 0) + w_s (eps(s, 0) - eps(0, 0)) + w_p (eps(s, p~) - eps(s, 0))      classifier-free guidance
+    x_t   = Dz(z0(z_t, eps))                                                           the x0-prediction, decoded unquantised
+    g_p   = grad_z pref(g, x_t),  g_s = grad_z <E_s(x_t), s>                            with eps detached
+    eps^  = eps - sqrt(1 - a_t) * fuse(lambda_p g_p, lambda_s g_s)                     only where guidance acts
+`fuse` normalises each gradient and, where they conflict (negative cosine), removes from
+each its component along the other before weighting (METHOD.md 3.5's projection).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from prefgen.generation.unet import context
+
+Score = Callable[[Tensor], Tensor]  # pixels (B, 3, H, W) in [0, 1] -> (B,) differentiable scores
+
+
+@dataclass(frozen=True)
+class GuidanceConfig:
+    """How one sampling run is guided (the ablations switch parts off)."""
+
+    steps: int = 50  # DDIM steps
+    text_scale: float = 3.0  # w_s: classifier-free guidance on the text condition (0 = off)
+    pref_scale: float = 2.0  # w_p: classifier-free guidance on the preference condition (0 = off)
+    lambda_pref: float = 1.0  # lambda_p: weight of the preference-score gradient (0 = off)
+    lambda_text: float = 1.0  # lambda_s: weight of the text-score gradient (0 = off)
+    guide_from: float = 0.2  # the gradient guidance acts on steps in [guide_from, guide_until) of the run:
+    guide_until: float = 0.8  # the earliest x0-predictions are too blurred to score, the last steps change little
+    # The final decode snaps latents to the codebook, as in training; a small codebook can snap away
+    # what guidance moved (measured with tiny models), so it can be switched off.
+    quantize_output: bool = True
+
+
+def fuse(g_pref: Tensor, g_text: Tensor, lambda_pref: float, lambda_text: float) -> Tensor:
+    """Per sample: scale both gradients to unit RMS (the scale of eps, so lambda reads as a share of the noise
+    prediction); where their cosine is negative, project each onto the normal plane of the other (neither
+    guide undoes the other); then weight and add."""
+    shape, size = g_pref.shape, g_pref[0].numel()
+    a, b = F.normalize(g_pref.flatten(1), dim=1), F.normalize(g_text.flatten(1), dim=1)
+    cos = (a * b).sum(1, keepdim=True)
+    conflict = (cos < 0).to(a.dtype)
+    a_free, b_free = (a - conflict * cos * b) * size**0.5, (b - conflict * cos * a) * size**0.5
+    return (lambda_pref * a_free + lambda_text * b_free).reshape(shape)
+
+
+class PreferenceDiffusionPipeline:
+    """The guided sampler: a trained UNet + DDIM scheduler + VQ decoder, conditions, and the two differentiable scorers.
+
+    Args:
+        unet: the conditioned denoiser (stage `train_diffusion`).
+        scheduler: a diffusers DDIMScheduler built from the training schedule.
+        vq: the VQModel whose latents the UNet models.
+        scaling_factor (float): latents were multiplied by this for training.
+        text_condition: prompt -> (D,) text embedding; text_score: (pixels, prompt) -> (B,) CLIP similarity.
+        pref_condition: segment -> (D,) W(e^_g); pref_score: (pixels, segment) -> (B,) Step 2 preference.
+    """
+
+    def __init__(self, unet, scheduler, vq, scaling_factor: float, text_condition: Callable[[str], Tensor],
+                 pref_condition: Callable[[str], Tensor], text_score: Callable[[Tensor, str], Tensor],
+                 pref_score: Callable[[Tensor, str], Tensor], guidance: GuidanceConfig = GuidanceConfig()):
+        self.unet, self.scheduler, self.vq, self.scaling_factor = unet.eval(), scheduler, vq.eval(), scaling_factor
+        self.text_condition, self.pref_condition = text_condition, pref_condition
+        self.text_score, self.pref_score, self.guidance = text_score, pref_score, guidance
+        for module in (self.unet, self.vq):
+            module.requires_grad_(False)  # gradients flow to the latents only
+
+    def _eps(self, z: Tensor, t: Tensor, text: Tensor, pref: Tensor) -> Tensor:
+        """Classifier-free guidance over the three context variants (both off, text only, both on), one batched call."""
+        cfg, zero = self.guidance, torch.zeros_like(text)
+        ctx = torch.cat([context(zero, zero), context(text, zero), context(text, pref)])
+        with torch.no_grad():
+            e_none, e_text, e_both = self.unet(torch.cat([z] * 3), t, encoder_hidden_states=ctx).sample.chunk(3)
+        return e_none + cfg.text_scale * (e_text - e_none) + cfg.pref_scale * (e_both - e_text)
+
+    def decode(self, latents: Tensor, quantize: bool = True) -> Tensor:
+        """Scaled latents -> pixels in [0, 1]; unquantised while guiding (the codebook lookup has no gradient)."""
+        x = self.vq.decode(latents / self.scaling_factor, force_not_quantize=not quantize).sample
+        return ((x + 1) / 2).clamp(0, 1)
+
+    def _guidance_gradient(self, z: Tensor, eps: Tensor, alpha_bar: Tensor, segment: str, prompt: str) -> Tensor:
+        """grad_z of both scores of the decoded x0-prediction, eps held fixed, fused."""
+        z = z.detach().requires_grad_(True)
+        pixels = self.decode((z - (1 - alpha_bar).sqrt() * eps.detach()) / alpha_bar.sqrt(), quantize=False)
+        both = bool(self.guidance.lambda_pref and self.guidance.lambda_text)  # two backward passes share the decoder's graph
+        g_pref = torch.autograd.grad(self.pref_score(pixels, segment).sum(), z, retain_graph=both)[0] if self.guidance.lambda_pref else torch.zeros_like(z)
+        g_text = torch.autograd.grad(self.text_score(pixels, prompt).sum(), z)[0] if self.guidance.lambda_text else torch.zeros_like(z)
+        return fuse(g_pref, g_text, self.guidance.lambda_pref, self.guidance.lambda_text)
+
+    def _guided(self, index: int) -> bool:
+        cfg = self.guidance
+        return (cfg.lambda_pref or cfg.lambda_text) and cfg.guide_from * cfg.steps <= index < cfg.guide_until * cfg.steps
+
+    def __call__(self, segment: str, prompt: str, n: int = 4, generator: torch.Generator | None = None) -> Tensor:
+        """n images (n, 3, H, W) in [0, 1] for `segment` (e.g. "grp:g7") and `prompt`."""
+        # 1. Conditions: the prompt's text embedding and the segment's preference prototype in text space.
+        text, pref = self.text_condition(prompt).expand(n, -1), self.pref_condition(segment).expand(n, -1)
+        # 2. Pure Gaussian noise in the latent space, and the DDIM timesteps.
+        cfg_unet = self.unet.config
+        z = torch.randn((n, cfg_unet.in_channels, cfg_unet.sample_size, cfg_unet.sample_size), generator=generator)
+        self.scheduler.set_timesteps(self.guidance.steps)
+        for index, t in enumerate(self.scheduler.timesteps):
+            # 3. Classifier-free guided noise prediction.
+            eps = self._eps(z, t, text, pref)
+            # 4. Multi-gradient guidance on the decoded x0-prediction, where it acts.
+            if self._guided(index):
+                alpha_bar = self.scheduler.alphas_cumprod[t]
+                with torch.enable_grad():
+                    eps = eps - (1 - alpha_bar).sqrt() * self._guidance_gradient(z, eps, alpha_bar, segment, prompt)
+            # 5. One DDIM step (eta = 0: deterministic given the starting noise).
+            z = self.scheduler.step(eps, t, z).prev_sample
+        # 6. Decode (through the codebook unless switched off).
+        with torch.no_grad():
+            return self.decode(z, quantize=self.guidance.quantize_output)

@@ -1,0 +1,47 @@
+"""Step 3.3: the jointly conditioned denoiser eps_theta(z_t, t, s, W(e^)) and its noise schedule (diffusers).
+
+The two conditions are two tokens of the UNet's cross-attention context, both in
+the CLIP text space: [s, W(e^)] of shape (B, 2, D). A dropped condition is a zero
+token, the "null" of classifier-free guidance; training drops each on its own, so
+guidance can act on the text, on the preference, or on both.
+"""
+
+from __future__ import annotations
+
+from diffusers import DDPMScheduler, UNet2DConditionModel
+from torch import Tensor
+import torch
+
+from prefgen.generation.config import TrainDiffusionConfig
+
+TEXT_TOKEN, PREF_TOKEN = 0, 1  # positions in the context: which token is which condition
+
+
+def build_unet(cfg: TrainDiffusionConfig, latent_channels: int, sample_size: int, cond_dim: int) -> UNet2DConditionModel:
+    """A seeded UNet2DConditionModel with cross-attention in every block (the conditions must reach all scales)."""
+    torch.manual_seed(cfg.seed)
+    n = len(cfg.block_out_channels)
+    return UNet2DConditionModel(
+        sample_size=sample_size, in_channels=latent_channels, out_channels=latent_channels,
+        down_block_types=("CrossAttnDownBlock2D",) * n, up_block_types=("CrossAttnUpBlock2D",) * n,
+        block_out_channels=tuple(cfg.block_out_channels), layers_per_block=cfg.layers_per_block,
+        norm_num_groups=cfg.norm_num_groups, cross_attention_dim=cond_dim, attention_head_dim=cfg.attention_head_dim)
+
+
+def build_noise_scheduler(cfg: TrainDiffusionConfig) -> DDPMScheduler:
+    """The forward process z_t = sqrt(a_t) z + sqrt(1 - a_t) eps used in training; samplers load its config."""
+    return DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule, prediction_type="epsilon")
+
+
+def context(text: Tensor, pref: Tensor) -> Tensor:
+    """(B, D) text and (B, D) preference conditions -> the (B, 2, D) cross-attention context."""
+    if text.shape != pref.shape:
+        raise ValueError(f"text {tuple(text.shape)} and preference {tuple(pref.shape)} conditions must have one shape")
+    return torch.stack([text, pref], dim=1)
+
+
+def drop_conditions(text: Tensor, pref: Tensor, text_p: float, pref_p: float, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Zero each row's text with probability text_p and its preference with pref_p, independently."""
+    keep_text = (torch.rand(len(text), generator=gen) >= text_p).to(text.dtype).unsqueeze(1)
+    keep_pref = (torch.rand(len(pref), generator=gen) >= pref_p).to(pref.dtype).unsqueeze(1)
+    return text * keep_text, pref * keep_pref

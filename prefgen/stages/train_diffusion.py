@@ -1,0 +1,65 @@
+"""DVC stage `train_diffusion`: Step 3.3's conditioned latent diffusion model -> data/04_models/diffusion.
+
+Output folder: `unet/` (EMA weights, diffusers save_pretrained, safetensors),
+`scheduler/` (the DDPM noise schedule it was trained with) and `conditioning.json`
+(latent scale, condition layout, config). Under `torchrun`, only rank 0 writes
+outputs, metrics and the MLflow run; every rank trains.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import polars as pl
+
+from prefgen.generation import train_diffusion as trainer
+from prefgen.generation.config import TrainDiffusionConfig
+from prefgen.generation.data import diffusion_inputs
+from prefgen.generation.unet import PREF_TOKEN, TEXT_TOKEN, build_noise_scheduler
+from prefgen.stages.common import run_stage, write_json_atomic
+
+
+def save_outputs(unet, cfg: TrainDiffusionConfig, scaling_factor: float, out: Path) -> None:
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    unet.save_pretrained(tmp / "unet", safe_serialization=True)
+    build_noise_scheduler(cfg).save_pretrained(tmp / "scheduler")
+    write_json_atomic(tmp / "conditioning.json", {"scaling_factor": scaling_factor, "text_token": TEXT_TOKEN, "pref_token": PREF_TOKEN,
+                                                 "null_condition": "zeros", "train_diffusion": asdict(cfg)})
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+
+
+def train(cfg: TrainDiffusionConfig, rank: int, log=print) -> dict[str, Any]:
+    skipped = Counter()
+    data = diffusion_inputs(cfg, skipped)
+    unet, history = trainer.fit(data, cfg, Path(cfg.checkpoint_dir), log=log if rank == 0 else (lambda _: None))
+    if rank != 0:
+        return {}
+    save_outputs(unet, cfg, data.scaling_factor, Path(cfg.out_dir))
+    Path(cfg.curve).parent.mkdir(parents=True, exist_ok=True)
+    pl.DataFrame(history.epochs).write_csv(Path(cfg.curve))
+    if mlflow.active_run():
+        mlflow.log_artifacts(cfg.out_dir, artifact_path="diffusion")
+        for row in history.epochs:
+            mlflow.log_metrics({"epoch_loss": row["loss"], "epoch_val_loss": row["val_loss"]}, step=int(row["epoch"]))
+    last = history.epochs[-1]
+    return {"profile": cfg.profile, "final_loss": last["loss"], "val_loss": last["val_loss"], "epochs": len(history.epochs),
+            "steps": last["steps"], "train_seconds": sum(e["seconds"] for e in history.epochs),
+            "samples_per_second": sum(e["samples_per_second"] for e in history.epochs) / len(history.epochs),
+            "train_samples": len(data.latents), "val_samples": len(data.val_latents), "scaling_factor": data.scaling_factor,
+            "world_size": history.world_size, "ranks_identical": len(set(history.rank_weight_sha256)) == 1,
+            "rank_weight_sha256": history.rank_weight_sha256, "skipped": dict(skipped)}
+
+
+def run(cfg: TrainDiffusionConfig, params: dict[str, Any] | None, root: Path) -> dict[str, Any]:
+    rank, _ = trainer.init_distributed()
+    if rank != 0:  # other ranks train beside rank 0 but write nothing
+        return train(cfg, rank)
+    return run_stage("train_diffusion", params, root, Path(cfg.metrics) if params else None, lambda: train(cfg, rank),
+                     not_metrics=("rank_weight_sha256", "skipped"))

@@ -1,0 +1,69 @@
+"""The guided sampler with tiny seeded models: gradient fusion, determinism, and guidance moving images its way."""
+
+import pytest
+import torch
+from diffusers import DDIMScheduler
+
+from prefgen.generation import vq
+from prefgen.generation.sampling import GuidanceConfig, PreferenceDiffusionPipeline, fuse
+from prefgen.generation.unet import build_noise_scheduler, build_unet
+from tests.generation.test_vq import squares
+from tests.generation.tiny import DIFFUSION, VQ
+
+
+def redness(pixels: torch.Tensor, _segment: str) -> torch.Tensor:
+    return pixels[:, 0].mean((1, 2)) - pixels[:, 1:].mean((1, 2, 3))
+
+
+def pipeline(vq_model=None, **guidance) -> PreferenceDiffusionPipeline:
+    torch.set_num_threads(1)  # tiny ops: a second thread only adds synchronisation (badly so on a busy box)
+    unet = build_unet(DIFFUSION, latent_channels=VQ.latent_channels, sample_size=8, cond_dim=8)
+    scheduler = DDIMScheduler.from_config(build_noise_scheduler(DIFFUSION).config)
+    conditions = {"a": torch.ones(8), "b": -torch.ones(8)}
+    return PreferenceDiffusionPipeline(unet, scheduler, vq_model or vq.build_vq(VQ), 1.0, conditions.__getitem__, conditions.__getitem__,
+                                       text_score=lambda x, _: x.mean((1, 2, 3)), pref_score=redness,
+                                       guidance=GuidanceConfig(steps=10, **guidance))
+
+
+def test_fuse_removes_the_conflicting_component_and_adds_agreeing_ones():
+    a, b = torch.tensor([[1.0, 0.0]]), torch.tensor([[-1.0, 1.0]])  # cosine < 0: they conflict
+    fused_a_only, fused_b_only = fuse(a, b, 1.0, 0.0), fuse(a, b, 0.0, 1.0)
+    assert torch.dot(fused_a_only[0], b[0]).abs() < 1e-6 and torch.dot(fused_b_only[0], a[0]).abs() < 1e-6
+    same = fuse(a, 3 * a, 0.5, 0.5)  # agreeing: both unit-RMS, then weighted
+    assert torch.allclose(same, torch.tensor([[2**0.5, 0.0]]))
+
+
+def test_a_fixed_generator_gives_the_same_images():
+    pipe = pipeline()
+    first = pipe("a", "b", n=2, generator=torch.Generator().manual_seed(0))
+    again = pipe("a", "b", n=2, generator=torch.Generator().manual_seed(0))
+    other = pipe("a", "b", n=2, generator=torch.Generator().manual_seed(1))
+    assert first.shape == (2, 3, 16, 16) and 0 <= first.min() and first.max() <= 1
+    assert torch.equal(first, again) and not torch.equal(first, other)
+
+
+@pytest.fixture(scope="module")
+def trained_vq():
+    """A VQ that has seen coloured squares for a few epochs: its decoder maps latents to images meaningfully."""
+    model, _ = vq.fit_vq(squares(64), squares(8, seed=1), VQ, log=lambda _: None)
+    return model
+
+
+def test_one_guided_step_moves_the_x0_prediction_toward_the_segments_score(trained_vq):
+    pipe = pipeline(vq_model=trained_vq, lambda_text=0.0)
+    pipe.scheduler.set_timesteps(10)
+    z, t = torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(0)), pipe.scheduler.timesteps[0]
+    eps, alpha_bar = pipe._eps(z, t, torch.ones(4, 8), torch.ones(4, 8)), pipe.scheduler.alphas_cumprod[t]
+    with torch.enable_grad():
+        gradient = pipe._guidance_gradient(z, eps, alpha_bar, "a", "a")
+
+    def score(guided_eps):
+        return redness(pipe.decode((z - (1 - alpha_bar).sqrt() * guided_eps) / alpha_bar.sqrt(), quantize=False), "a").mean()
+    assert score(eps - (1 - alpha_bar).sqrt() * gradient) > score(eps) + 0.02
+
+
+def test_preference_guidance_raises_the_segments_score_over_no_guidance(trained_vq):
+    def images(lambda_pref):
+        pipe = pipeline(vq_model=trained_vq, lambda_pref=lambda_pref, lambda_text=0.0, guide_from=0.0, guide_until=1.0, quantize_output=False)
+        return pipe("a", "a", n=4, generator=torch.Generator().manual_seed(0))
+    assert redness(images(1.0), "a").mean() > redness(images(0.0), "a").mean() + 0.005
