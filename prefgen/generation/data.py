@@ -1,4 +1,4 @@
-"""Inputs of Step 3's stages, read from the outputs of Steps 1-2 (no truth, no cold image).
+"""Inputs of Step 3's stages, read from the outputs of Steps 1-2 (evaluation-only data and cold images are never read).
 
     e^_i = G(v_i)            Step 2's generator on the image's visual features
     s_i                      the image's semantic feature (CLIP image tower) -- W's target
