@@ -41,7 +41,7 @@ from tqdm import tqdm
 from prefgen.config import SynthConfig
 from prefgen.data import render
 from prefgen.data.tastes import Tastes, community_tastes, individual_tastes, sample_choices, weighted_mean
-from prefgen.data.worlds import FrozenWorldError, check_frozen
+from prefgen.data.worlds import check_frozen
 
 _END = datetime(2026, 10, 1, tzinfo=UTC)
 _DAY_MS = 86_400_000

@@ -71,14 +71,14 @@ def group_spearman(rows: pl.DataFrame, group: str, truth: str, columns: list[str
     A column constant within a group (or missing: null counts as 0) scores 0 there.
     Shared by the reference scores and by `eval_graph`, so both average the same way.
     """
-    out: dict[str, list[float]] = {c: [] for c in columns}
+    out: dict[str, list[float]] = {column: [] for column in columns}
     for _, members in rows.group_by(group, maintain_order=True):
         if members.height < min_size:
             continue
-        for c in columns:
-            values = members[c].fill_null(0).to_numpy()
+        for column in columns:
+            values = members[column].fill_null(0).to_numpy()
             rho = 0.0 if np.ptp(values) == 0 else spearmanr(members[truth].to_numpy(), values).statistic
-            out[c].append(float(rho))
+            out[column].append(float(rho))
     return out
 
 
