@@ -8,8 +8,11 @@ one. Weights are read with safetensors only (no pickle).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +59,23 @@ def save_tensors_atomic(tensors: dict[str, torch.Tensor], path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     save_file({k: v.detach().contiguous() for k, v in tensors.items()}, tmp)
     os.replace(tmp, path)
+
+
+def replace_folder(folder: Path, write: Callable[[Path], None]) -> None:
+    """`write` fills a temporary sibling folder, which then takes `folder`'s place: readers never see half of one."""
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    write(tmp)
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+
+
+def data_key(*arrays: torch.Tensor | np.ndarray) -> str:
+    """A digest of exactly what a run trains on, in order: a checkpoint resumes only on the same data."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array.numpy() if torch.is_tensor(array) else array).tobytes())
+    return digest.hexdigest()
 
 
 def save(folder: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:

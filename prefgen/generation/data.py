@@ -69,12 +69,11 @@ def semantic_features(features_dir: Path, image_ids: list[str]) -> Tensor:
 
 
 def w_inputs(cfg: TrainWConfig) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(e^, s) of the train images, then of the val images."""
-    out = []
-    for name in ("train", "val"):
-        ids = split_ids(Path(cfg.split), name)
-        out += [mapped_embeddings(Path(cfg.mapper_dir), Path(cfg.features_dir), ids), semantic_features(Path(cfg.features_dir), ids)]
-    return out[0], out[1], out[2], out[3]
+    """(e^, s) of the train images, then of the val images (features read once for both)."""
+    train, val = split_ids(Path(cfg.split), "train"), split_ids(Path(cfg.split), "val")
+    e = mapped_embeddings(Path(cfg.mapper_dir), Path(cfg.features_dir), train + val)
+    s = semantic_features(Path(cfg.features_dir), train + val)
+    return e[: len(train)], s[: len(train)], e[len(train) :], s[len(train) :]
 
 
 def load_w(folder: Path) -> PreferenceToText:
@@ -90,27 +89,21 @@ def encode_latents(vq, pixels: Tensor, batch_size: int = 128) -> Tensor:
     return torch.cat([vq.encode(pixels[i : i + batch_size] * 2 - 1).latents for i in range(0, len(pixels), batch_size)])
 
 
-def _conditions(cfg: TrainDiffusionConfig, ids: list[str], captions: list[str], clip, tokenizer, w) -> tuple[Tensor, Tensor]:
-    with torch.no_grad():
-        pref = w(mapped_embeddings(Path(cfg.mapper_dir), Path(cfg.features_dir), ids))
-    return semantic.embed_texts(clip, tokenizer, captions), pref
-
-
 def diffusion_inputs(cfg: TrainDiffusionConfig, skipped: Counter) -> DiffusionData:
     """Latents and both conditions of the train images (mirrored too, if asked) and of the val images."""
     vq, w = load_vq(Path(cfg.vq_dir)), load_w(Path(cfg.w_dir))
     clip, clip_cfg = semantic.load_model(Path(cfg.clip_dir))
-    tokenizer = semantic.build_tokenizer(clip_cfg)
-    size = vq.config.sample_size
-    parts = {}
-    for name in ("train", "val"):
-        ids, pixels, captions = read_split(Path(cfg.tables_dir), Path(cfg.images_dir), Path(cfg.split), name, size, skipped)
-        latents = encode_latents(vq, pixels)
-        text, pref = _conditions(cfg, ids, captions, clip, tokenizer, w)
-        if name == "train" and cfg.flip_augment:
-            latents = torch.cat([latents, encode_latents(vq, pixels.flip(-1))])
-            text, pref = text.repeat(2, 1), pref.repeat(2, 1)
-        parts[name] = (latents, text, pref)
-    scale = float(1 / parts["train"][0].std())
-    (z, text, pref), (val_z, val_text, val_pref) = parts["train"], parts["val"]
-    return DiffusionData(z * scale, text, pref, val_z * scale, val_text, val_pref, scale)
+    splits = {name: read_split(Path(cfg.tables_dir), Path(cfg.images_dir), Path(cfg.split), name, vq.config.sample_size, skipped)
+              for name in ("train", "val")}
+    ids = splits["train"][0] + splits["val"][0]
+    with torch.no_grad():  # both conditions of both splits in one pass: G, W and the text tower are read once
+        pref = w(mapped_embeddings(Path(cfg.mapper_dir), Path(cfg.features_dir), ids))
+    text = semantic.embed_texts(clip, semantic.build_tokenizer(clip_cfg), splits["train"][2] + splits["val"][2])
+    n = len(splits["train"][0])
+    z, val_z = encode_latents(vq, splits["train"][1]), encode_latents(vq, splits["val"][1])
+    train_text, train_pref = text[:n], pref[:n]
+    if cfg.flip_augment:
+        z = torch.cat([z, encode_latents(vq, splits["train"][1].flip(-1))])
+        train_text, train_pref = train_text.repeat(2, 1), train_pref.repeat(2, 1)
+    scale = float(1 / z.std())
+    return DiffusionData(z * scale, train_text, train_pref, val_z * scale, text[n:], pref[n:], scale)

@@ -31,8 +31,6 @@ from prefgen.generation.config import TrainDiffusionConfig
 from prefgen.generation.data import DiffusionData
 from prefgen.generation.unet import build_noise_scheduler, build_unet, context, drop_conditions
 
-_EMA_SCALARS = ("decay", "min_decay", "optimization_step", "update_after_step", "use_ema_warmup", "inv_gamma", "power")
-
 
 @dataclass
 class DiffusionHistory:
@@ -58,10 +56,7 @@ def weights_sha256(model: torch.nn.Module) -> str:
 
 
 def data_key(data: DiffusionData) -> str:
-    digest = hashlib.sha256()
-    for tensor in (data.latents, data.text, data.pref, data.val_latents, data.val_text, data.val_pref):
-        digest.update(tensor.contiguous().numpy().tobytes())
-    return digest.hexdigest()
+    return checkpoint.data_key(data.latents, data.text, data.pref, data.val_latents, data.val_text, data.val_pref)
 
 
 @torch.no_grad()
@@ -88,7 +83,7 @@ def train_epoch(model: torch.nn.Module, ema: EMAModel, optimizer: torch.optim.Op
     order = torch.tensor(list(sampler))
     gen, scheduler = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch * 1_009 + rank), build_noise_scheduler(cfg)
     per_rank = max(1, cfg.batch_size // world)
-    total, batches = torch.zeros(2), 0
+    total = torch.zeros(2)  # (sum of batch losses, batches): all-reduced across ranks
     for start in range(0, len(order), per_rank):
         rows = order[start : start + per_rank]
         z0 = data.latents[rows]
@@ -102,7 +97,6 @@ def train_epoch(model: torch.nn.Module, ema: EMAModel, optimizer: torch.optim.Op
         optimizer.step()
         ema.step(_unwrap(model).parameters())
         total += torch.tensor([loss.item(), 1.0])
-        batches += 1
     if world > 1:
         dist.all_reduce(total)
     return float(total[0] / total[1])
@@ -119,9 +113,10 @@ def _run_config(cfg: TrainDiffusionConfig, world: int) -> dict:
 
 def _save(folder: Path, unet, ema: EMAModel, optimizer, cfg, key: str, history: DiffusionHistory) -> None:
     opt_tensors, opt_meta = checkpoint.optimizer_tensors(optimizer)
+    ema_meta = ema.state_dict()
+    shadow = ema_meta.pop("shadow_params")
     tensors = ({f"unet.{k}": v for k, v in unet.state_dict().items()} | {f"opt.{k}": v for k, v in opt_tensors.items()}
-               | {f"ema.{i}": p for i, p in enumerate(ema.shadow_params)})
-    ema_meta = {k: getattr(ema, k) for k in _EMA_SCALARS}
+               | {f"ema.{i}": p for i, p in enumerate(shadow)})
     checkpoint.save(folder, tensors, {"config": _run_config(cfg, history.world_size), "data_key": key, "epoch": len(history.epochs),
                                       "history": asdict(history), "optimizer": opt_meta, "ema": ema_meta})
 

@@ -8,9 +8,9 @@ guidance can act on the text, on the preference, or on both.
 
 from __future__ import annotations
 
+import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel
 from torch import Tensor
-import torch
 
 from prefgen.generation.config import TrainDiffusionConfig
 

@@ -11,9 +11,7 @@ The diffusion model works on the unquantised latents `E(x)`; decoding quantises.
 
 from __future__ import annotations
 
-import hashlib
 import math
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -53,11 +51,7 @@ def load_vq(folder: Path) -> VQModel:
 
 def save_vq(model: VQModel, folder: Path) -> None:
     """save_pretrained into a temporary folder, then swapped in: readers never see half a model."""
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+    checkpoint.replace_folder(folder, lambda tmp: model.save_pretrained(tmp, safe_serialization=True))
 
 
 def reconstruct(model: VQModel, pixels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -127,10 +121,6 @@ def train_epoch(model: VQModel, optimizer: torch.optim.Optimizer, pixels: Tensor
     return totals | {"restarted_codes": restarted}
 
 
-def data_key(pixels: Tensor, val_pixels: Tensor) -> str:
-    return hashlib.sha256(pixels.numpy().tobytes() + val_pixels.numpy().tobytes()).hexdigest()
-
-
 def _resume(folder: Path, model: VQModel, optimizer: torch.optim.Optimizer, cfg: TrainVQConfig, key: str) -> VQHistory | None:
     found = checkpoint.load_matching(folder, asdict(cfg), key)
     if found is None:
@@ -152,7 +142,7 @@ def fit_vq(pixels: Tensor, val_pixels: Tensor, cfg: TrainVQConfig, checkpoint_di
            log=print) -> tuple[VQModel, VQHistory]:
     """Train for cfg.epochs, validating each epoch; resume from checkpoint_dir after a kill."""
     torch.set_num_threads(cfg.threads)
-    model, key = build_vq(cfg), data_key(pixels, val_pixels)
+    model, key = build_vq(cfg), checkpoint.data_key(pixels, val_pixels)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     history = (_resume(checkpoint_dir, model, optimizer, cfg, key) if checkpoint_dir else None) or VQHistory()
     if history.epochs:

@@ -8,7 +8,6 @@ outputs, metrics and the MLflow run; every rank trains.
 
 from __future__ import annotations
 
-import shutil
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import mlflow
 import polars as pl
 
+from prefgen.checkpoint import replace_folder
 from prefgen.generation import train_diffusion as trainer
 from prefgen.generation.config import TrainDiffusionConfig
 from prefgen.generation.data import diffusion_inputs
@@ -25,14 +25,12 @@ from prefgen.stages.common import run_stage, write_json_atomic
 
 
 def save_outputs(unet, cfg: TrainDiffusionConfig, scaling_factor: float, out: Path) -> None:
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    unet.save_pretrained(tmp / "unet", safe_serialization=True)
-    build_noise_scheduler(cfg).save_pretrained(tmp / "scheduler")
-    write_json_atomic(tmp / "conditioning.json", {"scaling_factor": scaling_factor, "text_token": TEXT_TOKEN, "pref_token": PREF_TOKEN,
-                                                 "null_condition": "zeros", "train_diffusion": asdict(cfg)})
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    def write(tmp: Path) -> None:
+        unet.save_pretrained(tmp / "unet", safe_serialization=True)
+        build_noise_scheduler(cfg).save_pretrained(tmp / "scheduler")
+        write_json_atomic(tmp / "conditioning.json", {"scaling_factor": scaling_factor, "text_token": TEXT_TOKEN, "pref_token": PREF_TOKEN,
+                                                     "null_condition": "zeros", "train_diffusion": asdict(cfg)})
+    replace_folder(out, write)
 
 
 def train(cfg: TrainDiffusionConfig, rank: int, log=print) -> dict[str, Any]:

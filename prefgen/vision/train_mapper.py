@@ -8,7 +8,6 @@ Validation: the mean over segments of the AUC of pref(g, ·) on `val` images
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -90,12 +89,7 @@ def train_epoch(g, d, opt_g, opt_d, data: MapperData, rng: np.random.Generator, 
 
 
 def data_key(data: MapperData) -> str:
-    """A digest of exactly what is trained on: a checkpoint resumes only on the same data."""
-    digest = hashlib.sha256()
-    for array in (data.features, data.targets, data.p, data.val_features):
-        digest.update(array.numpy().tobytes())
-    digest.update(np.ascontiguousarray(data.pairs).tobytes())
-    return digest.hexdigest()
+    return checkpoint.data_key(data.features, data.targets, data.p, data.val_features, data.pairs)
 
 
 def _save(folder: Path, g, d, opt_g, opt_d, history: History, cfg, rng, best: dict, key: str) -> None:
