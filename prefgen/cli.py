@@ -252,6 +252,15 @@ def train_diffusion(params: ParamsOpt = DEFAULT_PARAMS, mlflow: MlflowOpt = None
         _print_result(result)
 
 
+@app.command("train-oracle")
+def train_oracle(params: ParamsOpt = DEFAULT_PARAMS, mlflow: MlflowOpt = None) -> None:
+    """The evaluation oracle's shape and pattern classifier, on its own separately seeded renders."""
+    from prefgen.stages import train_oracle as stage
+
+    loaded, cfg = _stage_setup(params, "train_oracle", False, mlflow)
+    _print_result(stage.run(cfg, loaded, Path.cwd()))
+
+
 eval_app = typer.Typer(no_args_is_help=True, help="Evaluation against the synthetic world's ground truth.")
 app.add_typer(eval_app, name="eval")
 
@@ -292,6 +301,22 @@ def eval_mapper(params: ParamsOpt = DEFAULT_PARAMS, mlflow: MlflowOpt = None,
     body = lambda: mapper.evaluate(cfg, truth_dir, world, log=log)  # noqa: E731
     _print_result(run_stage("eval_mapper", loaded, Path.cwd(), Path("data/metrics/eval_mapper.json"), body,
                             not_metrics=("world", "world_sha256")))
+
+
+@eval_app.command("generation")
+def eval_generation(params: ParamsOpt = DEFAULT_PARAMS, mlflow: MlflowOpt = None) -> None:
+    """Personalisation win rate, text consistency, quality and the guidance ablations, judged by the oracle."""
+    from prefgen.stages import eval_generation as stage
+
+    loaded, cfg = _stage_setup(params, "eval_generation", False, mlflow)
+    everything = load_params(params)
+    try:
+        sampler, visual = configs.section_config(everything, "sampler"), configs.section_config(everything, "visual_features")
+    except ConfigError as err:
+        _fail(str(err))
+    world = configs.synth_config(everything).world
+    log = lambda line: typer.echo(line, err=True)  # noqa: E731  (stdout carries only the JSON result)
+    _print_result(stage.run(cfg, sampler, visual, world, loaded, Path.cwd(), log))
 
 
 import_app = typer.Typer(no_args_is_help=True, help="Convert public datasets into the raw log format.")

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from prefgen.generation.config import TrainDiffusionConfig, TrainVQConfig, TrainWConfig
+from prefgen.eval.config import EvalGenerationConfig, TrainOracleConfig
+from prefgen.generation.config import GuidanceConfig, TrainDiffusionConfig, TrainVQConfig, TrainWConfig
 from prefgen.params import DEFAULT_PARAMS, ConfigError, from_section, load_params, resolve_profile
 
 __all__ = ["DEFAULT_PARAMS", "ConfigError", "from_section", "load_params"]
@@ -259,6 +260,7 @@ SECTIONS: dict[str, type] = {
     "reference": ReferenceConfig, "train_graph": TrainGraphConfig, "tracking": TrackingConfig,
     "train_clip": TrainClipConfig, "visual_features": VisualFeaturesConfig, "train_mapper": TrainMapperConfig,
     "train_vq": TrainVQConfig, "train_w": TrainWConfig, "train_diffusion": TrainDiffusionConfig,
+    "sampler": GuidanceConfig, "train_oracle": TrainOracleConfig, "eval_generation": EvalGenerationConfig,
 }
 
 

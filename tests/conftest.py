@@ -73,6 +73,10 @@ def project(tmp_path) -> Path:
     params["train_vq"]["profiles"]["demo"] |= {"block_out_channels": [8, 8, 8], "norm_num_groups": 4, "num_vq_embeddings": 32, "epochs": 1}
     params["train_diffusion"]["flip_augment"] = False
     params["train_diffusion"]["profiles"]["demo"] |= {"block_out_channels": [8, 16], "norm_num_groups": 4, "epochs": 1}
+    params["train_oracle"] |= {"n_train": 256, "n_test": 64, "width": 4, "feature_dim": 8, "epochs": 1}
+    params["sampler"]["steps"] = 4
+    params["eval_generation"] |= {"prompts": ["a star", "a shape on a dots background"], "pairs_per_prompt": 2,
+                                  "images_per_segment": 1, "bootstrap": 50, "reference_images": 16, "min_taste_distance": 0.5}
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     shutil.copytree(ROOT / "prefgen", repo / "prefgen", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "flows", repo / "flows", ignore=shutil.ignore_patterns("__pycache__"))

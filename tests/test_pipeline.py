@@ -29,8 +29,9 @@ def test_stage_order_follows_deps(tmp_path):
         "  a: {cmd: x, deps: [raw], outs: ['${a.out}']}\n"
     )
     assert pipeline.stage_order(tmp_path) == ["a", "b", "c"]
-    assert pipeline.stage_order(ROOT) == ["synth", "ingest", "split", "centrality", "train_clip", "train_vq", "reference", "visual_features",
-                                          "train_graph", "eval_graph", "train_mapper", "eval_mapper", "train_w", "train_diffusion"]
+    assert pipeline.stage_order(ROOT) == ["synth", "train_oracle", "ingest", "split", "centrality", "train_clip", "train_vq", "reference",
+                                          "visual_features", "train_graph", "eval_graph", "train_mapper", "eval_mapper", "train_w",
+                                          "train_diffusion", "eval_generation"]
 
 
 def test_flow_helpers_run_stages_without_an_activated_virtualenv(project, monkeypatch):
@@ -66,8 +67,14 @@ def test_repro_then_noop_then_forget_reruns(project):
     assert lock["outs"]["data/02_tables"].endswith(".dir")
     assert json.loads((project / "data" / "metrics" / "reference.json").read_text())["ref_cold_auc"] > 0.5
     assert lock["params"]["params.yaml"]["ingest"]["max_id_len"] == 256
-    for stage in ("train_vq", "train_w", "train_diffusion"):  # downstream of the tables too
+    for stage in ("train_vq", "train_w", "train_diffusion", "eval_generation"):  # downstream of the tables too
         assert f"Running stage '{stage}'" in rerun
+    assert "Running stage 'train_oracle'" not in rerun  # the oracle depends on no world data
+    judged = json.loads((project / "data" / "metrics" / "eval_generation.json").read_text())
+    assert judged["pairs"] == 4 and sorted(judged["ablation"]) == ["cfg", "fused", "none", "pref_grad", "text_grad"]
+    assert 0 <= judged["win_rate"] <= 1 and 0 <= judged["text_consistency"] <= 1
+    rows = pl.read_parquet(project / "data" / "05_eval" / "generation" / "images.parquet")
+    assert rows.height == 5 * 4 * 2 and (project / "data" / "05_eval" / "generation" / "fused_pairs.png").is_file()
     vq = json.loads((project / "data" / "metrics" / "train_vq.json").read_text())
     assert vq["val_psnr"] > 5 and 0 < vq["codebook_usage"] <= 1
     assert json.loads((project / "data" / "metrics" / "train_w.json").read_text())["val_cosine"] > 0.5

@@ -12,15 +12,15 @@ from torch import Tensor
 from prefgen.config import VisualFeaturesConfig
 from prefgen.generation.conditioning import preference_prototype
 from prefgen.generation.data import load_w, mapped_embeddings, split_ids
-from prefgen.generation.sampling import GuidanceConfig, PreferenceDiffusionPipeline
+from prefgen.generation.config import GuidanceConfig
+from prefgen.generation.sampling import PreferenceDiffusionPipeline
 from prefgen.generation.vq import load_vq
 from prefgen.vision import semantic
 from prefgen.vision.scorer import PreferenceScorer
 
 
 def pipeline_from_outputs(diffusion_dir: Path, vq_dir: Path, w_dir: Path, mapper_dir: Path, graph_dir: Path,
-                          visual_cfg: VisualFeaturesConfig, split: Path, guidance: GuidanceConfig = GuidanceConfig(),
-                          prototype_tau: float = 0.1) -> PreferenceDiffusionPipeline:
+                          visual_cfg: VisualFeaturesConfig, split: Path, guidance: GuidanceConfig = GuidanceConfig()) -> PreferenceDiffusionPipeline:
     """The sampler wired to the trained models: CLIP text condition and score, Step 2 scorer, W and the prototype.
     The prototype's catalogue is the `train` images (mapped by G), as in training."""
     unet = UNet2DConditionModel.from_pretrained(diffusion_dir / "unet", use_safetensors=True, local_files_only=True)
@@ -42,7 +42,7 @@ def pipeline_from_outputs(diffusion_dir: Path, vq_dir: Path, w_dir: Path, mapper
     def pref_condition(segment: str) -> Tensor:
         p = scorer.p[scorer.rows([segment])]
         logits = scorer.d(p[:, None, :].expand(-1, len(catalogue), -1), catalogue[None])
-        return w(preference_prototype(logits, catalogue, prototype_tau))[0]
+        return w(preference_prototype(logits, catalogue, guidance.prototype_tau))[0]
 
     def pref_score(pixels: Tensor, segment: str) -> Tensor:
         return scorer.score([segment], images=pixels)[0]

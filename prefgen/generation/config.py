@@ -1,4 +1,5 @@
-"""Typed configs of Step 3's stages: `train_vq`, `train_w`, `train_diffusion` (params.yaml sections).
+"""Typed configs of Step 3's stages: `train_vq`, `train_w`, `train_diffusion`, and the guided sampler's
+settings, `sampler` (params.yaml sections).
 
 `train_vq` and `train_diffusion` have two profiles in params.yaml (`demo`: minutes on
 2 cores; `quality`: within an hour); the top-level `profile` key picks one and
@@ -113,3 +114,26 @@ class TrainDiffusionConfig:
             raise ConfigError("params.train_diffusion: text_dropout and pref_dropout must be in [0, 1)")
         if not 0 < self.ema_decay < 1 or self.epochs < 1 or self.batch_size < 1:
             raise ConfigError("params.train_diffusion: ema_decay in (0, 1), epochs and batch_size >= 1")
+
+
+@dataclass(frozen=True)
+class GuidanceConfig:
+    """Params section `sampler`: how the guided sampler runs (METHOD.md 3.5); the evaluation's ablations switch parts off."""
+
+    steps: int = 20  # DDIM steps (eta = 0)
+    # Classifier-free guidance: eps = (1 - w_s) eps(0,0) + (w_s - w_p) eps(s,0) + w_p eps(s,p~);
+    # w_s = w_p = 1 is the plain conditional model (no CFG).
+    text_scale: float = 3.0  # w_s
+    pref_scale: float = 2.0  # w_p
+    lambda_pref: float = 1.0  # lambda_p: weight of the preference-score gradient (0 = off)
+    lambda_text: float = 1.0  # lambda_s: weight of the text-score gradient (0 = off)
+    guide_from: float = 0.2  # the gradient guidance acts on steps in [guide_from, guide_until) of the run:
+    guide_until: float = 0.8  # the earliest x0-predictions are too blurred to score, the last steps change little
+    # The final decode snaps latents to the codebook, as in training; a small codebook can snap away
+    # what guidance moved (measured with tiny models), so it can be switched off.
+    quantize_output: bool = True
+    prototype_tau: float = 0.1  # softmax temperature of the preference prototype (METHOD.md 3.4)
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or not 0 <= self.guide_from <= self.guide_until <= 1 or self.prototype_tau <= 0:
+            raise ConfigError("params.sampler: steps >= 1, 0 <= guide_from <= guide_until <= 1, prototype_tau > 0")

@@ -14,31 +14,14 @@ each its component along the other before weighting (METHOD.md 3.5's projection)
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from prefgen.generation.config import GuidanceConfig
 from prefgen.generation.unet import context
 
 Score = Callable[[Tensor], Tensor]  # pixels (B, 3, H, W) in [0, 1] -> (B,) differentiable scores
-
-
-@dataclass(frozen=True)
-class GuidanceConfig:
-    """How one sampling run is guided (the ablations switch parts off)."""
-
-    steps: int = 50  # DDIM steps
-    text_scale: float = 3.0  # w_s: classifier-free guidance on the text condition (0 = off)
-    pref_scale: float = 2.0  # w_p: classifier-free guidance on the preference condition (0 = off)
-    lambda_pref: float = 1.0  # lambda_p: weight of the preference-score gradient (0 = off)
-    lambda_text: float = 1.0  # lambda_s: weight of the text-score gradient (0 = off)
-    guide_from: float = 0.2  # the gradient guidance acts on steps in [guide_from, guide_until) of the run:
-    guide_until: float = 0.8  # the earliest x0-predictions are too blurred to score, the last steps change little
-    # The final decode snaps latents to the codebook, as in training; a small codebook can snap away
-    # what guidance moved (measured with tiny models), so it can be switched off.
-    quantize_output: bool = True
 
 
 def fuse(g_pref: Tensor, g_text: Tensor, lambda_pref: float, lambda_text: float) -> Tensor:
@@ -75,12 +58,15 @@ class PreferenceDiffusionPipeline:
             module.requires_grad_(False)  # gradients flow to the latents only
 
     def _eps(self, z: Tensor, t: Tensor, text: Tensor, pref: Tensor) -> Tensor:
-        """Classifier-free guidance over the three context variants (both off, text only, both on), one batched call."""
+        """Classifier-free guidance over the three context variants (both off, text only, both on), in one batched
+        UNet call; a variant whose weight is zero is not computed (w_s = w_p = 1 is the plain conditional model)."""
         cfg, zero = self.guidance, torch.zeros_like(text)
-        ctx = torch.cat([context(zero, zero), context(text, zero), context(text, pref)])
+        variants = [(1 - cfg.text_scale, context(zero, zero)), (cfg.text_scale - cfg.pref_scale, context(text, zero)),
+                    (cfg.pref_scale, context(text, pref))]
+        weights, contexts = zip(*[(w, ctx) for w, ctx in variants if w != 0])
         with torch.no_grad():
-            e_none, e_text, e_both = self.unet(torch.cat([z] * 3), t, encoder_hidden_states=ctx).sample.chunk(3)
-        return e_none + cfg.text_scale * (e_text - e_none) + cfg.pref_scale * (e_both - e_text)
+            eps = self.unet(torch.cat([z] * len(contexts)), t, encoder_hidden_states=torch.cat(contexts)).sample.chunk(len(contexts))
+        return sum(w * e for w, e in zip(weights, eps))
 
     def decode(self, latents: Tensor, quantize: bool = True) -> Tensor:
         """Scaled latents -> pixels in [0, 1]; unquantised while guiding (the codebook lookup has no gradient)."""

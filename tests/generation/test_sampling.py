@@ -6,7 +6,7 @@ from diffusers import DDIMScheduler
 
 from prefgen.generation import vq
 from prefgen.generation.sampling import GuidanceConfig, PreferenceDiffusionPipeline, fuse
-from prefgen.generation.unet import build_noise_scheduler, build_unet
+from prefgen.generation.unet import build_noise_scheduler, build_unet, context
 from tests.generation.test_vq import squares
 from tests.generation.tiny import DIFFUSION, VQ
 
@@ -40,6 +40,19 @@ def test_a_fixed_generator_gives_the_same_images():
     other = pipe("a", "b", n=2, generator=torch.Generator().manual_seed(1))
     assert first.shape == (2, 3, 16, 16) and 0 <= first.min() and first.max() <= 1
     assert torch.equal(first, again) and not torch.equal(first, other)
+
+
+def test_classifier_free_guidance_combines_the_three_conditions_and_skips_unweighted_ones():
+    pipe = pipeline(text_scale=3.0, pref_scale=2.0)
+    z, t = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0)), pipe.scheduler.timesteps[0]
+    text, pref, zero = torch.ones(2, 8), -torch.ones(2, 8), torch.zeros(2, 8)
+    with torch.no_grad():
+        e_none, e_text, e_both = (pipe.unet(z, t, encoder_hidden_states=context(a, b)).sample
+                                  for a, b in ((zero, zero), (text, zero), (text, pref)))
+    expected = e_none + 3.0 * (e_text - e_none) + 2.0 * (e_both - e_text)
+    assert torch.allclose(pipe._eps(z, t, text, pref), expected, atol=1e-5)
+    pipe.guidance = GuidanceConfig(steps=10, text_scale=1.0, pref_scale=1.0)  # the plain conditional model: one UNet pass
+    assert torch.allclose(pipe._eps(z, t, text, pref), e_both, atol=1e-5)
 
 
 @pytest.fixture(scope="module")

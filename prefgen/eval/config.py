@@ -1,0 +1,69 @@
+"""Typed configs of the generation evaluation's stages: `train_oracle` and `eval_generation` (params.yaml sections)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prefgen.params import ConfigError
+
+
+@dataclass(frozen=True)
+class TrainOracleConfig:
+    """Stage `train_oracle`: the shape and pattern classifier of the evaluation oracle (prefgen/eval/oracle.py)."""
+
+    n_train: int = 6000  # renders drawn with `seed`; the world's own images are never used
+    n_test: int = 2000  # a second, disjoint seed: the accuracy the metrics report
+    image_size: int = 64  # the world's (synth.image_size)
+    width: int = 16  # channels of the first conv block (doubling twice)
+    feature_dim: int = 64  # the penultimate layer: the Fréchet distance's feature space
+    epochs: int = 8
+    batch_size: int = 128
+    lr: float = 0.002
+    blur_max: float = 1.5  # sigma of a random Gaussian blur per batch: generated images are softer than renders
+    noise_max: float = 0.05  # std of additive pixel noise per image
+    seed: int = 424242  # not the world's seed: a separately drawn set of renders
+    threads: int = 2  # ~6x faster than 1 for these convs here (measured: 7 s against 45 s an epoch)
+    out_dir: str = "data/04_models/oracle"
+    metrics: str = "data/metrics/train_oracle.json"
+
+    def __post_init__(self) -> None:
+        if min(self.n_train, self.n_test, self.epochs, self.batch_size, self.width, self.feature_dim) < 1:
+            raise ConfigError("params.train_oracle: sizes, epochs and batch_size must be >= 1")
+
+
+@dataclass(frozen=True)
+class EvalGenerationConfig:
+    """Stage `eval_generation`: personalisation, text consistency, quality and the guidance ablations (eval/generation.py)."""
+
+    # Each prompt names one attribute (a hue, a shape or a pattern) and leaves the others to the segment's taste.
+    prompts: list[str] = field(default_factory=lambda: ["a star", "a circle", "a square", "a triangle"])
+    pairs_per_prompt: int = 25  # disjoint segment pairs per prompt: every image set is judged in exactly one pair
+    images_per_segment: int = 2  # per side of a pair
+    # Pairs are drawn only between segments whose true tastes differ: 1 - Pearson correlation of
+    # their utilities over the 128 attribute classes, at least this (1.0 = not positively correlated).
+    min_taste_distance: float = 1.0
+    segment_kinds: list[str] = field(default_factory=lambda: ["grp", "ind"])  # namespaces segments are drawn from
+    arms: list[str] = field(default_factory=lambda: ["none", "cfg", "text_grad", "pref_grad", "fused"])
+    bootstrap: int = 2000  # resamples of pairs for the 95% intervals
+    reference_images: int = 400  # cold images for PSNR and as the Fréchet distance's reference set
+    seed: int = 0
+    threads: int = 2
+    diffusion_dir: str = "data/04_models/diffusion"
+    vq_dir: str = "data/04_models/vq"
+    w_dir: str = "data/04_models/w"
+    mapper_dir: str = "data/04_models/mapper"
+    graph_dir: str = "data/04_models/graph"
+    oracle_dir: str = "data/04_models/oracle"
+    truth_dir: str = "data/truth"
+    tables_dir: str = "data/02_tables"
+    images_dir: str = "data/01_raw/world-v1"
+    split: str = "data/03_features/split.parquet"
+    out_dir: str = "data/05_eval/generation"  # per-image readings (parquet) and a contact sheet of the fused arm
+    metrics: str = "data/metrics/eval_generation.json"
+
+    def __post_init__(self) -> None:
+        if not self.prompts or self.pairs_per_prompt < 1 or self.images_per_segment < 1:
+            raise ConfigError("params.eval_generation: prompts must not be empty; pairs_per_prompt, images_per_segment >= 1")
+        unknown = sorted(set(self.arms) - {"none", "cfg", "text_grad", "pref_grad", "fused"})
+        if unknown or "fused" not in self.arms:
+            raise ConfigError(f"params.eval_generation.arms: unknown {unknown}; must include 'fused' (the headline)")

@@ -1,0 +1,187 @@
+"""`prefgen eval generation`: do the images for segment A look like what A likes, while showing what the prompt says?
+
+Protocol (default synthetic world; judged by the oracle, eval/oracle.py, never by the guides):
+
+    pairs            per prompt, disjoint pairs (A, B) of segments whose true tastes differ: 1 - Pearson
+                     correlation of their utilities over the 128 attribute classes >= min_taste_distance
+    win_rate         per pair, n images for A and n for B, same prompt; A wins when A's images have the
+                     higher mean true utility *for A* (ties count half); the share of pairs A wins,
+                     with a 95% percentile-bootstrap interval over pairs
+    text_consistency the share of images whose oracle reading equals the attribute the prompt names
+    utility_gain     mean over pairs of u_A(A's images) - u_A(B's images), in utility units
+    frechet_oracle   Fréchet distance of the arm's images to the `train` images in the oracle's feature space
+    arms (ablation)  none: the conditional model alone; cfg: classifier-free guidance; text_grad / pref_grad:
+                     cfg + one gradient guide; fused: cfg + both, fused (METHOD.md 3.5)
+
+Every arm samples the same (segment, prompt, seed) jobs from the same starting noise, so arms
+differ only by their guidance. An unreadable hue (no coloured shape) scores the mean over hues.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+import polars as pl
+import torch
+from tqdm import tqdm
+
+from prefgen.data.render import HUES, PATTERNS, SHAPES
+from prefgen.data.tastes import Tastes
+from prefgen.eval.config import EvalGenerationConfig
+from prefgen.eval.image_quality import frechet_distance
+from prefgen.eval.oracle import Oracle, Reading
+from prefgen.eval.truth import Truth
+from prefgen.generation.config import GuidanceConfig
+from prefgen.params import ConfigError
+
+ARMS: dict[str, dict[str, float]] = {  # how each ablation departs from params `sampler`
+    "none": {"text_scale": 1.0, "pref_scale": 1.0, "lambda_pref": 0.0, "lambda_text": 0.0},
+    "cfg": {"lambda_pref": 0.0, "lambda_text": 0.0},
+    "text_grad": {"lambda_pref": 0.0},
+    "pref_grad": {"lambda_text": 0.0},
+    "fused": {},
+}
+VOCABULARY = {"hue": HUES, "shape": SHAPES, "pattern": PATTERNS}
+
+
+def named_attribute(prompt: str) -> tuple[str, int]:
+    """(attribute, index) of the one attribute value the prompt names, e.g. "a star" -> ("shape", 3)."""
+    words = set(re.findall(r"[a-z]+", prompt.lower()))
+    named = [(attr, values.index(w)) for attr, values in VOCABULARY.items() for w in values if w in words]
+    if len(named) != 1:
+        raise ConfigError(f"prompt {prompt!r} names {len(named)} attribute values {named}; each prompt must name exactly one")
+    return named[0]
+
+
+def class_utilities(truth: Truth, segments: list[str]) -> np.ndarray:
+    """(S, hue, pattern, shape) true utility of every attribute class for each segment ("grp:..." / "ind:...")."""
+    tastes = dict(zip(("ind:" + truth.individuals["individual_id"]).to_list(), truth.individuals["taste"].to_list()))
+    tastes |= dict(zip(("grp:" + truth.groups["group_id"]).to_list(), truth.groups["taste"].to_list()))
+    missing = [s for s in segments if s not in tastes]
+    if missing:
+        raise KeyError(f"{len(missing)} segments have no taste in the world, e.g. {missing[:3]}")
+    return Tastes.from_flat(np.stack([tastes[s] for s in segments])).class_utility()
+
+
+@dataclass(frozen=True)
+class Pair:
+    prompt: str
+    a: int  # index into the candidate segments
+    b: int
+
+
+def draw_pairs(utilities: np.ndarray, prompts: list[str], per_prompt: int, min_distance: float,
+               rng: np.random.Generator) -> list[Pair]:
+    """Per prompt, `per_prompt` disjoint pairs of candidates whose taste distance is at least `min_distance`."""
+    distance = 1 - np.corrcoef(utilities.reshape(len(utilities), -1))
+    pairs = []
+    for prompt in prompts:
+        free = list(rng.permutation(len(utilities)))
+        found = 0
+        while free and found < per_prompt:
+            a = free.pop(0)
+            partner = next((b for b in free if distance[a, b] >= min_distance), None)
+            if partner is not None:
+                free.remove(partner)
+                pairs.append(Pair(prompt, int(a), int(partner)))
+                found += 1
+        if found < per_prompt:
+            raise ValueError(f"only {found} of {per_prompt} pairs with taste distance >= {min_distance} for {prompt!r}: "
+                             "lower min_taste_distance or pairs_per_prompt")
+    return pairs
+
+
+def judged_utility(utility: np.ndarray, reading: Reading) -> np.ndarray:
+    """(n,) one taster's true utility (hue, pattern, shape) of images as the oracle reads them."""
+    over_hues = utility.mean(0)[reading.pattern, reading.shape]
+    known = reading.hue >= 0
+    return np.where(known, utility[reading.hue.clip(0), reading.pattern, reading.shape], over_hues)
+
+
+def bootstrap_interval(values: np.ndarray, resamples: int, rng: np.random.Generator) -> tuple[float, float]:
+    means = values[rng.integers(0, len(values), (resamples, len(values)))].mean(1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def sample_jobs(pipe, guidance: GuidanceConfig, jobs: list[tuple[str, str]], n: int, seed: int, arm: str) -> tuple[torch.Tensor, float]:
+    """Images (J, n, 3, H, W) for each (segment, prompt) job; job j starts from the noise of seed + j in every arm."""
+    pipe.guidance, out, started = guidance, [], time.perf_counter()
+    for j, (segment, prompt) in enumerate(tqdm(jobs, desc=f"sampling [{arm}]", unit="set")):
+        out.append(pipe(segment, prompt, n=n, generator=torch.Generator().manual_seed(seed + j)))
+    return torch.stack(out), time.perf_counter() - started
+
+
+def arm_rows(arm: str, pairs: list[Pair], segments: list[str], utilities: np.ndarray, reading: Reading, n: int) -> pl.DataFrame:
+    """One row per image: which pair and side, what the oracle read, and its utility for the pair's A."""
+    jobs = len(pairs) * 2
+    pair_index = np.repeat(np.arange(len(pairs)), 2 * n)
+    side = np.tile(np.repeat(np.array(["A", "B"]), n), len(pairs))
+    judge = np.repeat([p.a for p in pairs], 2 * n)
+    utility_for_a = np.concatenate([judged_utility(utilities[judge[i]], _slice(reading, i, i + n))
+                                    for i in range(0, jobs * n, n)])
+    owner = [segments[index] for p in pairs for index in [p.a] * n + [p.b] * n]
+    return pl.DataFrame({"arm": arm, "pair": pair_index, "side": side, "segment": owner,
+                         "prompt": np.repeat([p.prompt for p in pairs], 2 * n), "hue": reading.hue, "shape": reading.shape,
+                         "pattern": reading.pattern, "utility_for_a": utility_for_a})
+
+
+def _slice(reading: Reading, start: int, stop: int) -> Reading:
+    return Reading(reading.hue[start:stop], reading.shape[start:stop], reading.pattern[start:stop], reading.features[start:stop])
+
+
+def arm_metrics(rows: pl.DataFrame, features: np.ndarray, reference: np.ndarray, cfg: EvalGenerationConfig,
+                rng: np.random.Generator) -> dict[str, float]:
+    per_pair = rows.group_by("pair", "side").agg(pl.col("utility_for_a").mean()).pivot("side", index="pair", values="utility_for_a").sort("pair")
+    gain = (per_pair["A"] - per_pair["B"]).to_numpy()
+    wins = np.where(gain > 0, 1.0, np.where(gain == 0, 0.5, 0.0))
+    attrs = [named_attribute(p) for p in rows["prompt"].to_list()]
+    read = {"hue": rows["hue"].to_numpy(), "shape": rows["shape"].to_numpy(), "pattern": rows["pattern"].to_numpy()}
+    consistent = np.array([read[attr][i] == index for i, (attr, index) in enumerate(attrs)], dtype=float)
+    per_pair_consistency = consistent.reshape(len(wins), -1).mean(1)
+    out = {"win_rate": float(wins.mean()), "text_consistency": float(consistent.mean()), "utility_gain": float(gain.mean()),
+           "unread_hue_share": float((read["hue"] < 0).mean()), "frechet_oracle": frechet_distance(features, reference)}
+    for name, values in (("win_rate", wins), ("text_consistency", per_pair_consistency), ("utility_gain", gain)):
+        out[f"{name}_ci_low"], out[f"{name}_ci_high"] = bootstrap_interval(values, cfg.bootstrap, rng)
+    return out
+
+
+def contact_sheet(images: torch.Tensor, pairs: list[Pair], rows: int = 8):
+    """A PNG grid of the first pairs, shown at twice the size: per row, A's images, a gap, then B's."""
+    from PIL import Image
+
+    n, size = images.shape[1], images.shape[-1]
+    rows = min(rows, len(pairs))
+    sheet = Image.new("RGB", ((2 * n) * size + size // 2, rows * size), "white")
+    for r in range(rows):
+        for side in range(2):
+            for k in range(n):
+                tile = (images[2 * r + side, k].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+                sheet.paste(Image.fromarray(tile), ((side * n + k) * size + side * (size // 2), r * size))
+    return sheet.resize((sheet.width * 2, sheet.height * 2), Image.Resampling.NEAREST)  # 64-pixel tiles are small on a screen
+
+
+def evaluate(cfg: EvalGenerationConfig, sampler: GuidanceConfig, pipe, oracle: Oracle, truth: Truth,
+             candidates: list[str], reference: np.ndarray, log=print) -> tuple[dict, pl.DataFrame, dict[str, torch.Tensor], list[Pair]]:
+    """Every arm on the same pairs: (metrics with an `ablation` table, per-image rows, images per arm, pairs)."""
+    rng = np.random.default_rng(cfg.seed)
+    utilities = class_utilities(truth, candidates)
+    pairs = draw_pairs(utilities, cfg.prompts, cfg.pairs_per_prompt, cfg.min_taste_distance, rng)
+    jobs = [(candidates[index], p.prompt) for p in pairs for index in (p.a, p.b)]
+    n, ablation, all_rows, images = cfg.images_per_segment, {}, [], {}
+    for arm in cfg.arms:
+        pixels, seconds = sample_jobs(pipe, replace(sampler, **ARMS[arm]), jobs, n, cfg.seed * 1_000_003, arm)
+        reading = oracle.read(pixels.flatten(0, 1))
+        rows = arm_rows(arm, pairs, candidates, utilities, reading, n)
+        ablation[arm] = arm_metrics(rows, reading.features, reference, cfg, rng) | {"seconds_per_image": seconds / (len(jobs) * n)}
+        log(f"{arm:>9}: win rate {ablation[arm]['win_rate']:.3f} [{ablation[arm]['win_rate_ci_low']:.3f}, "
+            f"{ablation[arm]['win_rate_ci_high']:.3f}], text consistency {ablation[arm]['text_consistency']:.3f}, "
+            f"{ablation[arm]['seconds_per_image']:.2f} s/image")
+        all_rows.append(rows)
+        images[arm] = pixels
+    fused = ablation["fused"]
+    metrics = {"win_rate": fused["win_rate"], "text_consistency": fused["text_consistency"], "pairs": len(pairs),
+               "images_per_arm": len(jobs) * n, "min_taste_distance": cfg.min_taste_distance, "ablation": ablation}
+    return metrics, pl.concat(all_rows), images, pairs

@@ -1,0 +1,69 @@
+"""DVC stage `eval_generation`: the guided sampler judged by the oracle against the world's true tastes.
+
+Writes the metrics (win_rate, text_consistency, the ablation table, quality), one row per
+generated image (`images.parquet`: arm, pair, segment, prompt, what the oracle read, utility)
+and a contact sheet of the fused arm's first pairs (`fused_pairs.png`) to `out_dir`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import polars as pl
+import torch
+
+from prefgen.checkpoint import replace_folder
+from prefgen.config import VisualFeaturesConfig
+from prefgen.eval import generation, image_quality
+from prefgen.eval.config import EvalGenerationConfig
+from prefgen.eval.oracle import Oracle
+from prefgen.eval.truth import load_truth
+from prefgen.generation.assemble import pipeline_from_outputs
+from prefgen.generation.config import GuidanceConfig
+from prefgen.stages.common import run_stage
+
+
+def candidate_segments(graph_dir: Path, kinds: list[str]) -> list[str]:
+    """Step 1's segments in the namespaces asked for (every one has a preference vector), sorted."""
+    ids = pl.read_parquet(graph_dir / "segments.parquet")["segment_id"]
+    chosen = sorted(s for s in ids.to_list() if s.split(":", 1)[0] in kinds)
+    if not chosen:
+        raise ValueError(f"no Step 1 segment in the namespaces {kinds} ({graph_dir / 'segments.parquet'})")
+    return chosen
+
+
+def evaluate(cfg: EvalGenerationConfig, sampler: GuidanceConfig, visual: VisualFeaturesConfig, world: str,
+             log=print) -> dict[str, Any]:
+    torch.set_num_threads(cfg.threads)
+    truth, oracle = load_truth(Path(cfg.truth_dir), world), Oracle.load(Path(cfg.oracle_dir))
+    pipe = pipeline_from_outputs(Path(cfg.diffusion_dir), Path(cfg.vq_dir), Path(cfg.w_dir), Path(cfg.mapper_dir),
+                                 Path(cfg.graph_dir), visual, Path(cfg.split), sampler)
+    paths = Path(cfg.tables_dir), Path(cfg.images_dir), Path(cfg.split)
+    cold = image_quality.world_images(*paths, "cold", oracle.image_size, cfg.reference_images, truth)
+    train = image_quality.world_images(*paths, "train", oracle.image_size, 10**9, truth)[0]
+    quality, reference = image_quality.world_quality(pipe.vq, oracle, cold, train)
+    log(f"quality: VQ PSNR on cold images {quality['vq_psnr_cold']:.2f} dB; oracle on cold images "
+        f"hue/shape/pattern {quality['oracle_hue_accuracy_world_cold']:.3f}/{quality['oracle_shape_accuracy_world_cold']:.3f}/"
+        f"{quality['oracle_pattern_accuracy_world_cold']:.3f}")
+    candidates = candidate_segments(Path(cfg.graph_dir), cfg.segment_kinds)
+    metrics, rows, images, pairs = generation.evaluate(cfg, sampler, pipe, oracle, truth, candidates, reference, log)
+
+    def write(folder: Path) -> None:
+        folder.mkdir(parents=True)
+        rows.write_parquet(folder / "images.parquet")
+        generation.contact_sheet(images["fused"], pairs).save(folder / "fused_pairs.png")
+
+    replace_folder(Path(cfg.out_dir), write)
+    if mlflow.active_run():
+        mlflow.log_artifacts(cfg.out_dir, artifact_path="eval_generation")
+    return {**metrics, "quality": quality, "world": world, "world_sha256": truth.world_sha256,
+            "pairs_groups_share": float(np.mean([candidates[p.a].startswith("grp:") for p in pairs]))}
+
+
+def run(cfg: EvalGenerationConfig, sampler: GuidanceConfig, visual: VisualFeaturesConfig, world: str,
+        params: dict[str, Any] | None, root: Path, log=print) -> dict[str, Any]:
+    return run_stage("eval_generation", params, root, Path(cfg.metrics) if params else None,
+                     lambda: evaluate(cfg, sampler, visual, world, log), not_metrics=("world", "world_sha256"))
