@@ -29,7 +29,6 @@ import torch
 from tqdm import tqdm
 
 from prefgen.data.render import HUES, PATTERNS, SHAPES
-from prefgen.data.tastes import Tastes
 from prefgen.eval.config import EvalGenerationConfig
 from prefgen.eval.image_quality import frechet_distance
 from prefgen.eval.oracle import Oracle, Reading
@@ -58,12 +57,7 @@ def named_attribute(prompt: str) -> tuple[str, int]:
 
 def class_utilities(truth: Truth, segments: list[str]) -> np.ndarray:
     """(S, hue, pattern, shape) true utility of every attribute class for each segment ("grp:..." / "ind:...")."""
-    tastes = dict(zip(("ind:" + truth.individuals["individual_id"]).to_list(), truth.individuals["taste"].to_list()))
-    tastes |= dict(zip(("grp:" + truth.groups["group_id"]).to_list(), truth.groups["taste"].to_list()))
-    missing = [s for s in segments if s not in tastes]
-    if missing:
-        raise KeyError(f"{len(missing)} segments have no taste in the world, e.g. {missing[:3]}")
-    return Tastes.from_flat(np.stack([tastes[s] for s in segments])).class_utility()
+    return truth.segment_tastes(segments).class_utility()
 
 
 @dataclass(frozen=True)
@@ -95,10 +89,13 @@ def draw_pairs(utilities: np.ndarray, prompts: list[str], per_prompt: int, min_d
 
 
 def judged_utility(utility: np.ndarray, reading: Reading) -> np.ndarray:
-    """(n,) one taster's true utility (hue, pattern, shape) of images as the oracle reads them."""
-    over_hues = utility.mean(0)[reading.pattern, reading.shape]
-    known = reading.hue >= 0
-    return np.where(known, utility[reading.hue.clip(0), reading.pattern, reading.shape], over_hues)
+    """(n,) true utility of n images as the oracle reads them; `utility` is one taster's (hue, pattern, shape)
+    table, or one table per image (n, hue, pattern, shape)."""
+    n = len(reading.hue)
+    per_image, rows = np.broadcast_to(utility, (n, *utility.shape[-3:])), np.arange(n)
+    over_hues = per_image.mean(1)[rows, reading.pattern, reading.shape]
+    exact = per_image[rows, reading.hue.clip(0), reading.pattern, reading.shape]
+    return np.where(reading.hue >= 0, exact, over_hues)
 
 
 def bootstrap_interval(values: np.ndarray, resamples: int, rng: np.random.Generator) -> tuple[float, float]:
@@ -116,20 +113,13 @@ def sample_jobs(pipe, guidance: GuidanceConfig, jobs: list[tuple[str, str]], n: 
 
 def arm_rows(arm: str, pairs: list[Pair], segments: list[str], utilities: np.ndarray, reading: Reading, n: int) -> pl.DataFrame:
     """One row per image: which pair and side, what the oracle read, and its utility for the pair's A."""
-    jobs = len(pairs) * 2
     pair_index = np.repeat(np.arange(len(pairs)), 2 * n)
     side = np.tile(np.repeat(np.array(["A", "B"]), n), len(pairs))
-    judge = np.repeat([p.a for p in pairs], 2 * n)
-    utility_for_a = np.concatenate([judged_utility(utilities[judge[i]], _slice(reading, i, i + n))
-                                    for i in range(0, jobs * n, n)])
+    utility_for_a = judged_utility(utilities[np.repeat([p.a for p in pairs], 2 * n)], reading)
     owner = [segments[index] for p in pairs for index in [p.a] * n + [p.b] * n]
     return pl.DataFrame({"arm": arm, "pair": pair_index, "side": side, "segment": owner,
                          "prompt": np.repeat([p.prompt for p in pairs], 2 * n), "hue": reading.hue, "shape": reading.shape,
                          "pattern": reading.pattern, "utility_for_a": utility_for_a})
-
-
-def _slice(reading: Reading, start: int, stop: int) -> Reading:
-    return Reading(reading.hue[start:stop], reading.shape[start:stop], reading.pattern[start:stop], reading.features[start:stop])
 
 
 def arm_metrics(rows: pl.DataFrame, features: np.ndarray, reference: np.ndarray, cfg: EvalGenerationConfig,
@@ -137,9 +127,9 @@ def arm_metrics(rows: pl.DataFrame, features: np.ndarray, reference: np.ndarray,
     per_pair = rows.group_by("pair", "side").agg(pl.col("utility_for_a").mean()).pivot("side", index="pair", values="utility_for_a").sort("pair")
     gain = (per_pair["A"] - per_pair["B"]).to_numpy()
     wins = np.where(gain > 0, 1.0, np.where(gain == 0, 0.5, 0.0))
-    attrs = [named_attribute(p) for p in rows["prompt"].to_list()]
+    named = {prompt: named_attribute(prompt) for prompt in rows["prompt"].unique()}
     read = {"hue": rows["hue"].to_numpy(), "shape": rows["shape"].to_numpy(), "pattern": rows["pattern"].to_numpy()}
-    consistent = np.array([read[attr][i] == index for i, (attr, index) in enumerate(attrs)], dtype=float)
+    consistent = np.array([read[named[p][0]][i] == named[p][1] for i, p in enumerate(rows["prompt"])], dtype=float)
     per_pair_consistency = consistent.reshape(len(wins), -1).mean(1)
     out = {"win_rate": float(wins.mean()), "text_consistency": float(consistent.mean()), "utility_gain": float(gain.mean()),
            "unread_hue_share": float((read["hue"] < 0).mean()), "frechet_oracle": frechet_distance(features, reference)}
@@ -164,13 +154,13 @@ def contact_sheet(images: torch.Tensor, pairs: list[Pair], rows: int = 8):
 
 
 def evaluate(cfg: EvalGenerationConfig, sampler: GuidanceConfig, pipe, oracle: Oracle, truth: Truth,
-             candidates: list[str], reference: np.ndarray, log=print) -> tuple[dict, pl.DataFrame, dict[str, torch.Tensor], list[Pair]]:
-    """Every arm on the same pairs: (metrics with an `ablation` table, per-image rows, images per arm, pairs)."""
+             candidates: list[str], reference: np.ndarray, log=print) -> tuple[dict, pl.DataFrame, torch.Tensor, list[Pair]]:
+    """Every arm on the same pairs: (metrics with an `ablation` table, per-image rows, the fused arm's images, pairs)."""
     rng = np.random.default_rng(cfg.seed)
     utilities = class_utilities(truth, candidates)
     pairs = draw_pairs(utilities, cfg.prompts, cfg.pairs_per_prompt, cfg.min_taste_distance, rng)
     jobs = [(candidates[index], p.prompt) for p in pairs for index in (p.a, p.b)]
-    n, ablation, all_rows, images = cfg.images_per_segment, {}, [], {}
+    n, ablation, all_rows, fused_images = cfg.images_per_segment, {}, [], None
     for arm in cfg.arms:
         pixels, seconds = sample_jobs(pipe, replace(sampler, **ARMS[arm]), jobs, n, cfg.seed * 1_000_003, arm)
         reading = oracle.read(pixels.flatten(0, 1))
@@ -180,8 +170,8 @@ def evaluate(cfg: EvalGenerationConfig, sampler: GuidanceConfig, pipe, oracle: O
             f"{ablation[arm]['win_rate_ci_high']:.3f}], text consistency {ablation[arm]['text_consistency']:.3f}, "
             f"{ablation[arm]['seconds_per_image']:.2f} s/image")
         all_rows.append(rows)
-        images[arm] = pixels
+        fused_images = pixels if arm == "fused" else fused_images
     fused = ablation["fused"]
     metrics = {"win_rate": fused["win_rate"], "text_consistency": fused["text_consistency"], "pairs": len(pairs),
                "images_per_arm": len(jobs) * n, "min_taste_distance": cfg.min_taste_distance, "ablation": ablation}
-    return metrics, pl.concat(all_rows), images, pairs
+    return metrics, pl.concat(all_rows), fused_images, pairs

@@ -54,10 +54,10 @@ def world_quality(vq, oracle: Oracle, cold: tuple, train_pixels: torch.Tensor) -
     """The stack's quality figures on real images, and the train images' oracle features (the Fréchet reference)."""
     pixels, hue, shape, pattern = cold
     recon = reconstructions(vq, pixels)
-    reference = oracle.read(train_pixels).features
+    reference, real, rebuilt = oracle.read(train_pixels).features, oracle.read(pixels), oracle.read(recon)
     out = {"vq_psnr_cold": psnr(pixels, recon * 2 - 1), "cold_images": len(pixels), "train_reference_images": len(train_pixels)}
-    out |= {f"oracle_{k}_world_cold": v for k, v in accuracy(oracle, pixels, hue, shape, pattern).items()}
-    out |= {f"oracle_{k}_vq_reconstructed": v for k, v in accuracy(oracle, recon, hue, shape, pattern).items()}
-    out["frechet_oracle_cold_vs_train"] = frechet_distance(oracle.read(pixels).features, reference)  # the floor
-    out["frechet_oracle_vq_reconstructed_vs_train"] = frechet_distance(oracle.read(recon).features, reference)
+    out |= {f"oracle_{k}_world_cold": v for k, v in accuracy(real, hue, shape, pattern).items()}
+    out |= {f"oracle_{k}_vq_reconstructed": v for k, v in accuracy(rebuilt, hue, shape, pattern).items()}
+    out["frechet_oracle_cold_vs_train"] = frechet_distance(real.features, reference)  # the floor
+    out["frechet_oracle_vq_reconstructed_vs_train"] = frechet_distance(rebuilt.features, reference)
     return out, reference

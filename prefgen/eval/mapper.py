@@ -25,7 +25,6 @@ from scipy.stats import spearmanr
 from prefgen.config import TrainMapperConfig
 from prefgen.data import contract as c
 from prefgen.data.tables import scan_parts
-from prefgen.data.tastes import Tastes
 from prefgen.eval import ranking
 from prefgen.eval.reference import ColdTask, cold_task, summarise_auc
 from prefgen.eval.truth import Truth, load_truth
@@ -40,9 +39,7 @@ def true_utility(truth: Truth, segments: list[str], image_ids: list[str]) -> np.
     """(segments, images) utility of each segment's true taste (individuals and groups)."""
     images = pl.DataFrame({"image_id": image_ids}).join(truth.images, on="image_id", how="left", maintain_order="left")
     attrs = [images[a].to_numpy() for a in ("hue", "pattern", "shape")]
-    tastes = dict(zip(("ind:" + truth.individuals["individual_id"]).to_list(), truth.individuals["taste"].to_list()))
-    tastes |= dict(zip(("grp:" + truth.groups["group_id"]).to_list(), truth.groups["taste"].to_list()))
-    return Tastes.from_flat(np.stack([tastes[s] for s in segments])).utility(*attrs)
+    return truth.segment_tastes(segments).utility(*attrs)
 
 
 def utility_spearman(scores: np.ndarray, utility: np.ndarray) -> float:

@@ -154,8 +154,7 @@ def fit(cfg: TrainOracleConfig, log=print) -> OracleNet:
     return net.eval()
 
 
-def accuracy(oracle: Oracle, pixels: Tensor, hue: np.ndarray, shape: np.ndarray, pattern: np.ndarray) -> dict[str, float]:
-    reading = oracle.read(pixels)
+def accuracy(reading: Reading, hue: np.ndarray, shape: np.ndarray, pattern: np.ndarray) -> dict[str, float]:
     return {"hue_accuracy": float((reading.hue == hue).mean()), "shape_accuracy": float((reading.shape == shape).mean()),
             "pattern_accuracy": float((reading.pattern == pattern).mean())}
 
@@ -175,7 +174,7 @@ def run(cfg: TrainOracleConfig, log=print) -> dict[str, float]:
     oracle = Oracle(net, cfg.image_size)
     pixels, hue, shape, pattern = rendered_set(cfg.n_test, cfg.image_size, cfg.seed + 1)
     x = pixels.float() / 255
-    sharp = accuracy(oracle, x, hue, shape, pattern)
-    blurred = accuracy(oracle, gaussian_blur(x, kernel_size=5, sigma=1.0), hue, shape, pattern)
+    sharp = accuracy(oracle.read(x), hue, shape, pattern)
+    blurred = accuracy(oracle.read(gaussian_blur(x, kernel_size=5, sigma=1.0)), hue, shape, pattern)
     return {**{f"test_{k}": v for k, v in sharp.items()}, **{f"test_blur1_{k}": v for k, v in blurred.items()},
             "test_images": cfg.n_test, "train_images": cfg.n_train, "train_seconds": time.perf_counter() - started}

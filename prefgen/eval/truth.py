@@ -11,7 +11,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
+
+from prefgen.data.tastes import Tastes
 
 
 @dataclass
@@ -22,6 +25,15 @@ class Truth:
     group_members: pl.DataFrame  # group_id, member_id, influence
     groups: pl.DataFrame  # group_id, taste
     images: pl.DataFrame  # image_id, hue, pattern, shape (+ names)
+
+    def segment_tastes(self, segments: list[str]) -> Tastes:
+        """The true tastes of namespaced segments ("ind:<id>" individuals, "grp:<id>" groups), in order."""
+        tastes = dict(zip(("ind:" + self.individuals["individual_id"]).to_list(), self.individuals["taste"].to_list()))
+        tastes |= dict(zip(("grp:" + self.groups["group_id"]).to_list(), self.groups["taste"].to_list()))
+        missing = [s for s in segments if s not in tastes]
+        if missing:
+            raise KeyError(f"{len(missing)} segments have no taste in world '{self.world}', e.g. {missing[:3]}")
+        return Tastes.from_flat(np.stack([tastes[s] for s in segments]))
 
 
 def load_truth(truth_dir: Path, world: str) -> Truth:

@@ -14,6 +14,7 @@ each its component along the other before weighting (METHOD.md 3.5's projection)
 from __future__ import annotations
 
 from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor

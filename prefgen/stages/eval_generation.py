@@ -7,6 +7,7 @@ and a contact sheet of the fused arm's first pairs (`fused_pairs.png`) to `out_d
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from prefgen.eval.truth import load_truth
 from prefgen.generation.assemble import pipeline_from_outputs
 from prefgen.generation.config import GuidanceConfig
 from prefgen.stages.common import run_stage
+from prefgen.vision.pixels import read_split
 
 
 def candidate_segments(graph_dir: Path, kinds: list[str]) -> list[str]:
@@ -43,18 +45,18 @@ def evaluate(cfg: EvalGenerationConfig, sampler: GuidanceConfig, visual: VisualF
                                  Path(cfg.graph_dir), visual, Path(cfg.split), sampler)
     paths = Path(cfg.tables_dir), Path(cfg.images_dir), Path(cfg.split)
     cold = image_quality.world_images(*paths, "cold", oracle.image_size, cfg.reference_images, truth)
-    train = image_quality.world_images(*paths, "train", oracle.image_size, 10**9, truth)[0]
+    train = read_split(*paths, "train", oracle.image_size, Counter())[1]
     quality, reference = image_quality.world_quality(pipe.vq, oracle, cold, train)
     log(f"quality: VQ PSNR on cold images {quality['vq_psnr_cold']:.2f} dB; oracle on cold images "
         f"hue/shape/pattern {quality['oracle_hue_accuracy_world_cold']:.3f}/{quality['oracle_shape_accuracy_world_cold']:.3f}/"
         f"{quality['oracle_pattern_accuracy_world_cold']:.3f}")
     candidates = candidate_segments(Path(cfg.graph_dir), cfg.segment_kinds)
-    metrics, rows, images, pairs = generation.evaluate(cfg, sampler, pipe, oracle, truth, candidates, reference, log)
+    metrics, rows, fused_images, pairs = generation.evaluate(cfg, sampler, pipe, oracle, truth, candidates, reference, log)
 
     def write(folder: Path) -> None:
         folder.mkdir(parents=True)
         rows.write_parquet(folder / "images.parquet")
-        generation.contact_sheet(images["fused"], pairs).save(folder / "fused_pairs.png")
+        generation.contact_sheet(fused_images, pairs).save(folder / "fused_pairs.png")
 
     replace_folder(Path(cfg.out_dir), write)
     if mlflow.active_run():
