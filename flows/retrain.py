@@ -19,7 +19,8 @@ from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
 from prefgen import pipeline, tracking
-from prefgen.config import load_params, tracking_config
+from prefgen.config import load_params, section_config, tracking_config
+from prefgen.registry import register
 
 
 @task(retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=10), retry_jitter_factor=0.5)
@@ -40,15 +41,29 @@ def dvc_stage(stage: str, root: str) -> dict[str, Any]:
     return {"stage": stage, "ran": True, "lock": lock, "mlflow_runs": tagged}
 
 
+@task
+def register_bundle(root: str) -> dict[str, Any]:
+    """Bundle the models, register them unless identical to a version, and let the champion gate decide."""
+    logger = get_run_logger()
+    repo = Path(root)
+    params = load_params(repo / "params.yaml")
+    result = register.run(section_config(params, "registry"), params, repo, log=logger.info, flow_run_id=str(flow_run.get_id() or ""))
+    if result.get("gate") == "refused":
+        logger.warning("champion gate refused version %s (now challenger): %s", result["version"], "; ".join(result["reasons"]))
+    return result
+
+
 @flow(name="retrain", log_prints=True)
 def retrain(root: str = ".") -> list[dict[str, Any]]:
-    """Every stage of dvc.yaml in DAG order, one at a time (DVC holds a repo lock)."""
+    """Every stage of dvc.yaml in DAG order, one at a time (DVC holds a repo lock), then the bundle's registration."""
     repo = Path(root).resolve()
     order = pipeline.stage_order(repo)
     get_run_logger().info("stages in order: %s", " -> ".join(order))
     results = []
     for stage in order:
         results.append(dvc_stage.with_options(name=f"dvc-{stage}")(stage, str(repo)))
+    bundle = register_bundle(str(repo))
+    results.append({"stage": "register", "ran": bundle["created"]} | bundle)
     return results
 
 
@@ -56,6 +71,11 @@ def main(root: str = ".") -> None:
     summary = retrain(root)
     repo = Path(root).resolve()
     ran = [r["stage"] for r in summary if r["ran"]]
+    bundle = summary[-1]
+    if bundle.get("created"):
+        print(f"\nregistered bundle version {bundle['version']}: champion gate {bundle['gate']} ({'; '.join(bundle['reasons'])})")
+    else:
+        print(f"\nbundle unchanged: still version {bundle['version']} {bundle.get('aliases') or ''}")
     uri = tracking.tracking_uri(tracking_config(load_params(repo / "params.yaml")), repo)
     print(f"\nretrain finished: ran {', '.join(ran) or 'no stage (all up to date)'}")
     print("results:")

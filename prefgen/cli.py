@@ -19,6 +19,7 @@ import typer
 
 from prefgen import config as configs
 from prefgen.config import DEFAULT_PARAMS, ConfigError, IngestConfig, ingest_config, load_params
+from prefgen.registry import cli as registry_cli
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="prefgen: images that fit a social audience.")
 
@@ -374,6 +375,8 @@ def bench_grouprec(
         json_path.write_text(json.dumps(result, indent=2) + "\n")
     _print_result({task: result[task] for task in bench.TASKS})
 
+
+registry_cli.add_commands(app)  # register, bundles, promote, rollback, generate, lineage, regenerate (prefgen/registry/cli.py)
 
 if __name__ == "__main__":
     app()

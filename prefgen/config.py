@@ -14,6 +14,7 @@ from typing import Any
 from prefgen.eval.config import EvalGenerationConfig, TrainOracleConfig
 from prefgen.generation.config import GuidanceConfig, TrainDiffusionConfig, TrainVQConfig, TrainWConfig
 from prefgen.params import DEFAULT_PARAMS, ConfigError, from_section, load_params, resolve_profile
+from prefgen.registry.config import RegistryConfig
 
 __all__ = ["DEFAULT_PARAMS", "ConfigError", "from_section", "load_params"]
 
@@ -261,6 +262,7 @@ SECTIONS: dict[str, type] = {
     "train_clip": TrainClipConfig, "visual_features": VisualFeaturesConfig, "train_mapper": TrainMapperConfig,
     "train_vq": TrainVQConfig, "train_w": TrainWConfig, "train_diffusion": TrainDiffusionConfig,
     "sampler": GuidanceConfig, "train_oracle": TrainOracleConfig, "eval_generation": EvalGenerationConfig,
+    "registry": RegistryConfig,
 }
 
 

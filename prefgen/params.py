@@ -54,6 +54,8 @@ def _check_type(value: Any, annotation: Any, where: str) -> Any:
         return tuple(items) if origin is tuple else items
     if annotation is Any:
         return value
+    if dataclasses.is_dataclass(annotation):  # a nested section, e.g. one entry of registry.gate_metrics
+        return from_section(annotation, value, where)
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if annotation is bool and not isinstance(value, bool):

@@ -68,6 +68,20 @@ def stage_order(root: Path) -> list[str]:
     return list(graph.static_order())
 
 
+def producers(root: Path) -> dict[str, str]:
+    """{output path (as params resolve it): the stage that writes it} for every out, metric and plot of dvc.yaml."""
+    params_file = root / "params.yaml"
+    params = yaml.safe_load(params_file.read_text(encoding="utf-8")) if params_file.is_file() else {}
+    return {_interpolate(path, params): name for name, stage in _stages(root).items()
+            for path in _paths(stage.get("outs", []) + stage.get("metrics", []) + stage.get("plots", []))}
+
+
+def read_lock(root: Path) -> dict[str, Any]:
+    """dvc.lock's stages as written by DVC ({} before the first repro)."""
+    path = root / "dvc.lock"
+    return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("stages", {}) if path.is_file() else {}
+
+
 def _dvc(root: Path, *args: str, env: dict[str, str] | None = None, merge_stderr: bool = False) -> str:
     # Stage commands say `python`: make it this interpreter (the project's virtualenv)
     # even when the caller did not activate it, e.g. `.venv/bin/python -m flows.retrain`.
@@ -86,6 +100,12 @@ def is_changed(root: Path, stage: str) -> bool:
     return bool(status)
 
 
+def stale_stages(root: Path) -> list[str]:
+    """Stages DVC would re-run now (any changed dep, param, out or command), by name."""
+    status = json.loads(_dvc(root, "status", "--json") or "{}")
+    return sorted(name.split(":")[-1] for name in status)
+
+
 # DVC's closing hints (git add, autostage, push) say nothing about the stage.
 _DVC_HINTS = ("To track the changes", "git add", "auto staging", "autostage", "dvc push", "dvc config")
 
@@ -99,10 +119,10 @@ def repro(root: Path, stage: str, flow_run_id: str | None = None) -> list[str]:
 
 def lock_entry(root: Path, stage: str) -> dict[str, Any]:
     """The stage's digests from dvc.lock: {"deps": {path: md5}, "outs": {path: md5}, "params": {...}}."""
-    lock_path = root / "dvc.lock"
-    if not lock_path.is_file():
+    stages = read_lock(root)
+    if not stages:
         return {}
-    entry = (yaml.safe_load(lock_path.read_text(encoding="utf-8")) or {}).get("stages", {}).get(stage, {})
+    entry = stages.get(stage, {})
     digests = {kind: {d["path"]: d.get("md5") or d.get("hash") for d in entry.get(kind, [])} for kind in ("deps", "outs")}
     return digests | {"params": entry.get("params", {})}
 

@@ -83,12 +83,14 @@ def flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
 
 
 @contextmanager
-def stage_run(stage: str, params: Mapping[str, Any], cfg: TrackingConfig, root: Path) -> Iterator[mlflow.ActiveRun]:
-    """An MLflow run for one stage execution, tagged with its lineage."""
+def stage_run(stage: str, params: Mapping[str, Any], cfg: TrackingConfig, root: Path,
+              flow_run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
+    """An MLflow run for one stage execution, tagged with its lineage (the flow run: given, or from the environment)."""
     configure(cfg, root)
     tags = {"prefgen.stage": stage, **git_state(root)}
-    if os.environ.get(FLOW_RUN_ENV):
-        tags["prefect.flow_run_id"] = os.environ[FLOW_RUN_ENV]
+    flow_run_id = flow_run_id or os.environ.get(FLOW_RUN_ENV)
+    if flow_run_id:
+        tags["prefect.flow_run_id"] = flow_run_id
     with mlflow.start_run(run_name=stage, tags=tags) as run:
         mlflow.log_params(flatten_params(params))
         yield run
@@ -130,6 +132,11 @@ def load_model_artifacts(uri: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return load_file(folder / "model.safetensors"), config
 
 
+def lock_digest(lock: Mapping[str, Any]) -> str:
+    """The digest a stage's dvc.lock entry (pipeline.lock_entry) is tagged with: finds its run again later."""
+    return hashlib.sha256(json.dumps(lock, sort_keys=True).encode()).hexdigest()
+
+
 def tag_with_lock(cfg: TrackingConfig, root: Path, stage: str, flow_run_id: str, lock: Mapping[str, Any]) -> list[str]:
     """Add the stage's dvc.lock digests to the run(s) it logged in this flow run.
 
@@ -140,7 +147,7 @@ def tag_with_lock(cfg: TrackingConfig, root: Path, stage: str, flow_run_id: str,
     query = f"tags.`prefgen.stage` = '{stage}' AND tags.`prefect.flow_run_id` = '{flow_run_id}'"
     runs = mlflow.search_runs(search_all_experiments=True, filter_string=query, output_format="list")
     client = mlflow.MlflowClient()
-    digest = hashlib.sha256(json.dumps(lock, sort_keys=True).encode()).hexdigest()
+    digest = lock_digest(lock)
     for run in runs:
         run_id = run.info.run_id
         client.set_tag(run_id, "dvc.lock.sha256", digest)

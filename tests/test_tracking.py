@@ -1,11 +1,6 @@
 """MLflow tracking against a real local store and a real `mlflow server` process."""
 
 import json
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 
 import mlflow
 import pytest
@@ -13,6 +8,7 @@ import torch
 
 from prefgen import tracking
 from prefgen.config import TrackingConfig
+from tests.conftest import mlflow_server
 
 CFG = TrackingConfig(experiment="prefgen-test")
 
@@ -40,30 +36,9 @@ def test_model_artifacts_round_trip_without_pickle(tmp_path):
     assert sorted(p.name for p in folder.rglob("encoder/*")) == ["config.json", "model.safetensors"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_tracking_uri_override_reaches_a_real_server(tmp_path, monkeypatch):
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--default-artifact-root", str(tmp_path / "server-art")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=2)
-                break
-            except OSError:
-                assert time.time() < deadline and server.poll() is None, "mlflow server did not start"
-                time.sleep(0.5)
+    with mlflow_server(tmp_path) as url:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
         with tracking.stage_run("ingest", {"k": 1}, CFG, tmp_path) as active:
             mlflow.log_metric("read", 3)
@@ -72,6 +47,3 @@ def test_tracking_uri_override_reaches_a_real_server(tmp_path, monkeypatch):
         assert client.get_run(active.info.run_id).data.metrics == {"read": 3.0}
         tracking.tag_with_lock(CFG, tmp_path, "ingest", "flow-x", {"deps": {"a": "1"}, "outs": {}})  # no matching run: no-op
         assert json.loads(json.dumps(client.get_run(active.info.run_id).data.tags))["prefgen.stage"] == "ingest"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)

@@ -21,8 +21,15 @@ from prefgen.vision.scorer import PreferenceScorer
 
 def pipeline_from_outputs(diffusion_dir: Path, vq_dir: Path, w_dir: Path, mapper_dir: Path, graph_dir: Path,
                           visual_cfg: VisualFeaturesConfig, split: Path, guidance: GuidanceConfig = GuidanceConfig()) -> PreferenceDiffusionPipeline:
-    """The sampler wired to the trained models: CLIP text condition and score, Step 2 scorer, W and the prototype.
-    The prototype's catalogue is the `train` images (mapped by G), as in training."""
+    """The sampler wired to the stage outputs; the prototype's catalogue is the `train` images (mapped by G), as in training."""
+    catalogue = mapped_embeddings(mapper_dir, Path(visual_cfg.out_dir), split_ids(split, "train"))
+    return build_pipeline(diffusion_dir, vq_dir, w_dir, mapper_dir, graph_dir, visual_cfg, catalogue, guidance)
+
+
+def build_pipeline(diffusion_dir: Path, vq_dir: Path, w_dir: Path, mapper_dir: Path, graph_dir: Path,
+                   visual_cfg: VisualFeaturesConfig, catalogue: Tensor, guidance: GuidanceConfig = GuidanceConfig()) -> PreferenceDiffusionPipeline:
+    """The sampler wired to the trained models: CLIP text condition and score, Step 2 scorer, W and the prototype
+    over `catalogue` (G(v) of the images the prototype averages, (N, d))."""
     unet = UNet2DConditionModel.from_pretrained(diffusion_dir / "unet", use_safetensors=True, local_files_only=True)
     scheduler = DDIMScheduler.from_pretrained(diffusion_dir / "scheduler", local_files_only=True)
     scaling = json.loads((diffusion_dir / "conditioning.json").read_text())["scaling_factor"]
@@ -30,7 +37,6 @@ def pipeline_from_outputs(diffusion_dir: Path, vq_dir: Path, w_dir: Path, mapper
     tokenizer = semantic.build_tokenizer(clip_cfg)
     scorer = PreferenceScorer.from_outputs(mapper_dir, graph_dir, visual_cfg)
     w = load_w(w_dir)
-    catalogue = mapped_embeddings(mapper_dir, Path(visual_cfg.out_dir), split_ids(split, "train"))
 
     def text_condition(prompt: str) -> Tensor:
         return semantic.embed_texts(clip, tokenizer, [prompt])[0]

@@ -87,13 +87,19 @@ class PreferenceDiffusionPipeline:
         cfg = self.guidance
         return (cfg.lambda_pref or cfg.lambda_text) and cfg.guide_from * cfg.steps <= index < cfg.guide_until * cfg.steps
 
-    def __call__(self, segment: str, prompt: str, n: int = 4, generator: torch.Generator | None = None) -> Tensor:
-        """n images (n, 3, H, W) in [0, 1] for `segment` (e.g. "grp:g7") and `prompt`."""
+    def __call__(self, segment: str, prompt: str, n: int = 4,
+                 generator: torch.Generator | list[torch.Generator] | None = None) -> Tensor:
+        """n images (n, 3, H, W) in [0, 1] for `segment` (e.g. "grp:g7") and `prompt`. With a list of n
+        generators each image's starting noise comes from its own (one seed per image, as diffusers does)."""
+        if isinstance(generator, list) and len(generator) != n:
+            raise ValueError(f"got {len(generator)} generators for n={n} images; give one per image or a single one")
         # 1. Conditions: the prompt's text embedding and the segment's preference prototype in text space.
         text, pref = self.text_condition(prompt).expand(n, -1), self.pref_condition(segment).expand(n, -1)
         # 2. Pure Gaussian noise in the latent space, and the DDIM timesteps.
         cfg_unet = self.unet.config
-        z = torch.randn((n, cfg_unet.in_channels, cfg_unet.sample_size, cfg_unet.sample_size), generator=generator)
+        shape = (cfg_unet.in_channels, cfg_unet.sample_size, cfg_unet.sample_size)
+        z = (torch.cat([torch.randn((1, *shape), generator=g) for g in generator]) if isinstance(generator, list)
+             else torch.randn((n, *shape), generator=generator))
         self.scheduler.set_timesteps(self.guidance.steps)
         for index, t in enumerate(self.scheduler.timesteps):
             # 3. Classifier-free guided noise prediction.

@@ -121,42 +121,69 @@ def train_epoch(model: VQModel, optimizer: torch.optim.Optimizer, pixels: Tensor
     return totals | {"restarted_codes": restarted}
 
 
-def _resume(folder: Path, model: VQModel, optimizer: torch.optim.Optimizer, cfg: TrainVQConfig, key: str) -> VQHistory | None:
+def epoch_lr(cfg: TrainVQConfig, epoch: int) -> float:
+    """The learning rate of `epoch`: constant, or cosine from cfg.lr down to cfg.lr / 100 over cfg.epochs."""
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    floor = cfg.lr / 100
+    return floor + 0.5 * (cfg.lr - floor) * (1 + math.cos(math.pi * epoch / cfg.epochs))
+
+
+def best_epoch(history: VQHistory) -> int:
+    """The epoch with the highest val PSNR (the first of equals)."""
+    return max(range(len(history.epochs)), key=lambda e: (history.epochs[e]["val_psnr"], -e))
+
+
+def _resume(folder: Path, model: VQModel, optimizer: torch.optim.Optimizer, cfg: TrainVQConfig,
+            key: str) -> tuple[VQHistory, dict[str, Tensor]] | None:
     found = checkpoint.load_matching(folder, asdict(cfg), key)
     if found is None:
         return None
     tensors, meta = found
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     checkpoint.restore_optimizer(optimizer, {k[4:]: v for k, v in tensors.items() if k.startswith("opt.")}, meta["optimizer"])
-    return VQHistory(**meta["history"])
+    return VQHistory(**meta["history"]), {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
 
 
-def _save(folder: Path, model: VQModel, optimizer: torch.optim.Optimizer, cfg: TrainVQConfig, key: str, history: VQHistory) -> None:
+def _save(folder: Path, model: VQModel, optimizer: torch.optim.Optimizer, cfg: TrainVQConfig, key: str,
+          history: VQHistory, best: dict[str, Tensor]) -> None:
     opt_tensors, opt_meta = checkpoint.optimizer_tensors(optimizer)
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()} | {f"opt.{k}": v for k, v in opt_tensors.items()}
+    tensors = ({f"model.{k}": v for k, v in model.state_dict().items()} | {f"opt.{k}": v for k, v in opt_tensors.items()}
+               | {f"best.{k}": v for k, v in best.items()})
     checkpoint.save(folder, tensors, {"config": asdict(cfg), "data_key": key, "epoch": len(history.epochs),
                                       "history": asdict(history), "optimizer": opt_meta})
 
 
 def fit_vq(pixels: Tensor, val_pixels: Tensor, cfg: TrainVQConfig, checkpoint_dir: Path | None = None,
            log=print) -> tuple[VQModel, VQHistory]:
-    """Train for cfg.epochs, validating each epoch; resume from checkpoint_dir after a kill."""
+    """Train for cfg.epochs, validating each epoch; resume from checkpoint_dir after a kill.
+
+    Returns the best val-PSNR epoch's weights when cfg.keep_best, else the last epoch's.
+    """
     torch.set_num_threads(cfg.threads)
     model, key = build_vq(cfg), checkpoint.data_key(pixels, val_pixels)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    history = (_resume(checkpoint_dir, model, optimizer, cfg, key) if checkpoint_dir else None) or VQHistory()
+    history, best = (_resume(checkpoint_dir, model, optimizer, cfg, key) if checkpoint_dir else None) or (VQHistory(), {})
     if history.epochs:
         log(f"resumed at epoch {len(history.epochs)}")
     while len(history.epochs) < cfg.epochs:
         started, epoch = time.perf_counter(), len(history.epochs)
+        for group in optimizer.param_groups:
+            group["lr"] = epoch_lr(cfg, epoch)
         losses = train_epoch(model, optimizer, pixels, cfg, epoch)
-        row = {"epoch": epoch, **losses, **{f"val_{k}": v for k, v in evaluate(model, val_pixels).items()},
-               "seconds": time.perf_counter() - started}
+        row = {"epoch": epoch, "lr": epoch_lr(cfg, epoch), **losses,
+               **{f"val_{k}": v for k, v in evaluate(model, val_pixels).items()}, "seconds": time.perf_counter() - started}
         history.epochs.append(row)
+        if best_epoch(history) == epoch:
+            best = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if checkpoint_dir:
-            _save(checkpoint_dir, model, optimizer, cfg, key, history)
-        log(f"epoch {epoch:3d}  recon {row['loss_recon']:.4f}  vq {row['loss_vq']:.4f}  val_psnr {row['val_psnr']:.2f}  "
-            f"usage {row['val_codebook_usage']:.2f}  restarted {row['restarted_codes']}  {row['seconds']:.1f}s")
+            _save(checkpoint_dir, model, optimizer, cfg, key, history, best)
+        log(f"epoch {epoch:3d}  lr {row['lr']:.2e}  recon {row['loss_recon']:.4f}  vq {row['loss_vq']:.4f}  "
+            f"val_psnr {row['val_psnr']:.2f}  usage {row['val_codebook_usage']:.2f}  restarted {row['restarted_codes']}  "
+            f"{row['seconds']:.1f}s")
+    if cfg.keep_best and best:
+        model.load_state_dict(best)
+        log(f"kept epoch {best_epoch(history)} (best val_psnr {history.epochs[best_epoch(history)]['val_psnr']:.2f})")
     return model.eval(), history
 
 

@@ -30,7 +30,8 @@ def train(cfg: TrainVQConfig, log=print) -> dict[str, Any]:
         result: dict[str, Any] = {"pretrained": cfg.pretrained}
     else:
         model, history = vq.fit_vq(train_pixels, val_pixels, cfg, Path(cfg.checkpoint_dir), log=log)
-        result = {"epochs": len(history.epochs), "seconds_per_epoch": vq.mean_seconds(history),
+        kept = vq.best_epoch(history) if cfg.keep_best else len(history.epochs) - 1
+        result = {"epochs": len(history.epochs), "kept_epoch": kept, "seconds_per_epoch": vq.mean_seconds(history),
                   "train_seconds": sum(e["seconds"] for e in history.epochs)}
         Path(cfg.curve).parent.mkdir(parents=True, exist_ok=True)
         pl.DataFrame(history.epochs).write_csv(Path(cfg.curve))

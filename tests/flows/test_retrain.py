@@ -1,25 +1,34 @@
-"""The Prefect retrain flow for real (temporary local server), with MLflow lineage read back."""
+"""The Prefect retrain flow for real (temporary local server), with MLflow lineage read back; then the bundle it
+registered makes images whose lineage reaches the raw logs and which regenerate byte for byte."""
 
 import json
 
 import mlflow
+import pandas as pd
+import polars as pl
 import pytest
+from typer.testing import CliRunner
 
 from flows.retrain import retrain
 from prefgen import pipeline, tracking
+from prefgen.cli import app
 from prefgen.config import load_params, tracking_config
 
 pytestmark = pytest.mark.slow
 
 
-def test_retrain_runs_stages_in_order_and_records_lineage(project):
+def test_retrain_runs_stages_in_order_and_records_lineage(project, monkeypatch):
     first = retrain(str(project))
-    assert [r["stage"] for r in first] == pipeline.stage_order(project)
+    assert [r["stage"] for r in first] == pipeline.stage_order(project) + ["register"]
     assert all(r["ran"] for r in first)
+    bundle = first[-1]
+    assert (bundle["version"], bundle["gate"], bundle["aliases"]) == ("1", "passed", ["champion"])
+    assert sorted(bundle["metrics"]) == ["eval_generation.text_consistency", "eval_generation.win_rate",
+                                         "eval_graph.influence_spearman", "eval_mapper.cold_auc"]
 
     tracking.configure(tracking_config(load_params(project / "params.yaml")), project)
     runs = {r.data.tags["prefgen.stage"]: r for r in mlflow.search_runs(search_all_experiments=True, output_format="list")}
-    assert sorted(runs) == sorted(pipeline.stage_order(project))
+    assert sorted(runs) == sorted(pipeline.stage_order(project) + ["register"])
     world = json.loads((project / "data" / "metrics" / "synth.json").read_text())["world_sha256"]
     assert {s: r.data.tags.get("world.sha256") for s, r in runs.items()} == dict.fromkeys(runs, world)  # every run names its world
     run = runs["ingest"]
@@ -33,6 +42,53 @@ def test_retrain_runs_stages_in_order_and_records_lineage(project):
     assert metrics["read"] == metrics["valid"] + metrics["quarantined"] > 0
     assert run.data.params["max_id_len"] == "256"
 
+    assert runs["register"].data.tags["prefect.flow_run_id"] == tags["prefect.flow_run_id"]
+
     second = retrain(str(project))
-    assert not any(r["ran"] for r in second)  # nothing changed: no stage runs
+    assert not any(r["ran"] for r in second)  # nothing changed: no stage runs, no bundle registered
+    assert second[-1]["version"] == "1" and not second[-1]["created"]
     assert len(mlflow.search_runs(search_all_experiments=True, output_format="list")) == len(runs)
+
+    check_images_from_the_champion(project, monkeypatch)
+
+
+def cli(*args: str) -> str:
+    done = CliRunner().invoke(app, list(args))
+    assert done.exit_code == 0, done.output
+    return done.stdout
+
+
+def check_images_from_the_champion(project, monkeypatch):
+    monkeypatch.chdir(project)
+    segment = pl.read_parquet(project / "data" / "04_models" / "graph" / "segments.parquet")["segment_id"][0]
+    made = json.loads(cli("generate", "--segment", segment, "--prompt", "a star", "--n", "2", "--out", "out").splitlines()[-1])
+    assert made["images"] == 2 and made["bundle_version"] == "1"
+    image = project / "out" / made["files"][1]
+
+    chain = cli("lineage", str(image))
+    for expected in (f"made from    segment '{segment}', prompt 'a star', seed 1", f"generation run {made['run_id']}",
+                     "bundle         prefgen-bundle version 1  aliases ['champion']", "(matches the image's)",
+                     "train_diffusion", "(dvc.lock digest)", "data/02_tables", "raw logs       data/01_raw/world-v1: 91 file(s)", "events-2026-07-03.jsonl  sha256"):
+        assert expected in chain, f"{expected!r} not in:\n{chain}"
+    info = json.loads(cli("lineage", image.name[:16], "--json"))  # by sha alone: found in the run's logged manifest
+    assert info["image"]["manifest"].startswith(f"runs:/{made['run_id']}/")
+    assert info["training_runs"]["vq"]["run"]["run_id"] == runs_by_stage()["train_vq"]
+    assert {f["source"] for f in info["raw_logs"]["files"]} >= {"images.jsonl", "events-2026-07-03.jsonl"}
+
+    again = json.loads(cli("regenerate", image.name[:16]).splitlines()[-1])
+    assert again["match"] and again["regenerated_sha256"] == image.stem
+
+    model = mlflow.pyfunc.load_model("models:/prefgen-bundle@champion")  # the pyfunc flavour, no pickle involved
+    out = model.predict(pd.DataFrame({"segment": [segment], "prompt": ["a star"], "seed": [0]}))
+    assert out["png"][0].startswith(b"\x89PNG") and 0 < out["preference_score"][0] < 1
+    assert model.get_raw_model().digest == made["bundle_digest"]
+
+    params = (project / "params.yaml").read_text()
+    (project / "params.yaml").write_text(params.replace("steps: 4", "steps: 5"))  # eval_generation is now stale
+    refused = CliRunner().invoke(app, ["register"])
+    assert refused.exit_code == 2 and "not up to date (stale: ['eval_generation'])" in refused.output
+    (project / "params.yaml").write_text(params)
+
+
+def runs_by_stage() -> dict[str, str]:
+    return {r.data.tags["prefgen.stage"]: r.info.run_id for r in mlflow.search_runs(search_all_experiments=True, output_format="list")}

@@ -1,5 +1,7 @@
 """Step 3.1's VQ autoencoder: tiny seeded diffusers VQModels on CPU."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -76,3 +78,14 @@ def test_a_saved_model_loads_from_its_local_folder_only(tmp_path):
         assert torch.equal(vq.reconstruct(model.eval(), squares(2))[0], vq.reconstruct(loaded, squares(2))[0])
     with pytest.raises(FileNotFoundError, match="no VQModel here"):
         vq.load_vq(tmp_path / "missing")
+
+
+def test_the_rate_decays_on_a_cosine_and_the_best_validation_epoch_is_kept():
+    cfg = replace(VQ, epochs=4, lr=0.01)
+    assert [vq.epoch_lr(cfg, e) for e in range(4)] == pytest.approx([0.01, 0.0085502, 0.00505, 0.0015498], rel=1e-4)
+    assert vq.epoch_lr(replace(cfg, lr_schedule="constant"), 3) == 0.01
+    images, val = squares(32), squares(8, seed=1)
+    model, history = vq.fit_vq(images, val, cfg, log=lambda _: None)
+    best = vq.best_epoch(history)
+    assert history.epochs[best]["val_psnr"] == max(e["val_psnr"] for e in history.epochs)
+    assert vq.evaluate(model, val)["psnr"] == pytest.approx(history.epochs[best]["val_psnr"], abs=1e-6)

@@ -1,0 +1,161 @@
+"""Image sets from a bundle: deterministic PNGs named by their sha256, and one manifest row per image.
+
+A row holds everything needed to make the image again, byte for byte, on the same kind
+of machine: bundle version and digest, segment, prompt, seed, the seeds of its whole
+batch (CPU kernels may round differently for another batch size, so a regeneration
+reruns the batch), and the sampler settings. Files are named by content
+(`images/<sha256>.png`): no segment id or prompt ever becomes a path component, and a
+file, once there, is the image its name says.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import platform
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+from PIL import Image, PngImagePlugin
+from torch import Tensor
+
+from prefgen.generation.config import GuidanceConfig
+
+MANIFEST = "manifest.parquet"
+MAX_PROMPT_CHARS = 300  # far above any prompt the text encoder reads (its context is 77 tokens)
+
+
+class RequestError(ValueError):
+    """A generation request cannot be honoured (empty or long prompt, no seeds); the message says which."""
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    """One sampler call: `len(seeds)` images of `segment` for `prompt`, image k from its own seed."""
+
+    segment: str
+    prompt: str
+    seeds: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if not self.prompt.strip():
+            raise RequestError(f"segment {self.segment!r}: the prompt is empty")
+        if len(self.prompt) > MAX_PROMPT_CHARS:
+            raise RequestError(f"segment {self.segment!r}: the prompt is {len(self.prompt)} characters, at most {MAX_PROMPT_CHARS}")
+        if not self.seeds:
+            raise RequestError(f"segment {self.segment!r}, prompt {self.prompt!r}: no seeds")
+
+
+@dataclass(frozen=True)
+class BundleRef:
+    """Which registered bundle made an image."""
+
+    model: str
+    version: str
+    digest: str
+
+
+def machine() -> str:
+    """The kind of machine an image was made on: byte-exact regeneration is promised only on the same kind."""
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    return f"{platform.system()}-{platform.machine()} torch {torch.__version__} {device}"
+
+
+def sampler_json(cfg: GuidanceConfig) -> str:
+    return json.dumps(asdict(cfg), sort_keys=True)
+
+
+def png_bytes(pixels: Tensor, text: dict[str, str]) -> bytes:
+    """(3, H, W) in [0, 1] -> PNG bytes with `text` as tEXt chunks; the same input gives the same bytes."""
+    array = (pixels.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    info = PngImagePlugin.PngInfo()
+    for key, value in sorted(text.items()):
+        info.add_text(key, value)
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array), "RGB").save(buffer, format="PNG", pnginfo=info, optimize=False)
+    return buffer.getvalue()
+
+
+@torch.no_grad()
+def _scores(pipe, pixels: Tensor, request: BatchRequest) -> tuple[list[float], list[float]]:
+    return pipe.pref_score(pixels, request.segment).tolist(), pipe.text_score(pixels, request.prompt).tolist()
+
+
+def generate_batch(pipe, request: BatchRequest, bundle: BundleRef) -> list[tuple[bytes, dict[str, Any]]]:
+    """(PNG bytes, manifest row) for each image of one batch."""
+    pixels = pipe(request.segment, request.prompt, n=len(request.seeds),
+                  generator=[torch.Generator().manual_seed(s) for s in request.seeds])
+    pref, text = _scores(pipe, pixels, request)
+    sampler = sampler_json(pipe.guidance)
+    out = []
+    for k, seed in enumerate(request.seeds):
+        data = png_bytes(pixels[k], {"prefgen.bundle": f"{bundle.model}/{bundle.version}", "prefgen.segment": request.segment,
+                                     "prefgen.prompt": request.prompt, "prefgen.seed": str(seed)})
+        sha = hashlib.sha256(data).hexdigest()
+        out.append((data, {"image_sha256": sha, "file": f"images/{sha}.png", "segment": request.segment,
+                           "prompt": request.prompt, "seed": seed, "batch_seeds": list(request.seeds), "batch_index": k,
+                           "sampler": sampler, "preference_score": pref[k], "text_score": text[k],
+                           "bundle_model": bundle.model, "bundle_version": bundle.version, "bundle_digest": bundle.digest}))
+    return out
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Bytes to a temporary sibling, then renamed: a reader sees the whole file or none."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_manifest(out_dir: Path) -> pl.DataFrame | None:
+    path = out_dir / MANIFEST
+    return pl.read_parquet(path) if path.is_file() else None
+
+
+def merge_manifest(out_dir: Path, rows: list[dict[str, Any]]) -> pl.DataFrame:
+    """Add rows to OUT/manifest.parquet (a row per image sha; a newer row wins) and write it atomically."""
+    new = pl.DataFrame(rows, infer_schema_length=None)
+    old = read_manifest(out_dir)
+    merged = pl.concat([old, new], how="diagonal_relaxed") if old is not None else new
+    merged = merged.unique("image_sha256", keep="last", maintain_order=True)
+    buffer = io.BytesIO()
+    merged.write_parquet(buffer)
+    write_atomic(out_dir / MANIFEST, buffer.getvalue())
+    return merged
+
+
+def generate(pipe, requests: Iterable[BatchRequest], bundle: BundleRef, out_dir: Path, run: dict[str, str],
+             progress: Callable[[Iterable], Iterable] = lambda it: it) -> list[dict[str, Any]]:
+    """Every request's images as OUT/images/<sha>.png; their rows (plus `run`'s ids) merged into OUT/manifest.parquet."""
+    rows = []
+    stamp = {"generation_run_id": run.get("run_id", ""), "machine": machine(),
+             "created_at": datetime.now(UTC).isoformat(timespec="seconds")} | {k: v for k, v in run.items() if k != "run_id"}
+    for request in progress(list(requests)):
+        for data, row in generate_batch(pipe, request, bundle):
+            write_atomic(out_dir / row["file"], data)
+            rows.append(row | stamp)
+    if rows:
+        merge_manifest(out_dir, rows)
+    return rows
+
+
+def find_row(manifest: pl.DataFrame, sha: str) -> dict[str, Any] | None:
+    """The manifest row of the image whose sha256 starts with `sha` (at least 8 hex digits); None if absent."""
+    if len(sha) < 8:
+        raise RequestError(f"give at least 8 hex digits of the image sha256, not {sha!r}")
+    found = manifest.filter(pl.col("image_sha256").str.starts_with(sha.lower()))
+    if found.height > 1 and found["image_sha256"].n_unique() > 1:
+        raise RequestError(f"{sha!r} matches {found['image_sha256'].n_unique()} images; give more digits")
+    return found.row(0, named=True) if found.height else None

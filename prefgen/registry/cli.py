@@ -1,0 +1,177 @@
+"""The registry's commands on `prefgen`: register, bundles, promote, rollback, generate, lineage, regenerate.
+
+Each reads params.yaml for the tracking store and the `registry` section; MLFLOW_TRACKING_URI
+points them at a server instead. Results go to stdout, messages to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from prefgen.config import (
+    DEFAULT_PARAMS,
+    ConfigError,
+    load_params,
+    section_config,
+    tracking_config,
+)
+
+ParamsOpt = Annotated[Path, typer.Option(help="params.yaml (tracking store and the registry section).")]
+ManifestOpt = Annotated[Path | None, typer.Option(help="A manifest.parquet to look the image up in first.")]
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=2)
+
+
+def _load(params: Path) -> tuple[dict[str, Any], Any]:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per manifest read drowns the answer
+    try:
+        loaded = load_params(params)
+        return loaded, section_config(loaded, "registry")
+    except ConfigError as err:
+        _fail(str(err))
+    raise AssertionError("unreachable")
+
+
+def _client(loaded: dict[str, Any]):
+    from prefgen import tracking
+
+    tracking.configure(tracking_config(loaded), Path.cwd())
+    return tracking.mlflow.MlflowClient()
+
+
+def _errors():
+    from prefgen.generation.image_sets import RequestError
+    from prefgen.pipeline import StageError
+    from prefgen.registry.bundle import BundleError
+    from prefgen.registry.store import RegistryError
+
+    return RegistryError, BundleError, RequestError, StageError, FileNotFoundError
+
+
+def _log(line: str) -> None:
+    typer.echo(line, err=True)
+
+
+def register(params: ParamsOpt = DEFAULT_PARAMS) -> None:
+    """Bundle the trained models, register a new version unless identical, and apply the champion gate."""
+    from prefgen.registry import register as step
+
+    loaded, cfg = _load(params)
+    try:
+        result = step.run(cfg, loaded, Path.cwd(), log=_log)
+    except _errors() as err:
+        _fail(str(err))
+    sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
+
+
+def bundles(params: ParamsOpt = DEFAULT_PARAMS) -> None:
+    """Every bundle version, newest first: aliases, gate decision, gate metrics; then champion history."""
+    from prefgen.registry import store
+
+    loaded, cfg = _load(params)
+    client = _client(loaded)
+    for row in store.versions(client, cfg.model_name):
+        metrics = " ".join(f"{k}={v:.4f}" for k, v in sorted(row.metrics.items()))
+        typer.echo(f"v{row.version:<4} {','.join(row.aliases) or '-':<20} {row.gate or '-':<8} {row.digest}  {row.created}  {metrics}")
+    for entry in store.history(client, cfg.model_name):
+        typer.echo(f"  {entry['at']}  {entry['action']:<8} v{entry['previous'] or '-'} -> v{entry['version']}  by {entry['by']}: {entry['reason']}")
+
+
+def promote(bundle: Annotated[str, typer.Option(help="Version number (or alias) to make champion.")],
+            reason: Annotated[str, typer.Option(help="Why: recorded with who and when.")],
+            params: ParamsOpt = DEFAULT_PARAMS) -> None:
+    """Make a bundle version champion by hand (the nightly generation then uses it)."""
+    from prefgen.registry import store
+
+    loaded, cfg = _load(params)
+    try:
+        entry = store.promote(_client(loaded), cfg.model_name, bundle, reason)
+    except _errors() as err:
+        _fail(str(err))
+    _log(f"champion: v{entry['previous'] or '-'} -> v{entry['version']} (by {entry['by']} at {entry['at']})")
+    sys.stdout.write(json.dumps(entry, sort_keys=True) + "\n")
+
+
+def rollback(reason: Annotated[str, typer.Option(help="Why (default: 'rollback from version N').")] = "",
+             params: ParamsOpt = DEFAULT_PARAMS) -> None:
+    """Put the previous champion back in service."""
+    from prefgen.registry import store
+
+    loaded, cfg = _load(params)
+    try:
+        entry = store.rollback(_client(loaded), cfg.model_name, reason)
+    except _errors() as err:
+        _fail(str(err))
+    _log(f"champion: v{entry['previous']} -> v{entry['version']} (rolled back by {entry['by']} at {entry['at']})")
+    sys.stdout.write(json.dumps(entry, sort_keys=True) + "\n")
+
+
+def generate(segment: Annotated[list[str], typer.Option(help="Segment id, e.g. grp:g7 (repeat for more).")],
+             prompt: Annotated[list[str], typer.Option(help="Prompt (repeat for more).")],
+             out: Annotated[Path, typer.Option(help="Output folder: images/<sha256>.png and manifest.parquet.")],
+             bundle: Annotated[str, typer.Option(help="Bundle version number or alias.")] = "champion",
+             n: Annotated[int, typer.Option(help="Images per segment and prompt (one batch).")] = 4,
+             seed: Annotated[int, typer.Option(help="Seed of the first image; image k uses seed + k.")] = 0,
+             params: ParamsOpt = DEFAULT_PARAMS) -> None:
+    """Images for every segment x prompt from a registered bundle, with the sampler settings of params.yaml."""
+    from prefgen.generation.image_sets import BatchRequest
+    from prefgen.registry import generate as step
+
+    loaded, cfg = _load(params)
+    if n < 1:
+        _fail("--n must be at least 1")
+    try:
+        requests = [BatchRequest(s, p, tuple(range(seed, seed + n))) for s in segment for p in prompt]
+        result = step.run(tracking_config(loaded), Path.cwd(), cfg.model_name, bundle, requests, out,
+                          section_config(loaded, "sampler"), log=_log)
+    except (*_errors(), ValueError) as err:  # ValueError: an unknown segment (the scorer names it)
+        _fail(str(err))
+    sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
+
+
+def lineage(target: Annotated[str, typer.Argument(help="An image file, or (a prefix of, >= 8 digits) its sha256.")],
+            manifest: ManifestOpt = None, json_out: Annotated[bool, typer.Option("--json", help="Print the chain as JSON.")] = False,
+            params: ParamsOpt = DEFAULT_PARAMS) -> None:
+    """The chain: image -> generation run -> bundle version -> training runs -> params, dvc.lock, git -> raw logs."""
+    from prefgen.registry import lineage as chain
+
+    loaded, _ = _load(params)
+    try:
+        info = chain.chain(tracking_config(loaded), Path.cwd(), target, manifest)
+    except _errors() as err:
+        _fail(str(err))
+    typer.echo(json.dumps(info, indent=2, sort_keys=True, default=str) if json_out else chain.format_chain(info))
+
+
+def regenerate(target: Annotated[str, typer.Argument(help="An image's sha256 (>= 8 digits) or its file.")],
+               manifest: ManifestOpt = None,
+               out: Annotated[Path | None, typer.Option(help="Also write the regenerated PNG here.")] = None,
+               params: ParamsOpt = DEFAULT_PARAMS) -> None:
+    """Make an image again from its manifest row and check its sha256 (exit 1 when it differs)."""
+    from prefgen.registry.generate import regenerate as again
+
+    loaded, _ = _load(params)
+    try:
+        result = again(tracking_config(loaded), Path.cwd(), target, manifest, out)
+    except _errors() as err:
+        _fail(str(err))
+    if not result["same_kind_of_machine"]:
+        _log(f"warning: made on '{result['made_on']}', now on '{result['now_on']}': byte equality is promised on the same kind only")
+    _log(("match: " if result["match"] else "MISMATCH: ") + f"{result['image_sha256']} -> {result['regenerated_sha256']}")
+    sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
+    if not result["match"]:
+        raise typer.Exit(code=1)
+
+
+def add_commands(app: typer.Typer) -> None:
+    for command in (register, bundles, promote, rollback, generate, lineage, regenerate):
+        app.command()(command)

@@ -1,0 +1,130 @@
+"""Images from a registered bundle, each traceable and reproducible: `prefgen generate` and `prefgen regenerate`.
+
+A generation is one MLflow run (tags: the bundle's name, version and digest); its
+manifest is written beside the images and logged to the run, so `prefgen lineage`
+finds an image from its file or from its sha256 alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import polars as pl
+from mlflow import MlflowClient
+from tqdm import tqdm
+
+from prefgen import tracking
+from prefgen.config import TrackingConfig
+from prefgen.generation.config import GuidanceConfig
+from prefgen.generation.image_sets import (
+    MANIFEST,
+    BatchRequest,
+    BundleRef,
+    find_row,
+    generate,
+    generate_batch,
+    machine,
+)
+from prefgen.registry import store
+from prefgen.registry.bundle import Bundle, sha256_file
+
+MANIFEST_ARTIFACT = "manifest"  # run artefact folder holding manifest.parquet
+
+
+@dataclass(frozen=True)
+class LoadedBundle:
+    ref: BundleRef
+    bundle: Bundle
+
+
+def load_version(client: MlflowClient, name: str, ref: str, cache: Path | None = None) -> LoadedBundle:
+    """Download a bundle version (alias or number) and verify it; `cache` keeps downloads by digest."""
+    version = store.resolve(client, name, ref)
+    digest = version.tags.get("bundle.digest", "")
+    target = (cache / digest) if cache and digest else Path(tempfile.mkdtemp(prefix="prefgen-bundle-"))
+    if not (target / "bundle").is_dir():
+        target.mkdir(parents=True, exist_ok=True)
+        mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version.version}", dst_path=str(target / "bundle"))
+    data = next((target / "bundle" / "data").iterdir())  # pyfunc's data_path: data/<bundle folder name>
+    bundle = Bundle.load(data)
+    if digest and bundle.digest != digest:
+        raise store.RegistryError(f"{name} version {version.version}: downloaded digest {bundle.digest[:12]} != registered {digest[:12]}")
+    return LoadedBundle(BundleRef(name, str(version.version), bundle.digest), bundle)
+
+
+def run(cfg_tracking: TrackingConfig, root: Path, model: str, ref: str, requests: list[BatchRequest], out_dir: Path,
+        sampler: GuidanceConfig | None = None, log=print) -> dict[str, Any]:
+    """Generate every request's images with bundle `ref` into out_dir, as one MLflow run."""
+    tracking.configure(cfg_tracking, root)
+    client = MlflowClient()
+    loaded = load_version(client, model, ref)
+    pipe = loaded.bundle.pipeline(sampler)
+    log(f"generating {sum(len(r.seeds) for r in requests)} image(s) with {model} version {loaded.ref.version} "
+        f"({loaded.ref.digest[:12]}) into {out_dir}")
+    tags = {"bundle.name": model, "bundle.version": loaded.ref.version, "bundle.digest": loaded.ref.digest}
+    with tracking.stage_run("generate", {"sampler": asdict(pipe.guidance), "bundle": ref}, cfg_tracking, root) as active:
+        mlflow.set_tags(tags)
+        stamp = {"run_id": active.info.run_id, "prefect_flow_run_id": os.environ.get(tracking.FLOW_RUN_ENV, "")}
+        rows = generate(pipe, requests, loaded.ref, out_dir, stamp, progress=lambda it: tqdm(it, desc="batches", unit="batch"))
+        mlflow.log_metric("images", len(rows))
+        if rows:
+            mlflow.log_artifact(str(out_dir / MANIFEST), artifact_path=MANIFEST_ARTIFACT)
+    return {"images": len(rows), "out_dir": str(out_dir), "manifest": str(out_dir / MANIFEST), "run_id": active.info.run_id,
+            "bundle_version": loaded.ref.version, "bundle_digest": loaded.ref.digest,
+            "files": [r["file"] for r in rows]}
+
+
+def _manifests_in_runs(client: MlflowClient) -> list[tuple[str, pl.DataFrame]]:
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list", order_by=["attributes.start_time DESC"],
+                              filter_string="tags.`prefgen.stage` = 'generate' AND attributes.status = 'FINISHED' AND metrics.images > 0")
+    found = []
+    for r in runs:  # a run that made images logged its manifest
+        path = mlflow.artifacts.download_artifacts(run_id=r.info.run_id, artifact_path=f"{MANIFEST_ARTIFACT}/{MANIFEST}")
+        found.append((f"runs:/{r.info.run_id}/{MANIFEST_ARTIFACT}/{MANIFEST}", pl.read_parquet(path)))
+    return found
+
+
+def locate(target: str, client: MlflowClient, manifest: Path | None = None) -> tuple[dict[str, Any], str]:
+    """(manifest row, where it was found) of an image given by file path or (a prefix of) its sha256."""
+    path = Path(target)
+    sha = sha256_file(path) if path.is_file() else target.lower()
+    candidates = [manifest] if manifest else ([path.parent.parent / MANIFEST, path.parent / MANIFEST] if path.is_file() else [])
+    for candidate in candidates:
+        if candidate and candidate.is_file():
+            row = find_row(pl.read_parquet(candidate), sha)
+            if row:
+                return row, str(candidate)
+    for where, frame in _manifests_in_runs(client):
+        row = find_row(frame, sha)
+        if row:
+            return row, where
+    raise store.RegistryError(f"no manifest row for image {sha[:16]} (looked in {[str(c) for c in candidates if c]} "
+                              "and every generation run's manifest)")
+
+
+def regenerate(cfg_tracking: TrackingConfig, root: Path, target: str, manifest: Path | None = None,
+               out: Path | None = None) -> dict[str, Any]:
+    """Make the image again from its manifest row and compare sha256; `out` keeps the regenerated file."""
+    tracking.configure(cfg_tracking, root)
+    client = MlflowClient()
+    row, where = locate(target, client, manifest)
+    loaded = load_version(client, row["bundle_model"], str(row["bundle_version"]))
+    if loaded.ref.digest != row["bundle_digest"]:
+        raise store.RegistryError(f"version {row['bundle_version']} now has digest {loaded.ref.digest[:12]}, "
+                                  f"the image was made by {row['bundle_digest'][:12]}")
+    pipe = loaded.bundle.pipeline(GuidanceConfig(**json.loads(row["sampler"])))
+    request = BatchRequest(row["segment"], row["prompt"], tuple(int(s) for s in row["batch_seeds"]))
+    data, again = generate_batch(pipe, request, loaded.ref)[int(row["batch_index"])]
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(data)
+    same_machine = row.get("machine") == machine()
+    return {"image_sha256": row["image_sha256"], "regenerated_sha256": again["image_sha256"],
+            "match": again["image_sha256"] == row["image_sha256"], "manifest": where,
+            "same_kind_of_machine": same_machine, "made_on": row.get("machine"), "now_on": machine()}

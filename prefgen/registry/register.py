@@ -1,0 +1,109 @@
+"""`prefgen register`: bundle what the pipeline trained, register it, and let the champion gate decide.
+
+The retrain flow runs this after the last DVC stage (it is a registry side effect, not
+a file DVC could cache). Nothing is registered when the bundle's digest is already a
+version: a retrain that changed nothing adds no version and no MLflow run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import mlflow
+
+from prefgen import pipeline, tracking
+from prefgen.config import ingest_config, section_config, tracking_config
+from prefgen.data.ingest import discover
+from prefgen.generation.data import mapped_embeddings, split_ids
+from prefgen.registry import store
+from prefgen.registry.bundle import PARTS, assemble, sha256_file
+from prefgen.registry.config import RegistryConfig
+from prefgen.registry.gate import read_gate_metrics
+from prefgen.registry.store import RegistryError
+
+EVAL_STAGES = ("eval_graph", "eval_mapper", "eval_generation")
+
+
+def eval_set_digest(cfg: RegistryConfig, params: dict[str, Any], root: Path) -> str:
+    """sha256 over the evaluation files' contents and the evaluation protocol's params."""
+    digest = hashlib.sha256()
+    for entry in cfg.eval_set:
+        path = root / entry
+        if not path.exists():
+            raise FileNotFoundError(f"params.registry.eval_set names {entry}, which does not exist (run the pipeline first)")
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for file in files:
+            digest.update(f"{file.relative_to(root).as_posix()}\0{sha256_file(file)}\n".encode())
+    digest.update(json.dumps(params.get("eval_generation", {}), sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def _stage_run(client: mlflow.MlflowClient, stage: str, lock: dict[str, Any]) -> dict[str, str]:
+    """The MLflow run that made the stage's current outputs: matched by its dvc.lock digest tag (runs of the
+    retrain flow), else the stage's latest finished run (a plain `dvc repro` leaves no lock tag)."""
+    base = f"tags.`prefgen.stage` = '{stage}' AND attributes.status = 'FINISHED'"
+    exact = mlflow.search_runs(search_all_experiments=True, output_format="list", max_results=1,
+                               filter_string=f"{base} AND tags.`dvc.lock.sha256` = '{tracking.lock_digest(lock)}'")
+    if exact:
+        return {"stage": stage, "run_id": exact[0].info.run_id, "matched_by": "dvc.lock digest"}
+    latest = mlflow.search_runs(search_all_experiments=True, output_format="list", max_results=1, filter_string=base,
+                                order_by=["attributes.start_time DESC"])
+    if latest:
+        return {"stage": stage, "run_id": latest[0].info.run_id, "matched_by": "latest finished run of the stage"}
+    return {"stage": stage, "run_id": "", "matched_by": "no MLflow run found"}
+
+
+def collect_lineage(cfg: RegistryConfig, params: dict[str, Any], root: Path, flow_run_id: str = "") -> dict[str, Any]:
+    """Where this bundle comes from: code, dvc.lock, the training and evaluation runs, the raw log files."""
+    made_by = pipeline.producers(root)
+    client = mlflow.MlflowClient()
+    training = {}
+    for part, folder in cfg.parts.items():
+        stage = made_by.get(folder, "")
+        training[part] = {"path": folder} | (_stage_run(client, stage, pipeline.lock_entry(root, stage)) if stage else
+                                             {"stage": "", "run_id": "", "matched_by": "not a dvc.yaml output"})
+    evaluation = {stage: _stage_run(client, stage, pipeline.lock_entry(root, stage)) for stage in EVAL_STAGES}
+    raw_dir = root / ingest_config(params).raw_dir
+    raw = [{"source": f.source, "sha256": f.sha256, "bytes": f.nbytes, "kind": f.kind} for f in discover(raw_dir)[0]] \
+        if raw_dir.is_dir() else []
+    return {"created_at": datetime.now(UTC).isoformat(timespec="seconds"), "git": tracking.git_state(root),
+            "prefect.flow_run_id": flow_run_id, "profile": params.get("profile", ""),
+            "training_runs": training, "evaluation_runs": evaluation, "dvc_lock": pipeline.read_lock(root),
+            "raw_logs": {"dir": str(ingest_config(params).raw_dir), "files": raw}}
+
+
+def run(cfg: RegistryConfig, params: dict[str, Any], root: Path, log=print, flow_run_id: str = "") -> dict[str, Any]:
+    """Assemble the bundle, register it (unless its digest is already a version) and apply the champion gate.
+    `flow_run_id`: the Prefect flow run doing this (default: PREFGEN_FLOW_RUN_ID), recorded in the lineage."""
+    flow_run_id = flow_run_id or os.environ.get(tracking.FLOW_RUN_ENV, "")
+    stale = pipeline.stale_stages(root)
+    if stale:
+        raise RegistryError(f"the pipeline is not up to date (stale: {stale}): a bundle would mix models or metrics of "
+                            "different runs; run the retrain flow (python -m flows.retrain) or dvc repro first")
+    tracking.configure(tracking_config(params), root)
+    parts = {name: root / cfg.parts[name] for name in PARTS}
+    catalogue = mapped_embeddings(parts["mapper"], root / cfg.features_dir, split_ids(root / cfg.split, "train"))
+    lineage = collect_lineage(cfg, params, root, flow_run_id)
+    folder = root / cfg.staging_dir
+    digest = assemble(parts, catalogue, section_config(params, "visual_features"), section_config(params, "sampler"), lineage, folder)
+    client = mlflow.MlflowClient()
+    existing = store.find_by_digest(client, cfg.model_name, digest)
+    if existing is not None:
+        log(f"bundle {digest[:12]} is already {cfg.model_name} version {existing.version}: nothing registered")
+        return {"version": str(existing.version), "created": False, "digest": digest, "aliases": list(existing.aliases)}
+    metrics, eval_set = read_gate_metrics(root / cfg.metrics_dir, cfg.gate_metrics), eval_set_digest(cfg, params, root)
+    with tracking.stage_run("register", {"registry": asdict(cfg)}, tracking_config(params), root, flow_run_id):
+        mlflow.log_metrics(tracking.flatten(metrics))
+        version, _ = store.register(client, cfg, folder, metrics, eval_set, lineage)
+        log(f"registered bundle {digest[:12]} as {cfg.model_name} version {version.version}")
+        decision = store.gate(client, cfg, version)
+    log(f"champion gate: {decision.summary()}")
+    aliases = list(client.get_model_version(cfg.model_name, version.version).aliases)
+    return {"version": str(version.version), "created": True, "digest": digest, "gate": "passed" if decision.passed else "refused",
+            "reasons": decision.reasons, "aliases": aliases, "metrics": metrics, "eval_set_sha256": eval_set}

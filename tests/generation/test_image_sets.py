@@ -1,0 +1,71 @@
+"""Image sets with a tiny seeded sampler: PNGs named by content, a manifest row per image, the same bytes again."""
+
+import hashlib
+
+import polars as pl
+import pytest
+import torch
+
+from prefgen.generation.image_sets import (
+    BatchRequest,
+    BundleRef,
+    RequestError,
+    find_row,
+    generate,
+    generate_batch,
+    png_bytes,
+)
+from tests.generation.test_sampling import pipeline
+
+# The tiny sampler knows the conditions "a" and "b", as segments and as prompts.
+REF = BundleRef("prefgen-bundle", "3", "d" * 64)
+
+
+def test_png_bytes_are_deterministic_and_carry_their_text():
+    pixels = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(0))
+    first, again = png_bytes(pixels, {"prefgen.seed": "1"}), png_bytes(pixels.clone(), {"prefgen.seed": "1"})
+    assert first == again and first.startswith(b"\x89PNG") and b"prefgen.seed" in first
+    assert png_bytes(pixels, {"prefgen.seed": "2"}) != first
+
+
+def test_generate_writes_content_named_files_and_a_manifest_a_rerun_merges(tmp_path):
+    pipe = pipeline()
+    rows = generate(pipe, [BatchRequest("a", "b", (0, 1)), BatchRequest("b", "b", (0,))], REF, tmp_path, {"run_id": "r1"})
+    manifest = pl.read_parquet(tmp_path / "manifest.parquet")
+    assert manifest.height == 3 and manifest["generation_run_id"].to_list() == ["r1"] * 3
+    for row in rows:
+        data = (tmp_path / row["file"]).read_bytes()
+        assert row["file"] == f"images/{hashlib.sha256(data).hexdigest()}.png" == f"images/{row['image_sha256']}.png"
+    assert rows[0]["batch_seeds"] == [0, 1] and rows[1]["batch_index"] == 1 and rows[0]["bundle_version"] == "3"
+    assert not list(tmp_path.rglob(".*.tmp"))  # no temporary file left behind
+
+    generate(pipe, [BatchRequest("a", "a", (5,))], REF, tmp_path, {"run_id": "r2"})
+    merged = pl.read_parquet(tmp_path / "manifest.parquet")
+    assert merged.height == 4 and merged["image_sha256"].n_unique() == 4  # old rows kept, the new one added
+
+
+def test_a_batch_made_again_from_its_row_has_the_same_bytes():
+    pipe = pipeline()
+    (_, row), = [generate_batch(pipe, BatchRequest("a", "b", (7, 8)), REF)[1]]
+    again = generate_batch(pipe, BatchRequest(row["segment"], row["prompt"], tuple(row["batch_seeds"])), REF)[row["batch_index"]]
+    assert again[1]["image_sha256"] == row["image_sha256"]
+    other_seed = generate_batch(pipe, BatchRequest("a", "b", (7, 9)), REF)[1]
+    assert other_seed[1]["image_sha256"] != row["image_sha256"]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"prompt": "   "}, "the prompt is empty"), ({"prompt": "x" * 301}, "301 characters, at most 300"), ({"seeds": ()}, "no seeds"),
+])
+def test_bad_requests_are_refused_with_the_reason(kwargs, message):
+    with pytest.raises(RequestError, match=message):
+        BatchRequest(**({"segment": "grp:g1", "prompt": "a star", "seeds": (0,)} | kwargs))
+
+
+def test_rows_are_found_by_a_sha_prefix_but_not_an_ambiguous_one():
+    manifest = pl.DataFrame({"image_sha256": ["abcdef0011", "abcdef0022"], "seed": [1, 2]})
+    assert find_row(manifest, "abcdef0022")["seed"] == 2
+    assert find_row(manifest, "12345678") is None
+    with pytest.raises(RequestError, match="matches 2 images"):
+        find_row(manifest, "abcdef00")
+    with pytest.raises(RequestError, match="at least 8 hex digits"):
+        find_row(manifest, "abc")

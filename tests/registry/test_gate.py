@@ -1,0 +1,53 @@
+"""The champion gate's decisions, as pure functions of metrics, and its section of params.yaml."""
+
+import json
+
+import pytest
+
+from prefgen.params import ConfigError, from_section
+from prefgen.registry.config import GateMetric, RegistryConfig
+from prefgen.registry.gate import decide, read_gate_metrics
+
+GATE = [GateMetric("eval_mapper.cold_auc", "max", 0.01), GateMetric("eval_generation.fid", "min", 1.0)]
+CHAMPION = {"eval_mapper.cold_auc": 0.80, "eval_generation.fid": 40.0}
+
+
+@pytest.mark.parametrize(("new", "passed", "first_reason"), [
+    ({"eval_mapper.cold_auc": 0.795, "eval_generation.fid": 40.9}, True, "eval_mapper.cold_auc 0.7950 vs champion 0.8000 (ok"),
+    ({"eval_mapper.cold_auc": 0.78, "eval_generation.fid": 39.0}, False, "eval_mapper.cold_auc 0.7800 vs champion 0.8000 (WORSE: needs >= 0.7900)"),
+    ({"eval_mapper.cold_auc": 0.85, "eval_generation.fid": 41.5}, False, "eval_generation.fid 41.5000 vs champion 40.0000 (WORSE: needs <= 41.0000)"),
+    ({"eval_mapper.cold_auc": 0.85}, False, "gate metric(s) ['eval_generation.fid'] not measured"),
+])
+def test_each_metric_is_compared_in_its_direction_within_its_tolerance(new, passed, first_reason):
+    decision = decide(GATE, new, "E", CHAMPION, "E")
+    assert decision.passed is passed
+    assert decision.reasons[0].startswith(first_reason)
+
+
+def test_the_first_bundle_passes_and_other_evaluation_sets_are_not_compared():
+    good = {"eval_mapper.cold_auc": 0.9, "eval_generation.fid": 1.0}
+    assert decide(GATE, good, "E", None, None).passed
+    other = decide(GATE, good, "E2", CHAMPION, "E1")
+    assert not other.passed and "not comparable" in other.reasons[0]
+    pinned = decide(GATE, good, "E2", None, None, pinned_eval_set="E1")
+    assert not pinned.passed and "params pin E1" in pinned.reasons[0]
+    assert not decide(GATE, good, "E", {"eval_mapper.cold_auc": 0.5}, "E").passed  # champion lacks a metric
+
+
+def test_gate_metrics_are_read_from_the_metrics_files(tmp_path):
+    (tmp_path / "eval_mapper.json").write_text(json.dumps({"cold_auc": 0.8, "ablation": {"fused": {"win": 0.7}}, "bad": "x"}))
+    gate = [GateMetric("eval_mapper.cold_auc"), GateMetric("eval_mapper.ablation.fused.win"), GateMetric("eval_mapper.bad"),
+            GateMetric("eval_graph.influence_spearman")]
+    assert read_gate_metrics(tmp_path, gate) == {"eval_mapper.cold_auc": 0.8, "eval_mapper.ablation.fused.win": 0.7}
+
+
+@pytest.mark.parametrize(("section", "message"), [
+    ({"gate_metrics": [{"name": "eval_mapper.cold_auc", "direction": "up"}]}, "direction must be 'max' or 'min'"),
+    ({"gate_metrics": [{"name": "cold_auc"}]}, "must read '<metrics file>.<key>'"),
+    ({"gate_metrics": [{"name": "a.b", "tolerance": -1}]}, "tolerance must be >= 0"),
+    ({"gate_metrics": [{"name": "a.b"}, {"name": "a.b"}]}, "names a metric twice"),
+    ({"gate_metrics": [{"name": "a.b", "tolerence": 0.1}]}, "unknown key(s) ['tolerence']"),
+])
+def test_a_bad_registry_section_is_refused_with_its_reason(section, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+        from_section(RegistryConfig, section, "registry")
