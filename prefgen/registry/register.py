@@ -31,7 +31,8 @@ EVAL_STAGES = ("eval_graph", "eval_mapper", "eval_generation")
 
 
 def eval_set_digest(cfg: RegistryConfig, params: dict[str, Any], root: Path) -> str:
-    """sha256 over the evaluation files' contents and the evaluation protocol's params."""
+    """sha256 over the evaluation files' contents and the evaluation protocol (prompts, pairs, seeds: the resolved
+    `eval_generation` config without its paths and thread count)."""
     digest = hashlib.sha256()
     for entry in cfg.eval_set:
         path = root / entry
@@ -40,7 +41,9 @@ def eval_set_digest(cfg: RegistryConfig, params: dict[str, Any], root: Path) -> 
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         for file in files:
             digest.update(f"{file.relative_to(root).as_posix()}\0{sha256_file(file)}\n".encode())
-    digest.update(json.dumps(params.get("eval_generation", {}), sort_keys=True).encode())
+    protocol = asdict(section_config(params, "eval_generation"))  # resolved: defaults count as written
+    where = {"threads", "metrics", "split"} | {k for k in protocol if k.endswith("_dir")}  # how it ran, not what it judged
+    digest.update(json.dumps({k: v for k, v in protocol.items() if k not in where}, sort_keys=True).encode())
     return digest.hexdigest()
 
 
