@@ -26,6 +26,7 @@ from prefgen.registry.bundle import PARTS, assemble, sha256_file
 from prefgen.registry.config import RegistryConfig
 from prefgen.registry.gate import read_gate_metrics
 from prefgen.registry.store import RegistryError
+from prefgen.stages.common import world_tags
 
 EVAL_STAGES = ("eval_graph", "eval_mapper", "eval_generation")
 
@@ -102,6 +103,7 @@ def run(cfg: RegistryConfig, params: dict[str, Any], root: Path, log=print, flow
         return {"version": str(existing.version), "created": False, "digest": digest, "aliases": list(existing.aliases)}
     metrics, eval_set = read_gate_metrics(root / cfg.metrics_dir, cfg.gate_metrics), eval_set_digest(cfg, params, root)
     with tracking.stage_run("register", {"registry": asdict(cfg)}, tracking_config(params), root, flow_run_id):
+        mlflow.set_tags(world_tags(params, root))
         mlflow.log_metrics(tracking.flatten(metrics))
         version, _ = store.register(client, cfg, folder, metrics, eval_set, lineage)
         log(f"registered bundle {digest[:12]} as {cfg.model_name} version {version.version}")
