@@ -48,6 +48,12 @@ def _interpolate(path: str, params: dict[str, Any]) -> str:
     return path
 
 
+def _params(root: Path) -> dict[str, Any]:
+    """params.yaml as DVC templates `${...}` against it ({} when there is none)."""
+    path = root / "params.yaml"
+    return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else {}
+
+
 def _inside(dep: str, out: str) -> bool:
     dep_p, out_p = PurePosixPath(dep), PurePosixPath(out)
     return dep_p == out_p or out_p in dep_p.parents or dep_p in out_p.parents
@@ -56,8 +62,7 @@ def _inside(dep: str, out: str) -> bool:
 def stage_order(root: Path) -> list[str]:
     """Stage names of dvc.yaml in an order where every stage follows those it depends on."""
     stages = _stages(root)
-    params_file = root / "params.yaml"
-    params = yaml.safe_load(params_file.read_text(encoding="utf-8")) if params_file.is_file() else {}
+    params = _params(root)
     outs = {name: [_interpolate(p, params) for p in _paths(s.get("outs", []) + s.get("metrics", []) + s.get("plots", []))]
             for name, s in stages.items()}
     graph = graphlib.TopologicalSorter()
@@ -70,8 +75,7 @@ def stage_order(root: Path) -> list[str]:
 
 def producers(root: Path) -> dict[str, str]:
     """{output path (as params resolve it): the stage that writes it} for every out, metric and plot of dvc.yaml."""
-    params_file = root / "params.yaml"
-    params = yaml.safe_load(params_file.read_text(encoding="utf-8")) if params_file.is_file() else {}
+    params = _params(root)
     return {_interpolate(path, params): name for name, stage in _stages(root).items()
             for path in _paths(stage.get("outs", []) + stage.get("metrics", []) + stage.get("plots", []))}
 
@@ -129,8 +133,7 @@ def lock_entry(root: Path, stage: str) -> dict[str, Any]:
 
 def outputs_summary(root: Path) -> list[str]:
     """Lines telling a user where each stage's outputs and metrics are."""
-    params_file = root / "params.yaml"
-    params = yaml.safe_load(params_file.read_text(encoding="utf-8")) if params_file.is_file() else {}
+    params = _params(root)
     lines = []
     for name, stage in _stages(root).items():
         for kind in ("outs", "metrics", "plots"):
