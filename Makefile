@@ -21,9 +21,9 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-## Run the retrain flow on the embedded sample data and say where the results are.
+## The whole demo on the embedded default world: retrain flow (every stage), nightly flow, gallery.
 demo: install
-	$(PY) -m flows.retrain .
+	$(PY) -m flows.demo .
 
 ## Run the test suite (installs first if needed).
 test: install

@@ -24,13 +24,14 @@ from prefgen.registry import register
 
 
 @task(retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=10), retry_jitter_factor=0.5)
-def dvc_stage(stage: str, root: str) -> dict[str, Any]:
-    """Reproduce one stage if DVC says it is stale; return its dvc.lock digests."""
+def dvc_stage(stage: str, root: str, stale: bool) -> dict[str, Any]:
+    """Reproduce one stage when the flow found it stale; return its dvc.lock digests and whether they changed."""
     logger = get_run_logger()
     repo = Path(root)
-    if not pipeline.is_changed(repo, stage):
+    before = pipeline.lock_entry(repo, stage)
+    if not stale:
         logger.info("stage %s is up to date: skipped", stage)
-        return {"stage": stage, "ran": False, "lock": pipeline.lock_entry(repo, stage)}
+        return {"stage": stage, "ran": False, "changed": False, "lock": before}
     run_id = str(flow_run.get_id() or "")
     logger.info("stage %s is stale: running dvc repro --single-item %s", stage, stage)
     for line in pipeline.repro(repo, stage, flow_run_id=run_id)[-20:]:
@@ -38,16 +39,18 @@ def dvc_stage(stage: str, root: str) -> dict[str, Any]:
     lock = pipeline.lock_entry(repo, stage)
     tagged = tracking.tag_with_lock(tracking_config(load_params(repo / "params.yaml")), repo, stage, run_id, lock)
     logger.info("stage %s done; lineage tags on MLflow run(s) %s", stage, ", ".join(tagged) or "(none logged)")
-    return {"stage": stage, "ran": True, "lock": lock, "mlflow_runs": tagged}
+    return {"stage": stage, "ran": True, "changed": lock != before, "lock": lock, "mlflow_runs": tagged}
 
 
 @task
-def register_bundle(root: str) -> dict[str, Any]:
-    """Bundle the models, register them unless identical to a version, and let the champion gate decide."""
+def register_bundle(root: str, fresh: bool = False) -> dict[str, Any]:
+    """Bundle the models, register them unless identical to a version, and let the champion gate decide.
+    `fresh`: the caller has just brought every stage up to date (no second `dvc status` needed)."""
     logger = get_run_logger()
     repo = Path(root)
     params = load_params(repo / "params.yaml")
-    result = register.run(section_config(params, "registry"), params, repo, log=logger.info, flow_run_id=str(flow_run.get_id() or ""))
+    result = register.run(section_config(params, "registry"), params, repo, log=logger.info,
+                          flow_run_id=str(flow_run.get_id() or ""), checked_fresh=fresh)
     if result.get("gate") == "refused":
         logger.warning("champion gate refused version %s (now challenger): %s", result["version"], "; ".join(result["reasons"]))
     return result
@@ -57,19 +60,23 @@ def register_bundle(root: str) -> dict[str, Any]:
 def retrain(root: str = ".") -> list[dict[str, Any]]:
     """Every stage of dvc.yaml in DAG order, one at a time (DVC holds a repo lock), then the bundle's registration."""
     repo = Path(root).resolve()
-    order = pipeline.stage_order(repo)
-    get_run_logger().info("stages in order: %s", " -> ".join(order))
+    order, upstream = pipeline.stage_order(repo), pipeline.upstream(repo)
+    # One `dvc status` for the whole pipeline, not one per stage (each costs a DVC start-up): a stage
+    # runs when it was stale then, or when a stage it reads from changed its outputs since.
+    stale, changed = set(pipeline.stale_stages(repo)), set()
+    get_run_logger().info("stages in order: %s; stale now: %s", " -> ".join(order), ", ".join(sorted(stale)) or "none")
     results = []
     for stage in order:
-        results.append(dvc_stage.with_options(name=f"dvc-{stage}")(stage, str(repo)))
-    bundle = register_bundle(str(repo))
+        result = dvc_stage.with_options(name=f"dvc-{stage}")(stage, str(repo), stage in stale or bool(upstream[stage] & changed))
+        changed |= {stage} if result["changed"] else set()
+        results.append(result)
+    bundle = register_bundle(str(repo), fresh=True)
     results.append({"stage": "register", "ran": bundle["created"]} | bundle)
     return results
 
 
-def main(root: str = ".") -> None:
-    summary = retrain(root)
-    repo = Path(root).resolve()
+def report(summary: list[dict[str, Any]], repo: Path) -> None:
+    """What ran, the bundle's fate, and where the results are."""
     ran = [r["stage"] for r in summary if r["ran"]]
     bundle = summary[-1]
     if bundle.get("created"):
@@ -82,6 +89,10 @@ def main(root: str = ".") -> None:
     print("\n".join(pipeline.outputs_summary(repo)))
     print(f"  MLflow runs: {uri}   (browse: mlflow ui --backend-store-uri {uri})")
     print("  metrics:     dvc metrics show")
+
+
+def main(root: str = ".") -> None:
+    report(retrain(root), Path(root).resolve())
 
 
 if __name__ == "__main__":

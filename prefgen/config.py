@@ -14,6 +14,7 @@ from typing import Any
 from prefgen.eval.config import EvalGenerationConfig, TrainOracleConfig
 from prefgen.generation.config import GuidanceConfig, TrainDiffusionConfig, TrainVQConfig, TrainWConfig
 from prefgen.params import DEFAULT_PARAMS, ConfigError, from_section, load_params, resolve_profile
+from prefgen.nightly.config import NightlyConfig
 from prefgen.registry.config import RegistryConfig
 
 __all__ = ["DEFAULT_PARAMS", "ConfigError", "from_section", "load_params"]
@@ -177,6 +178,7 @@ class TrainGraphConfig:
 class TrainClipConfig:
     """Stage `train_clip`: the semantic image tower (vision/semantic.py; the model fields are its ClipConfig)."""
 
+    profile: str = "demo"  # set by params.yaml's top-level `profile` (the section has profiles); recorded with every run
     embed_dim: int = 128  # shared image/text space
     image_size: int = 64  # the world's PNGs are 64x64
     vision_width: int = 128  # a small ViT: trains on CPU in minutes on the world's ~1.4k train images
@@ -224,6 +226,7 @@ class VisualFeaturesConfig:
 class TrainMapperConfig:
     """Step 2's GAN mapper (stage `train_mapper`): visual features -> Step 1 image space, D(p_g, e)."""
 
+    profile: str = "demo"  # set by params.yaml's top-level `profile` (the section has profiles); recorded with every run
     hidden: int = 256  # width of G's and D's hidden layers
     l2_weight: float = 20.0  # α: pulls G(v_i) onto Step 1's e_i; chosen on val AUC among 1, 5, 20 (embeddings RMS-scaled)
     bpr_weight: float = 1.0  # β: D must rank a segment's images above others, not only tell real from generated
@@ -262,7 +265,7 @@ SECTIONS: dict[str, type] = {
     "train_clip": TrainClipConfig, "visual_features": VisualFeaturesConfig, "train_mapper": TrainMapperConfig,
     "train_vq": TrainVQConfig, "train_w": TrainWConfig, "train_diffusion": TrainDiffusionConfig,
     "sampler": GuidanceConfig, "train_oracle": TrainOracleConfig, "eval_generation": EvalGenerationConfig,
-    "registry": RegistryConfig,
+    "registry": RegistryConfig, "nightly": NightlyConfig,
 }
 
 

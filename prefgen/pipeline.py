@@ -59,17 +59,24 @@ def _inside(dep: str, out: str) -> bool:
     return dep_p == out_p or out_p in dep_p.parents or dep_p in out_p.parents
 
 
-def stage_order(root: Path) -> list[str]:
-    """Stage names of dvc.yaml in an order where every stage follows those it depends on."""
+def upstream(root: Path) -> dict[str, set[str]]:
+    """{stage: the stages whose outputs it reads} for every stage of dvc.yaml."""
     stages = _stages(root)
     params = _params(root)
     outs = {name: [_interpolate(p, params) for p in _paths(s.get("outs", []) + s.get("metrics", []) + s.get("plots", []))]
             for name, s in stages.items()}
-    graph = graphlib.TopologicalSorter()
+    found = {}
     for name, stage in stages.items():
         deps = [_interpolate(p, params) for p in _paths(stage.get("deps", []))]
-        upstream = {other for other, paths in outs.items() if other != name and any(_inside(d, o) for d in deps for o in paths)}
-        graph.add(name, *sorted(upstream))
+        found[name] = {other for other, paths in outs.items() if other != name and any(_inside(d, o) for d in deps for o in paths)}
+    return found
+
+
+def stage_order(root: Path) -> list[str]:
+    """Stage names of dvc.yaml in an order where every stage follows those it depends on."""
+    graph = graphlib.TopologicalSorter()
+    for name, before in upstream(root).items():
+        graph.add(name, *sorted(before))
     return list(graph.static_order())
 
 

@@ -45,6 +45,10 @@ def write_jsonl(path: Path, rows: list) -> Path:
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path_factory, monkeypatch):
     """No test touches the user's Prefect home or MLflow store."""
+    isolate_env(monkeypatch, tmp_path_factory)
+
+
+def isolate_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     home = tmp_path_factory.mktemp("prefect-home")
     monkeypatch.setenv("PREFECT_HOME", str(home))
     monkeypatch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -65,26 +69,38 @@ def run(cmd: list[str], cwd: Path, activate: bool = False) -> subprocess.Complet
 @pytest.fixture
 def project(tmp_path) -> Path:
     """A fresh git + DVC repo holding the pipeline files, like a user's clone."""
-    repo = tmp_path / "repo"
+    return make_project(tmp_path / "repo")
+
+
+def shrink(params: dict, section: str, **values) -> None:
+    """Set keys of a params section; a key the active (demo) profile sets goes there, as set-once requires."""
+    demo = params[section].get("profiles", {}).get("demo", {})
+    for key, value in values.items():
+        (demo if key in demo else params[section])[key] = value
+
+
+def make_project(repo: Path) -> Path:
+    """The pipeline files in a new git + DVC repo at `repo`, every trainer cut to tiny sizes."""
     repo.mkdir()
-    for name in ("dvc.yaml", "params.yaml", ".gitignore", ".dvcignore"):
+    for name in ("dvc.yaml", "params.yaml", "prefect.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(ROOT / name, repo / name)
     # The real pipeline with every trainer cut to a few epochs and a tiny image tower: the tests check wiring, not quality.
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["train_graph"]["max_epochs"] = 3
-    params["train_clip"] |= {"epochs": 1, "vision_width": 32, "vision_layers": 1, "vision_heads": 2}
-    params["train_mapper"]["max_epochs"] = 2
-    params["train_w"]["max_epochs"] = 20
-    params["train_vq"]["profiles"]["demo"] |= {"block_out_channels": [8, 8, 8], "norm_num_groups": 4, "num_vq_embeddings": 32, "epochs": 1}
-    params["train_diffusion"]["flip_augment"] = False
-    params["train_diffusion"]["profiles"]["demo"] |= {"block_out_channels": [8, 16], "norm_num_groups": 4, "epochs": 1}
-    params["train_oracle"] |= {"n_train": 256, "n_test": 64, "width": 4, "feature_dim": 8, "epochs": 1}
-    params["sampler"]["steps"] = 4
-    params["eval_generation"] |= {"prompts": ["a star", "a shape on a dots background"], "pairs_per_prompt": 2,
-                                  "images_per_segment": 1, "bootstrap": 50, "reference_images": 16, "min_taste_distance": 0.5}
+    shrink(params, "train_graph", max_epochs=3)
+    shrink(params, "train_clip", epochs=1, vision_width=32, vision_layers=1, vision_heads=2)
+    shrink(params, "train_mapper", max_epochs=2)
+    shrink(params, "train_w", max_epochs=20)
+    shrink(params, "train_vq", block_out_channels=[8, 8, 8], norm_num_groups=4, num_vq_embeddings=32, epochs=1)
+    shrink(params, "train_diffusion", flip_augment=False, block_out_channels=[8, 16], norm_num_groups=4, epochs=1)
+    shrink(params, "train_oracle", n_train=256, n_test=64, width=4, feature_dim=8, epochs=1)
+    shrink(params, "sampler", steps=4)
+    shrink(params, "eval_generation", prompts=["a star", "a shape on a dots background"], pairs_per_prompt=2,
+           images_per_segment=1, bootstrap=50, reference_images=16, min_taste_distance=0.5,
+           arms=["none", "cfg", "text_grad", "pref_grad", "fused"])  # every ablation: the tests check the table
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     shutil.copytree(ROOT / "prefgen", repo / "prefgen", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "flows", repo / "flows", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "campaigns", repo / "campaigns")
     shutil.copytree(SAMPLE_LOG, repo / "tests" / "data" / "sample_log")
     run(["git", "init", "-q"], repo)
     run(["git", "config", "user.email", "ci@prefgen.invalid"], repo)
@@ -96,10 +112,40 @@ def project(tmp_path) -> Path:
     return repo
 
 
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """(project, first retrain's result): the tiny project after one real retrain flow, bundle version 1 the champion.
+
+    Shared by the flow tests (retrain, nightly, deployments) and the DVC test: training every stage is the slow part.
+    """
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.retrain import retrain
+
+    with pytest.MonkeyPatch.context() as patch:
+        isolate_env(patch, tmp_path_factory)
+        repo = make_project(tmp_path_factory.mktemp("trained") / "repo")
+        with prefect_test_harness(server_startup_timeout=None):
+            first = retrain(str(repo))
+    return repo, first
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_until_healthy(server: subprocess.Popen, url: str, name: str, timeout: float) -> None:
+    """Poll `url` until it answers; fail if the server process exits or `timeout` seconds pass first."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            assert time.time() < deadline and server.poll() is None, f"{name} did not start"
+            time.sleep(0.5)
 
 
 @contextmanager
@@ -113,14 +159,7 @@ def mlflow_server(folder: Path) -> Iterator[str]:
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=2)
-                break
-            except OSError:
-                assert time.time() < deadline and server.poll() is None, "mlflow server did not start"
-                time.sleep(0.5)
+        wait_until_healthy(server, f"{url}/health", "mlflow server", 120)
         yield url
     finally:
         server.terminate()

@@ -11,6 +11,7 @@ from prefgen.params import ConfigError
 class TrainOracleConfig:
     """Stage `train_oracle`: the shape and pattern classifier of the evaluation oracle (prefgen/eval/oracle.py)."""
 
+    profile: str = "demo"  # set by params.yaml's top-level `profile` (the section has profiles); recorded with every run
     n_train: int = 6000  # renders drawn with `seed`; the world's own images are never used
     n_test: int = 2000  # a second, disjoint seed: the accuracy the metrics report
     image_size: int = 64  # the world's (synth.image_size)
@@ -35,6 +36,7 @@ class TrainOracleConfig:
 class EvalGenerationConfig:
     """Stage `eval_generation`: personalisation, text consistency, quality and the guidance ablations (eval/generation.py)."""
 
+    profile: str = "demo"  # set by params.yaml's top-level `profile` (the section has profiles); recorded with every run
     # Each prompt names one attribute (a hue, a shape or a pattern) and leaves the others to the segment's taste.
     prompts: list[str] = field(default_factory=lambda: ["a star", "a circle", "a square", "a triangle"])
     pairs_per_prompt: int = 25  # disjoint segment pairs per prompt: every image set is judged in exactly one pair

@@ -80,9 +80,13 @@ def run(cfg_tracking: TrackingConfig, root: Path, model: str, ref: str, requests
             "files": [r["file"] for r in rows]}
 
 
+IMAGE_STAGES = ("generate", "nightly")  # the MLflow runs that make images and log their manifest
+
+
 def _manifests_in_runs(client: MlflowClient) -> list[tuple[str, pl.DataFrame]]:
-    runs = mlflow.search_runs(search_all_experiments=True, output_format="list", order_by=["attributes.start_time DESC"],
-                              filter_string="tags.`prefgen.stage` = 'generate' AND attributes.status = 'FINISHED' AND metrics.images > 0")
+    runs = [r for stage in IMAGE_STAGES for r in mlflow.search_runs(
+        search_all_experiments=True, output_format="list", order_by=["attributes.start_time DESC"],
+        filter_string=f"tags.`prefgen.stage` = '{stage}' AND attributes.status = 'FINISHED' AND metrics.images > 0")]
     found = []
     for r in runs:  # a run that made images logged its manifest
         path = mlflow.artifacts.download_artifacts(run_id=r.info.run_id, artifact_path=f"{MANIFEST_ARTIFACT}/{MANIFEST}")

@@ -82,30 +82,47 @@ def collect_lineage(cfg: RegistryConfig, params: dict[str, Any], root: Path, flo
             "raw_logs": {"dir": str(ingest_config(params).raw_dir), "files": raw}}
 
 
-def run(cfg: RegistryConfig, params: dict[str, Any], root: Path, log=print, flow_run_id: str = "") -> dict[str, Any]:
+def inputs_digest(cfg: RegistryConfig, params: dict[str, Any], root: Path) -> str:
+    """sha256 of everything a bundle is built from: dvc.lock (every model folder's and the catalogue's inputs by
+    content hash) and the settings it copies. Equal inputs make an equal bundle, so no need to assemble it again."""
+    settings = {name: asdict(section_config(params, name)) for name in ("registry", "visual_features", "sampler")}
+    return hashlib.sha256(json.dumps({"dvc_lock": pipeline.read_lock(root), "settings": settings}, sort_keys=True,
+                                     default=str).encode()).hexdigest()
+
+
+def run(cfg: RegistryConfig, params: dict[str, Any], root: Path, log=print, flow_run_id: str = "",
+        checked_fresh: bool = False) -> dict[str, Any]:
     """Assemble the bundle, register it (unless its digest is already a version) and apply the champion gate.
-    `flow_run_id`: the Prefect flow run doing this (default: PREFGEN_FLOW_RUN_ID), recorded in the lineage."""
+    `flow_run_id`: the Prefect flow run doing this (default: PREFGEN_FLOW_RUN_ID), recorded in the lineage.
+    `checked_fresh`: the caller has just brought every stage up to date, so `dvc status` is not asked again."""
     flow_run_id = flow_run_id or os.environ.get(tracking.FLOW_RUN_ENV, "")
-    stale = pipeline.stale_stages(root)
+    stale = [] if checked_fresh else pipeline.stale_stages(root)
     if stale:
         raise RegistryError(f"the pipeline is not up to date (stale: {stale}): a bundle would mix models or metrics of "
                             "different runs; run the retrain flow (python -m flows.retrain) or dvc repro first")
     tracking.configure(tracking_config(params), root)
+    client = mlflow.MlflowClient()
+    inputs = inputs_digest(cfg, params, root)
+    same = store.find_by_digest(client, cfg.model_name, inputs, tag=store.INPUTS_TAG)
+    if same is not None:
+        log(f"nothing changed since {cfg.model_name} version {same.version} was registered (same dvc.lock and settings)")
+        return {"version": str(same.version), "created": False, "digest": same.tags.get("bundle.digest", ""),
+                "aliases": list(same.aliases)}
     parts = {name: root / cfg.parts[name] for name in PARTS}
     catalogue = mapped_embeddings(parts["mapper"], root / cfg.features_dir, split_ids(root / cfg.split, "train"))
     lineage = collect_lineage(cfg, params, root, flow_run_id)
     folder = root / cfg.staging_dir
     digest = assemble(parts, catalogue, section_config(params, "visual_features"), section_config(params, "sampler"), lineage, folder)
-    client = mlflow.MlflowClient()
     existing = store.find_by_digest(client, cfg.model_name, digest)
     if existing is not None:
+        client.set_model_version_tag(cfg.model_name, existing.version, store.INPUTS_TAG, inputs)  # next time: no assembly
         log(f"bundle {digest[:12]} is already {cfg.model_name} version {existing.version}: nothing registered")
         return {"version": str(existing.version), "created": False, "digest": digest, "aliases": list(existing.aliases)}
     metrics, eval_set = read_gate_metrics(root / cfg.metrics_dir, cfg.gate_metrics), eval_set_digest(cfg, params, root)
     with tracking.stage_run("register", {"registry": asdict(cfg)}, tracking_config(params), root, flow_run_id):
         mlflow.set_tags(world_tags(params, root))
         mlflow.log_metrics(tracking.flatten(metrics))
-        version, _ = store.register(client, cfg, folder, metrics, eval_set, lineage)
+        version, _ = store.register(client, cfg, folder, metrics, eval_set, lineage, inputs)
         log(f"registered bundle {digest[:12]} as {cfg.model_name} version {version.version}")
         decision = store.gate(client, cfg, version)
     log(f"champion gate: {decision.summary()}")

@@ -58,9 +58,13 @@ def requirements() -> list[str]:
     return [f"{name}=={metadata.version(name)}" for name in _REQUIREMENTS]
 
 
-def find_by_digest(client: MlflowClient, name: str, digest: str) -> ModelVersion | None:
+INPUTS_TAG = "bundle.inputs_sha256"  # what the bundle was built from: dvc.lock and the settings it copies
+
+
+def find_by_digest(client: MlflowClient, name: str, digest: str, tag: str = "bundle.digest") -> ModelVersion | None:
+    """The version whose `tag` (the bundle digest, or the digest of what it was built from) is `digest`."""
     for version in client.search_model_versions(f"name = '{name}'"):
-        if version.tags.get("bundle.digest") == digest:
+        if version.tags.get(tag) == digest:
             return client.get_model_version(name, version.version)  # search results carry no aliases
     return None
 
@@ -81,7 +85,7 @@ def resolve(client: MlflowClient, name: str, ref: str) -> ModelVersion:
 
 
 def register(client: MlflowClient, cfg: RegistryConfig, folder: Path, metrics: dict[str, float], eval_set: str,
-             lineage: dict[str, Any]) -> tuple[ModelVersion, bool]:
+             lineage: dict[str, Any], inputs: str = "") -> tuple[ModelVersion, bool]:
     """Log the bundle at `folder` as a new version (inside the active MLflow run); (version, created).
     A bundle whose digest is already registered is not logged again: that version is returned."""
     digest = Bundle.load(folder).digest  # verifies every file before anything is logged
@@ -94,7 +98,8 @@ def register(client: MlflowClient, cfg: RegistryConfig, folder: Path, metrics: d
     mlflow.log_dict(lineage, "lineage/lineage.json")
     version = str(info.registered_model_version)
     tags = {"bundle.digest": digest, "eval_set.sha256": eval_set, "gate.metrics": json.dumps(metrics, sort_keys=True),
-            "register.run_id": mlflow.active_run().info.run_id, "git.commit": lineage.get("git", {}).get("git.commit", "")}
+            "register.run_id": mlflow.active_run().info.run_id, "git.commit": lineage.get("git", {}).get("git.commit", ""),
+            INPUTS_TAG: inputs}
     for key, value in tags.items():
         client.set_model_version_tag(cfg.model_name, version, key, value)
     return client.get_model_version(cfg.model_name, version), True

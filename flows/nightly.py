@@ -1,0 +1,179 @@
+"""Prefect flow `nightly`: the champion bundle's image sets for every segment of a campaign, and their gallery.
+
+Thin by design: the plan, the idempotent units and the gallery live in prefgen/nightly and
+prefgen/generation; this flow resolves the bundle once, fans the segments out (Dask by
+default), and records the night (MLflow run, Prefect artifact). Tasks get paths and keys,
+never data.
+
+    python -m flows.nightly                         # params.yaml's campaign, tonight's folder
+    python -m flows.nightly . --campaign campaigns/x.yaml --night 2026-11-28
+    python -m flows.nightly . --serve               # development: a served deployment at 02:00
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import asdict
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import polars as pl
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+from prefect.schedules import Cron
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from prefgen import tracking
+from prefgen.config import load_params, section_config, tracking_config
+from prefgen.generation.gallery import write_gallery
+from prefgen.generation.image_sets import BundleRef, sampler_json, write_atomic
+from prefgen.nightly import units as night_units
+from prefgen.nightly.config import DaskConfig, load_campaign
+from prefgen.nightly.plan import Plan, Unit, plan
+from prefgen.registry.generate import MANIFEST_ARTIFACT, load_version
+
+# As in prefect.yaml's nightly deployment; the slug names the schedule so redeploys update it rather than add one.
+CRON, TIMEZONE, SLUG = "0 2 * * *", "Europe/Berlin", "nightly-0200"
+
+
+def task_runner(cfg: DaskConfig):
+    """Dask for the fan-out: a scheduler from params, else a LocalCluster of worker processes; 0 workers: in process."""
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # the workers' start/stop chatter hides the night's log
+    if cfg.address:
+        from prefect_dask import DaskTaskRunner
+
+        return DaskTaskRunner(address=cfg.address)
+    if cfg.n_workers == 0:
+        return ThreadPoolTaskRunner(max_workers=1)
+    from prefect_dask import DaskTaskRunner
+
+    return DaskTaskRunner(cluster_class="distributed.LocalCluster",
+                          cluster_kwargs={"n_workers": cfg.n_workers, "threads_per_worker": 1, "processes": True,
+                                          "dashboard_address": None})
+
+
+@task(retries=1, retry_delay_seconds=10, task_run_name="segment {segment}")
+def generate_segment(segment: str, units: list[dict[str, Any]], bundle: dict[str, str], night: str,
+                     stamp: dict[str, str], threads: int) -> dict[str, Any]:
+    """One segment's missing units (on whichever worker Dask picks); returns counts."""
+    logger = get_run_logger()
+    pipe = night_units.cached_pipeline(bundle["folder"], bundle["digest"], bundle["sampler"])
+    ref = BundleRef(bundle["model"], bundle["version"], bundle["digest"])
+    todo = [Unit(u["segment"], u["prompt"], tuple(u["seeds"]), u["key"]) for u in units]
+    return asdict(night_units.run_segment(pipe, todo, ref, Path(night), stamp, threads, log=logger.info))
+
+
+@flow(name="nightly-fan-out")
+def fan_out(work: dict[str, list[dict[str, Any]]], bundle: dict[str, str], night: str, stamp: dict[str, str],
+            threads: int) -> list[dict[str, Any]]:
+    """One task per segment on the flow's task runner (set by `nightly` from params)."""
+    futures = [generate_segment.submit(segment, units, bundle, night, stamp, threads) for segment, units in work.items()]
+    return [f.result() for f in futures]
+
+
+def _work(the_plan: Plan) -> dict[str, list[dict[str, Any]]]:
+    work: dict[str, list[dict[str, Any]]] = {}
+    for unit in the_plan.units:
+        work.setdefault(unit.segment, []).append(asdict(unit))
+    return work
+
+
+def _publish(night_dir: Path, gallery, summary: dict[str, Any]) -> None:
+    """The night's gallery as a Prefect artifact: one row per segment, with its page."""
+    rows = "\n".join(f"| `{segment}` | {page.relative_to(night_dir)} |" for segment, page in gallery.pages.items())
+    create_markdown_artifact(key="nightly-gallery", description=f"nightly {summary['campaign']} {summary['night']}",
+                             markdown=f"# {summary['campaign']} {summary['night']}\n\nbundle {summary['bundle']}, "
+                                      f"{summary['images']} images, {len(summary['rejected'])} rejected\n\n"
+                                      f"gallery: `{gallery.index}`\n\n| segment | page |\n|---|---|\n{rows}\n")
+
+
+def _record(night_dir: Path, summary: dict[str, Any], gallery) -> None:
+    mlflow.log_metrics({"images": summary["images"], "units": summary["units"], "units_made": summary["units_made"],
+                        "units_skipped": summary["units_skipped"], "rejected": len(summary["rejected"])})
+    mlflow.log_artifact(str(night_dir / "manifest.parquet"), artifact_path=MANIFEST_ARTIFACT)
+    mlflow.log_artifact(str(night_dir / "rejected.json"))
+    mlflow.log_artifacts(str(gallery.index.parent), artifact_path="gallery")
+
+
+@flow(name="nightly", log_prints=True)
+def nightly(root: str = ".", campaign: str | None = None, night: str | None = None) -> dict[str, Any]:
+    """The campaign's image sets from the bundle `params.nightly.bundle` resolves to (once, at the start)."""
+    logger = get_run_logger()
+    repo = Path(root).resolve()
+    params = load_params(repo / "params.yaml")
+    cfg, track = section_config(params, "nightly"), tracking_config(params)
+    spec = load_campaign(repo / (campaign or cfg.campaign))
+    tracking.configure(track, repo)
+    loaded = load_version(mlflow.MlflowClient(), section_config(params, "registry").model_name, cfg.bundle,
+                          cache=repo / cfg.out_dir / ".bundles")
+    sampler = sampler_json(section_config(params, "sampler"))
+    the_plan = plan(spec, pl.read_parquet(loaded.bundle.model_dir("graph") / "segments.parquet"), repo, loaded.ref.digest, sampler)
+    night_dir = repo / cfg.out_dir / spec.name / (night or date.today().isoformat())
+    logger.info("bundle %s version %s (%s): %d segments x %d prompts = %d units into %s", loaded.ref.model, loaded.ref.version,
+                loaded.ref.digest[:12], len(the_plan.segments), len(the_plan.units) // max(len(the_plan.segments), 1),
+                len(the_plan.units), night_dir)
+    for bad in the_plan.rejected:
+        logger.warning("rejected %s %r: %s", bad.what, bad.value, bad.reason)
+    write_atomic(night_dir / "rejected.json", json.dumps([asdict(r) for r in the_plan.rejected], indent=2).encode())
+    swept = night_units.sweep_temporaries(night_dir)
+    if swept:
+        logger.info("removed %d temporary file(s) left by an interrupted run", swept)
+    bundle = {"folder": str(loaded.bundle.folder), "digest": loaded.ref.digest, "model": loaded.ref.model,
+              "version": loaded.ref.version, "sampler": sampler}
+    with tracking.stage_run("nightly", {"campaign": asdict(spec), "night": night_dir.name, "bundle": cfg.bundle,
+                                        "dask": asdict(cfg.dask), "threads": cfg.threads}, track, repo,
+                            flow_run_id=str(flow_run.get_id() or "")) as run:
+        mlflow.set_tags({"bundle.name": loaded.ref.model, "bundle.version": loaded.ref.version,
+                         "bundle.digest": loaded.ref.digest, "campaign": spec.name, "night": night_dir.name})
+        stamp = {"generation_run_id": run.info.run_id, "prefect_flow_run_id": str(flow_run.get_id() or ""),
+                 "campaign": spec.name, "night": night_dir.name}
+        results = fan_out.with_options(task_runner=task_runner(cfg.dask))(_work(the_plan), bundle, str(night_dir),
+                                                                          stamp, cfg.threads)
+        manifest, missing = night_units.finalize(night_dir, the_plan.units)
+        if missing:
+            raise RuntimeError(f"{len(missing)} unit(s) not done (e.g. segment {missing[0].segment!r}); rerun to make them")
+        frame = pl.read_parquet(manifest)
+        gallery = write_gallery(frame, night_dir, night_dir / "gallery", f"{spec.name} {night_dir.name}")
+        summary = {"campaign": spec.name, "night": night_dir.name, "out_dir": str(night_dir), "manifest": str(manifest),
+                   "gallery": str(gallery.index), "bundle": f"{loaded.ref.model}/{loaded.ref.version}",
+                   "bundle_digest": loaded.ref.digest, "run_id": run.info.run_id, "images": frame.height,
+                   "units": len(the_plan.units), "units_made": sum(r["made_units"] for r in results),
+                   "units_skipped": sum(r["skipped_units"] for r in results),
+                   "images_made": sum(r["images"] for r in results), "rejected": [asdict(r) for r in the_plan.rejected]}
+        _record(night_dir, summary, gallery)
+    _publish(night_dir, gallery, summary)
+    logger.info("night done: %d units made, %d already there; gallery %s", summary["units_made"], summary["units_skipped"],
+                summary["gallery"])
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("root", nargs="?", default=".")
+    parser.add_argument("--campaign", help="campaign spec (default: params.yaml nightly.campaign)")
+    parser.add_argument("--night", help="the night's folder name (default: today, YYYY-MM-DD); a rerun resumes it")
+    parser.add_argument("--serve", action="store_true", help="serve a deployment on this process (cron 02:00)")
+    args = parser.parse_args()
+    if args.serve:
+        nightly.serve(name="nightly-dev", parameters={"root": str(Path(args.root).resolve()), "campaign": args.campaign},
+                      schedule=Cron(CRON, timezone=TIMEZONE, slug=SLUG))
+        return
+    report(nightly(args.root, args.campaign, args.night))
+
+
+def report(summary: dict[str, Any]) -> None:
+    print(f"\nnightly {summary['campaign']} {summary['night']}: {summary['images']} images from {summary['bundle']} "
+          f"({summary['units_made']} units made, {summary['units_skipped']} already there, {len(summary['rejected'])} rejected)")
+    for bad in summary["rejected"]:
+        print(f"  rejected {bad['what']} {bad['value']!r}: {bad['reason']}")
+    print(f"manifest: {summary['manifest']}")
+    print(f"gallery:  {summary['gallery']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Nightly image sets per segment: the campaign spec, its plan of work units, and their idempotent execution."""

@@ -1,0 +1,90 @@
+"""Typed configs of the nightly generation: params.yaml's `nightly` section and a campaign spec file."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from prefgen.params import ConfigError, from_section
+
+SEGMENT_KINDS = ("group", "individual")  # the `kind` column of the graph stage's segments table
+CAMPAIGN_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")  # it names a folder, so it is a slug, never free text
+
+
+@dataclass(frozen=True)
+class DaskConfig:
+    """Where the fan-out over segments runs."""
+
+    address: str = ""  # a running Dask scheduler (tcp://host:8786); "" starts a LocalCluster on this machine
+    # LocalCluster worker processes, one thread each (torch in threads of one process would share a core);
+    # 0 runs the segments one after another in the flow's own process, without Dask.
+    n_workers: int = 2
+
+    def __post_init__(self) -> None:
+        if self.n_workers < 0:
+            raise ConfigError("params.nightly.dask.n_workers must be >= 0")
+
+
+@dataclass(frozen=True)
+class NightlyConfig:
+    """Section `nightly`: which campaign, which bundle, where the image sets go."""
+
+    campaign: str = "campaigns/default.yaml"  # the campaign spec (relative to the project root)
+    bundle: str = "champion"  # alias or version of the registry's bundle, resolved once per night
+    out_dir: str = "data/07_nightly"  # <out_dir>/<campaign>/<night>/: images, manifest, gallery
+    # torch threads per segment task, the same on every path: a kernel's rounding may depend on its
+    # thread count, and the Dask run must give the very bytes of the single-process run.
+    threads: int = 1
+    dask: DaskConfig = field(default_factory=DaskConfig)
+
+
+@dataclass(frozen=True)
+class SegmentSelection:
+    """Which segments a campaign covers: the union of explicit ids, whole kinds and a table's ids."""
+
+    ids: list[str] = field(default_factory=list)  # namespaced ids as in the graph's segments table: grp:g7, ind:u12
+    kinds: list[str] = field(default_factory=list)  # every segment of these kinds: group, individual
+    table: str = ""  # a Parquet file (relative to the project root) with a `segment_id` column
+    limit: int = 0  # at most this many, the first by id; 0 = no limit
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.kinds) - set(SEGMENT_KINDS))
+        if unknown:
+            raise ConfigError(f"campaign segments.kinds: {unknown} are not kinds; known: {list(SEGMENT_KINDS)}")
+        if not (self.ids or self.kinds or self.table):
+            raise ConfigError("campaign segments: give ids, kinds or a table")
+        if self.limit < 0:
+            raise ConfigError("campaign segments.limit must be >= 0")
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """A campaign spec: every selected segment gets `images_per_prompt` images for each prompt.
+
+    Image k of a (segment, prompt) uses seed `seed + k`, the same for every segment, so two
+    segments' image sets differ by their preference only.
+    """
+
+    name: str
+    segments: SegmentSelection
+    prompts: list[str]
+    images_per_prompt: int = 4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not CAMPAIGN_NAME.match(self.name):
+            raise ConfigError(f"campaign name {self.name!r}: lowercase letters, digits, '-' and '_' only (it names a folder)")
+        if self.images_per_prompt < 1:
+            raise ConfigError("campaign images_per_prompt must be >= 1")
+        if not self.prompts:
+            raise ConfigError("campaign prompts: give at least one")
+
+
+def load_campaign(path: Path) -> Campaign:
+    """Read and type-check a campaign YAML file."""
+    if not path.is_file():
+        raise ConfigError(f"campaign spec not found: {path}")
+    return from_section(Campaign, yaml.safe_load(path.read_text(encoding="utf-8")), f"campaign[{path}]")
