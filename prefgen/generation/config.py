@@ -127,6 +127,7 @@ class TrainDiffusionConfig:
 class GuidanceConfig:
     """Params section `sampler`: how the guided sampler runs (METHOD.md 3.5); the evaluation's ablations switch parts off."""
 
+    profile: str = "demo"  # set by params.yaml's top-level `profile` (the section has profiles); recorded with every run
     steps: int = 20  # DDIM steps (eta = 0)
     # Classifier-free guidance: eps = (1 - w_s) eps(0,0) + (w_s - w_p) eps(s,0) + w_p eps(s,p~);
     # w_s = w_p = 1 is the plain conditional model (no CFG).

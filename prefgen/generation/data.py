@@ -22,7 +22,6 @@ from torch import Tensor
 from prefgen.config import TrainMapperConfig
 from prefgen.generation.config import TrainDiffusionConfig, TrainWConfig
 from prefgen.generation.conditioning import PreferenceToText
-from prefgen.generation.vq import load_vq
 from prefgen.vision import semantic
 from prefgen.vision.mapper_data import read_features
 from prefgen.vision.pixels import read_split
@@ -91,6 +90,8 @@ def encode_latents(vq, pixels: Tensor, batch_size: int = 128) -> Tensor:
 
 def diffusion_inputs(cfg: TrainDiffusionConfig, skipped: Counter) -> DiffusionData:
     """Latents and both conditions of the train images (mirrored too, if asked) and of the val images."""
+    from prefgen.generation.vq import load_vq  # diffusers costs ~3 s to import: only the stages that encode pay it
+
     vq, w = load_vq(Path(cfg.vq_dir)), load_w(Path(cfg.w_dir))
     clip, clip_cfg = semantic.load_model(Path(cfg.clip_dir))
     splits = {name: read_split(Path(cfg.tables_dir), Path(cfg.images_dir), Path(cfg.split), name, vq.config.sample_size, skipped)
