@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -29,13 +29,13 @@ from prefect.schedules import Cron
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from prefgen import tracking
-from prefgen.config import load_params, section_config, tracking_config
+from prefgen.config import TrackingConfig, load_params, section_config, tracking_config
 from prefgen.generation.gallery import write_gallery
 from prefgen.generation.image_sets import BundleRef, sampler_json, write_atomic
 from prefgen.nightly import units as night_units
-from prefgen.nightly.config import DaskConfig, load_campaign
+from prefgen.nightly.config import Campaign, DaskConfig, NightlyConfig, load_campaign
 from prefgen.nightly.plan import Plan, Unit, plan
-from prefgen.registry.generate import MANIFEST_ARTIFACT, load_version
+from prefgen.registry.generate import MANIFEST_ARTIFACT, LoadedBundle, load_version
 
 # As in prefect.yaml's nightly deployment; the slug names the schedule so redeploys update it rather than add one.
 CRON, TIMEZONE, SLUG = "0 2 * * *", "Europe/Berlin", "nightly-0200"
@@ -100,10 +100,29 @@ def _record(night_dir: Path, summary: dict[str, Any], gallery) -> None:
     mlflow.log_artifacts(str(gallery.index.parent), artifact_path="gallery")
 
 
-@flow(name="nightly", log_prints=True)
-def nightly(root: str = ".", campaign: str | None = None, night: str | None = None) -> dict[str, Any]:
-    """The campaign's image sets from the bundle `params.nightly.bundle` resolves to (once, at the start)."""
-    logger = get_run_logger()
+@dataclass(frozen=True)
+class Night:
+    """What one night works from: the settings, the resolved bundle, the plan and its folder."""
+
+    repo: Path
+    cfg: NightlyConfig
+    track: TrackingConfig
+    spec: Campaign
+    loaded: LoadedBundle
+    sampler: str
+    plan: Plan
+    folder: Path
+
+    @property
+    def bundle(self) -> dict[str, str]:
+        """What a segment task needs to build the sampler (paths and digests, not models)."""
+        ref = self.loaded.ref
+        return {"folder": str(self.loaded.bundle.folder), "digest": ref.digest, "model": ref.model,
+                "version": ref.version, "sampler": self.sampler}
+
+
+def _prepare(root: str, campaign: str | None, night: str | None) -> Night:
+    """Read params and the campaign, resolve the bundle once, plan the units."""
     repo = Path(root).resolve()
     params = load_params(repo / "params.yaml")
     cfg, track = section_config(params, "nightly"), tracking_config(params)
@@ -112,41 +131,57 @@ def nightly(root: str = ".", campaign: str | None = None, night: str | None = No
     loaded = load_version(mlflow.MlflowClient(), section_config(params, "registry").model_name, cfg.bundle,
                           cache=repo / cfg.out_dir / ".bundles")
     sampler = sampler_json(section_config(params, "sampler"))
-    the_plan = plan(spec, pl.read_parquet(loaded.bundle.model_dir("graph") / "segments.parquet"), repo, loaded.ref.digest, sampler)
-    night_dir = repo / cfg.out_dir / spec.name / (night or date.today().isoformat())
-    logger.info("bundle %s version %s (%s): %d segments x %d prompts = %d units into %s", loaded.ref.model, loaded.ref.version,
-                loaded.ref.digest[:12], len(the_plan.segments), len(the_plan.units) // max(len(the_plan.segments), 1),
-                len(the_plan.units), night_dir)
-    for bad in the_plan.rejected:
+    units = plan(spec, pl.read_parquet(loaded.bundle.model_dir("graph") / "segments.parquet"), repo, loaded.ref.digest, sampler)
+    return Night(repo, cfg, track, spec, loaded, sampler, units, repo / cfg.out_dir / spec.name / (night or date.today().isoformat()))
+
+
+def _announce(night: Night, logger) -> None:
+    """Log the plan and what it refused (also kept as rejected.json); sweep what a killed run left."""
+    ref, units = night.loaded.ref, night.plan
+    logger.info("bundle %s version %s (%s): %d segments, %d units into %s", ref.model, ref.version, ref.digest[:12],
+                len(units.segments), len(units.units), night.folder)
+    for bad in units.rejected:
         logger.warning("rejected %s %r: %s", bad.what, bad.value, bad.reason)
-    write_atomic(night_dir / "rejected.json", json.dumps([asdict(r) for r in the_plan.rejected], indent=2).encode())
-    swept = night_units.sweep_temporaries(night_dir)
+    write_atomic(night.folder / "rejected.json", json.dumps([asdict(r) for r in units.rejected], indent=2).encode())
+    swept = night_units.sweep_temporaries(night.folder)
     if swept:
         logger.info("removed %d temporary file(s) left by an interrupted run", swept)
-    bundle = {"folder": str(loaded.bundle.folder), "digest": loaded.ref.digest, "model": loaded.ref.model,
-              "version": loaded.ref.version, "sampler": sampler}
-    with tracking.stage_run("nightly", {"campaign": asdict(spec), "night": night_dir.name, "bundle": cfg.bundle,
-                                        "dask": asdict(cfg.dask), "threads": cfg.threads}, track, repo,
+
+
+def _summary(night: Night, frame: pl.DataFrame, gallery, run_id: str, results: list[dict[str, Any]]) -> dict[str, Any]:
+    ref = night.loaded.ref
+    return {"campaign": night.spec.name, "night": night.folder.name, "out_dir": str(night.folder),
+            "manifest": str(night.folder / "manifest.parquet"), "gallery": str(gallery.index),
+            "bundle": f"{ref.model}/{ref.version}", "bundle_digest": ref.digest, "run_id": run_id, "images": frame.height,
+            "units": len(night.plan.units), "units_made": sum(r["made_units"] for r in results),
+            "units_skipped": sum(r["skipped_units"] for r in results), "images_made": sum(r["images"] for r in results),
+            "rejected": [asdict(r) for r in night.plan.rejected]}
+
+
+@flow(name="nightly", log_prints=True)
+def nightly(root: str = ".", campaign: str | None = None, night: str | None = None) -> dict[str, Any]:
+    """The campaign's image sets from the bundle `params.nightly.bundle` resolves to (once, at the start)."""
+    logger = get_run_logger()
+    job = _prepare(root, campaign, night)
+    _announce(job, logger)
+    ref, name = job.loaded.ref, job.folder.name
+    with tracking.stage_run("nightly", {"campaign": asdict(job.spec), "night": name, "bundle": job.cfg.bundle,
+                                        "dask": asdict(job.cfg.dask), "threads": job.cfg.threads}, job.track, job.repo,
                             flow_run_id=str(flow_run.get_id() or "")) as run:
-        mlflow.set_tags({"bundle.name": loaded.ref.model, "bundle.version": loaded.ref.version,
-                         "bundle.digest": loaded.ref.digest, "campaign": spec.name, "night": night_dir.name})
+        mlflow.set_tags({"bundle.name": ref.model, "bundle.version": ref.version, "bundle.digest": ref.digest,
+                         "campaign": job.spec.name, "night": name})
         stamp = {"generation_run_id": run.info.run_id, "prefect_flow_run_id": str(flow_run.get_id() or ""),
-                 "campaign": spec.name, "night": night_dir.name}
-        results = fan_out.with_options(task_runner=task_runner(cfg.dask))(_work(the_plan), bundle, str(night_dir),
-                                                                          stamp, cfg.threads)
-        manifest, missing = night_units.finalize(night_dir, the_plan.units)
+                 "campaign": job.spec.name, "night": name}
+        results = fan_out.with_options(task_runner=task_runner(job.cfg.dask))(_work(job.plan), job.bundle, str(job.folder),
+                                                                              stamp, job.cfg.threads)
+        manifest, missing = night_units.finalize(job.folder, job.plan.units)
         if missing:
             raise RuntimeError(f"{len(missing)} unit(s) not done (e.g. segment {missing[0].segment!r}); rerun to make them")
         frame = pl.read_parquet(manifest)
-        gallery = write_gallery(frame, night_dir, night_dir / "gallery", f"{spec.name} {night_dir.name}")
-        summary = {"campaign": spec.name, "night": night_dir.name, "out_dir": str(night_dir), "manifest": str(manifest),
-                   "gallery": str(gallery.index), "bundle": f"{loaded.ref.model}/{loaded.ref.version}",
-                   "bundle_digest": loaded.ref.digest, "run_id": run.info.run_id, "images": frame.height,
-                   "units": len(the_plan.units), "units_made": sum(r["made_units"] for r in results),
-                   "units_skipped": sum(r["skipped_units"] for r in results),
-                   "images_made": sum(r["images"] for r in results), "rejected": [asdict(r) for r in the_plan.rejected]}
-        _record(night_dir, summary, gallery)
-    _publish(night_dir, gallery, summary)
+        gallery = write_gallery(frame, job.folder, job.folder / "gallery", f"{job.spec.name} {name}")
+        summary = _summary(job, frame, gallery, run.info.run_id, results)
+        _record(job.folder, summary, gallery)
+    _publish(job.folder, gallery, summary)
     logger.info("night done: %d units made, %d already there; gallery %s", summary["units_made"], summary["units_skipped"],
                 summary["gallery"])
     return summary
