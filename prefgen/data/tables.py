@@ -6,14 +6,13 @@ place, so a reader (or a rerun after a kill) never sees half a table.
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from prefgen.atomic import atomic_path
 from prefgen.data.contract import (
     EVENTS_DIR,
     EVENTS_SCHEMA,
@@ -26,14 +25,9 @@ from prefgen.data.contract import (
 
 def write_atomic(frame: pl.DataFrame, path: Path, schema: pa.Schema) -> None:
     """Write `frame` to `path` with the contract's schema, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     table = frame.select(schema.names).to_arrow().cast(schema)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_table(path: Path, schema: pa.Schema) -> pl.DataFrame:

@@ -13,9 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import platform
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -28,6 +26,7 @@ import torch
 from PIL import Image, PngImagePlugin
 from torch import Tensor
 
+from prefgen.atomic import write_atomic
 from prefgen.generation.config import GuidanceConfig
 
 MANIFEST = "manifest.parquet"
@@ -106,17 +105,6 @@ def generate_batch(pipe, request: BatchRequest, bundle: BundleRef) -> list[tuple
                            "sampler": sampler, "preference_score": pref[k], "text_score": text[k],
                            "bundle_model": bundle.model, "bundle_version": bundle.version, "bundle_digest": bundle.digest}))
     return out
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Bytes to a temporary sibling, then renamed: a reader sees the whole file or none."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_manifest(out_dir: Path) -> pl.DataFrame | None:

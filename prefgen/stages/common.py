@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,18 +9,9 @@ from typing import Any
 import mlflow
 
 from prefgen import tracking
+from prefgen.atomic import write_json_atomic
 from prefgen.config import synth_config, tracking_config
 from prefgen.params import resolve_profile
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def world_tags(params: dict[str, Any], root: Path) -> dict[str, str]:
