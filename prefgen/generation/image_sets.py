@@ -37,6 +37,15 @@ class RequestError(ValueError):
     """A generation request cannot be honoured (empty or long prompt, no seeds); the message says which."""
 
 
+def prompt_problem(prompt: str) -> str | None:
+    """Why the sampler cannot take `prompt` (empty, too long), or None."""
+    if not prompt.strip():
+        return "the prompt is empty"
+    if len(prompt) > MAX_PROMPT_CHARS:
+        return f"the prompt is {len(prompt)} characters, at most {MAX_PROMPT_CHARS}"
+    return None
+
+
 @dataclass(frozen=True)
 class BatchRequest:
     """One sampler call: `len(seeds)` images of `segment` for `prompt`, image k from its own seed."""
@@ -46,10 +55,9 @@ class BatchRequest:
     seeds: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        if not self.prompt.strip():
-            raise RequestError(f"segment {self.segment!r}: the prompt is empty")
-        if len(self.prompt) > MAX_PROMPT_CHARS:
-            raise RequestError(f"segment {self.segment!r}: the prompt is {len(self.prompt)} characters, at most {MAX_PROMPT_CHARS}")
+        problem = prompt_problem(self.prompt)
+        if problem:
+            raise RequestError(f"segment {self.segment!r}: {problem}")
         if not self.seeds:
             raise RequestError(f"segment {self.segment!r}, prompt {self.prompt!r}: no seeds")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import polars as pl
 
-from prefgen.generation.image_sets import BatchRequest, RequestError
+from prefgen.generation.image_sets import BatchRequest, prompt_problem
 from prefgen.nightly.config import Campaign
 
 
@@ -85,11 +85,11 @@ def valid_prompts(campaign: Campaign) -> tuple[list[str], list[Rejected]]:
     """Prompts the sampler accepts (deduplicated, in campaign order), and the others with the reason."""
     good, rejected = [], []
     for prompt in dict.fromkeys(campaign.prompts):
-        try:
-            BatchRequest("-", prompt, (0,))
+        problem = prompt_problem(prompt)
+        if problem:
+            rejected.append(Rejected("prompt", prompt, problem))
+        else:
             good.append(prompt)
-        except RequestError as err:
-            rejected.append(Rejected("prompt", prompt, str(err).removeprefix("segment '-': ")))
     return good, rejected
 
 
