@@ -20,13 +20,9 @@ import typer
 from prefgen import config as configs
 from prefgen.config import DEFAULT_PARAMS, ConfigError, IngestConfig, ingest_config, load_params
 from prefgen.registry import cli as registry_cli
+from prefgen.registry.cli import fail as _fail
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="prefgen: images that fit a social audience.")
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code=2)
 
 
 def _params(path: Path, required: bool) -> dict[str, Any] | None:

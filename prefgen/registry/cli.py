@@ -26,7 +26,8 @@ ParamsOpt = Annotated[Path, typer.Option(help="params.yaml (tracking store and t
 ManifestOpt = Annotated[Path | None, typer.Option(help="A manifest.parquet to look the image up in first.")]
 
 
-def _fail(message: str) -> None:
+def fail(message: str) -> None:
+    """Print `error: message` to stderr and exit 2 (every prefgen command fails this way)."""
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code=2)
 
@@ -37,7 +38,7 @@ def _load(params: Path) -> tuple[dict[str, Any], Any]:
         loaded = load_params(params)
         return loaded, section_config(loaded, "registry")
     except ConfigError as err:
-        _fail(str(err))
+        fail(str(err))
     raise AssertionError("unreachable")
 
 
@@ -69,7 +70,7 @@ def register(params: ParamsOpt = DEFAULT_PARAMS) -> None:
     try:
         result = step.run(cfg, loaded, Path.cwd(), log=_log)
     except _errors() as err:
-        _fail(str(err))
+        fail(str(err))
     sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
 
 
@@ -96,7 +97,7 @@ def promote(bundle: Annotated[str, typer.Option(help="Version number (or alias) 
     try:
         entry = store.promote(_client(loaded), cfg.model_name, bundle, reason)
     except _errors() as err:
-        _fail(str(err))
+        fail(str(err))
     _log(f"champion: v{entry['previous'] or '-'} -> v{entry['version']} (by {entry['by']} at {entry['at']})")
     sys.stdout.write(json.dumps(entry, sort_keys=True) + "\n")
 
@@ -110,7 +111,7 @@ def rollback(reason: Annotated[str, typer.Option(help="Why (default: 'rollback f
     try:
         entry = store.rollback(_client(loaded), cfg.model_name, reason)
     except _errors() as err:
-        _fail(str(err))
+        fail(str(err))
     _log(f"champion: v{entry['previous']} -> v{entry['version']} (rolled back by {entry['by']} at {entry['at']})")
     sys.stdout.write(json.dumps(entry, sort_keys=True) + "\n")
 
@@ -128,13 +129,13 @@ def generate(segment: Annotated[list[str], typer.Option(help="Segment id, e.g. g
 
     loaded, cfg = _load(params)
     if n < 1:
-        _fail("--n must be at least 1")
+        fail("--n must be at least 1")
     try:
         requests = [BatchRequest(s, p, tuple(range(seed, seed + n))) for s in segment for p in prompt]
         result = step.run(tracking_config(loaded), Path.cwd(), cfg.model_name, bundle, requests, out,
                           section_config(loaded, "sampler"), log=_log)
     except (*_errors(), ValueError) as err:  # ValueError: an unknown segment (the scorer names it)
-        _fail(str(err))
+        fail(str(err))
     sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
 
 
@@ -148,7 +149,7 @@ def lineage(target: Annotated[str, typer.Argument(help="An image file, or (a pre
     try:
         info = chain.chain(tracking_config(loaded), Path.cwd(), target, manifest)
     except _errors() as err:
-        _fail(str(err))
+        fail(str(err))
     typer.echo(json.dumps(info, indent=2, sort_keys=True, default=str) if json_out else chain.format_chain(info))
 
 
@@ -163,7 +164,7 @@ def regenerate(target: Annotated[str, typer.Argument(help="An image's sha256 (>=
     try:
         result = again(tracking_config(loaded), Path.cwd(), target, manifest, out)
     except _errors() as err:
-        _fail(str(err))
+        fail(str(err))
     if not result["same_kind_of_machine"]:
         _log(f"warning: made on '{result['made_on']}', now on '{result['now_on']}': byte equality is promised on the same kind only")
     _log(("match: " if result["match"] else "MISMATCH: ") + f"{result['image_sha256']} -> {result['regenerated_sha256']}")

@@ -13,6 +13,7 @@ import mlflow
 import polars as pl
 import pytest
 import yaml
+from distributed import LocalCluster
 from PIL import Image
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
@@ -29,9 +30,9 @@ pytestmark = pytest.mark.slow
 HOSTILE = "a star <script>window.__pwned=1</script>"
 
 
-def set_nightly(project: Path, n_workers: int) -> None:
+def set_nightly(project: Path, n_workers: int, address: str = "") -> None:
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["nightly"]["dask"]["n_workers"] = n_workers
+    params["nightly"]["dask"] |= {"n_workers": n_workers, "address": address}
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -86,6 +87,15 @@ def test_nightly_makes_image_sets_reports_what_it_refused_and_is_the_same_on_das
     on_dask = nightly(str(project), spec, "dask")
     assert on_dask["units_made"] == 4
     assert pl.read_parquet(on_dask["manifest"])["image_sha256"].to_list() == manifest["image_sha256"].to_list()
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        set_nightly(project, n_workers=2, address=cluster.scheduler_address)  # a running scheduler, as on a real cluster
+        try:
+            remote = nightly(str(project), spec, "address")
+        finally:
+            set_nightly(project, n_workers=0)  # the session's project must not keep a scheduler that is about to close
+        assert cluster.scheduler.transition_counter > 0  # the work went through that scheduler, not a new LocalCluster
+    assert pl.read_parquet(remote["manifest"])["image_sha256"].to_list() == manifest["image_sha256"].to_list()
 
 
 def visible_files_are_whole(night_dir: Path) -> None:
