@@ -29,9 +29,10 @@ from prefect.schedules import Cron
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from prefgen import tracking
+from prefgen.atomic import write_atomic
 from prefgen.config import TrackingConfig, load_params, section_config, tracking_config
 from prefgen.generation.gallery import write_gallery
-from prefgen.generation.image_sets import BundleRef, sampler_json, write_atomic
+from prefgen.generation.image_sets import BundleRef, sampler_json
 from prefgen.nightly import units as night_units
 from prefgen.nightly.config import Campaign, DaskConfig, NightlyConfig, load_campaign
 from prefgen.nightly.plan import Plan, Unit, plan

@@ -21,7 +21,7 @@ from pathlib import Path
 import polars as pl
 
 from prefgen.data import contract as c
-from prefgen.data.tables import parts, read_table, rebuild_graph_tables, write_atomic
+from prefgen.data.tables import parts, read_table, rebuild_graph_tables, write_table_atomic
 
 
 class ForgetError(RuntimeError):
@@ -64,7 +64,7 @@ def _rewrite_parts(folder: Path, keep: pl.Expr, schema) -> int:
         if kept.height < frame.height:
             removed += frame.height - kept.height
             if kept.height:
-                write_atomic(kept, part, schema)
+                write_table_atomic(kept, part, schema)
             else:
                 part.unlink()
     return removed
@@ -93,5 +93,5 @@ def forget(out_dir: Path, individual_id: str, requested_by: str, now: datetime |
         "quarantine_removed": quarantine,
     }
     log = read_table(out_dir / c.FORGOTTEN_FILE, c.FORGOTTEN_SCHEMA)
-    write_atomic(pl.concat([log, pl.DataFrame([record], schema=log.schema)]), out_dir / c.FORGOTTEN_FILE, c.FORGOTTEN_SCHEMA)
+    write_table_atomic(pl.concat([log, pl.DataFrame([record], schema=log.schema)]), out_dir / c.FORGOTTEN_FILE, c.FORGOTTEN_SCHEMA)
     return record | {"requested_at": record["requested_at"].isoformat()}

@@ -36,7 +36,7 @@ from prefgen.config import IngestConfig
 from prefgen.data import contract as c
 from prefgen.data.forget import forgotten_hashes, forgotten_mask
 from prefgen.data.readers import ParsedChunk, file_format, iter_file
-from prefgen.data.tables import parts, read_table, rebuild_graph_tables, scan_parts, write_atomic
+from prefgen.data.tables import parts, read_table, rebuild_graph_tables, scan_parts, write_table_atomic
 from prefgen.data.validate import classify_events, classify_images
 
 _IMAGES_NAME = ("images",)
@@ -209,14 +209,14 @@ class _Batch:
                 counts = self.counts[f.source]
                 counts.duplicates = counts.valid - counts.forgotten - per_source.get(f.source, 0)
         if new.height:
-            write_atomic(new, target, c.EVENTS_SCHEMA)
+            write_table_atomic(new, target, c.EVENTS_SCHEMA)
         return new.height
 
     def _commit_quarantine(self) -> None:
         target = self.out_dir / c.QUARANTINE_DIR / f"part-{self.id}.parquet"
         staged = sorted(self.staging.glob("quarantine-*.parquet"))
         if staged:
-            write_atomic(pl.read_parquet(staged), target, c.QUARANTINE_SCHEMA)
+            write_table_atomic(pl.read_parquet(staged), target, c.QUARANTINE_SCHEMA)
 
     def _commit_images(self) -> int:
         path = self.out_dir / c.IMAGES_FILE
@@ -230,7 +230,7 @@ class _Batch:
         for source, offered in new.group_by("source").len().iter_rows():
             self.counts[source].duplicates = offered - kept.get(source, 0)
         merged = merged.drop("_new")
-        write_atomic(merged, path, c.IMAGES_SCHEMA)
+        write_table_atomic(merged, path, c.IMAGES_SCHEMA)
         return merged.height
 
     def _commit_sources(self) -> None:
@@ -243,7 +243,7 @@ class _Batch:
         ]
         existing = read_table(path, c.SOURCES_SCHEMA)
         new = pl.DataFrame(rows, schema=existing.schema) if rows else existing.clear()
-        write_atomic(pl.concat([existing, new]), path, c.SOURCES_SCHEMA)
+        write_table_atomic(pl.concat([existing, new]), path, c.SOURCES_SCHEMA)
 
 
 def clear_leftovers(out_dir: Path) -> None:

@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from prefgen.config import SplitConfig
 from prefgen.data import contract as c
-from prefgen.data.tables import scan_parts, write_atomic
+from prefgen.data.tables import scan_parts, write_table_atomic
 
 SPLITS = ("train", "val", "cold")
 SPLIT_SCHEMA = pa.schema([pa.field("image_id", pa.string(), nullable=False), pa.field("split", pa.string(), nullable=False)])
@@ -51,7 +51,7 @@ def run(cfg: SplitConfig, tables_dir: Path, out: Path) -> dict:
     if ids.is_empty():
         raise ValueError(f"no images in {tables_dir}: neither images.parquet nor image-targeted events")
     table = assign(ids, cfg)
-    write_atomic(table, out, SPLIT_SCHEMA)
+    write_table_atomic(table, out, SPLIT_SCHEMA)
     sizes = dict(table.group_by("split").len().iter_rows())
     return {"images": table.height, **{s: sizes.get(s, 0) for s in SPLITS}}
 

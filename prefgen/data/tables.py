@@ -23,7 +23,7 @@ from prefgen.data.contract import (
 )
 
 
-def write_atomic(frame: pl.DataFrame, path: Path, schema: pa.Schema) -> None:
+def write_table_atomic(frame: pl.DataFrame, path: Path, schema: pa.Schema) -> None:
     """Write `frame` to `path` with the contract's schema, atomically."""
     table = frame.select(schema.names).to_arrow().cast(schema)
     with atomic_path(path) as tmp:
@@ -80,6 +80,6 @@ def rebuild_graph_tables(out_dir: Path) -> dict[str, int]:
         .sort(["group_id", "member_id"])
         .collect()
     )
-    write_atomic(follows, out_dir / "follows.parquet", FOLLOWS_SCHEMA)
-    write_atomic(memberships, out_dir / "memberships.parquet", MEMBERSHIPS_SCHEMA)
+    write_table_atomic(follows, out_dir / "follows.parquet", FOLLOWS_SCHEMA)
+    write_table_atomic(memberships, out_dir / "memberships.parquet", MEMBERSHIPS_SCHEMA)
     return {"follows": follows.height, "memberships": memberships.height}

@@ -27,7 +27,7 @@ from urllib.parse import quote
 import polars as pl
 from PIL import Image
 
-from prefgen.generation.image_sets import write_atomic
+from prefgen.atomic import write_atomic
 
 REQUIRED = (
     "segment", "prompt", "seed", "image_sha256", "file",

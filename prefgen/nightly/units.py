@@ -21,13 +21,8 @@ from typing import Any
 import polars as pl
 import torch
 
-from prefgen.generation.image_sets import (
-    MANIFEST,
-    BundleRef,
-    generate_batch,
-    machine,
-    write_atomic,
-)
+from prefgen.atomic import write_atomic
+from prefgen.generation.image_sets import MANIFEST, BundleRef, generate_batch, machine
 from prefgen.nightly.plan import Unit
 
 UNITS = "units"

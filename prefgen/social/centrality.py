@@ -74,7 +74,7 @@ import pyarrow as pa
 
 from prefgen.config import CentralityConfig
 from prefgen.data import contract as c
-from prefgen.data.tables import read_table, scan_parts, write_atomic
+from prefgen.data.tables import read_table, scan_parts, write_table_atomic
 from prefgen.social.graph import (
     block_sums,
     build_igraph,
@@ -246,8 +246,8 @@ def run(cfg: CentralityConfig, tables_dir: Path, out_dir: Path, on_feature: OnFe
     group_members = rows.select(pl.format("grp:{}", "group_id").alias("group_segment_id"),
                                 pl.format("ind:{}", "member_id").alias("member_segment_id"), "group_size")
     group_members = group_members.with_columns(*[pl.Series(f, v) for f, v in grp_feats.items()])
-    write_atomic(individuals, out_dir / INDIVIDUALS_FILE, INDIVIDUALS_SCHEMA)
-    write_atomic(group_members, out_dir / GROUP_MEMBERS_FILE, GROUP_MEMBERS_SCHEMA)
+    write_table_atomic(individuals, out_dir / INDIVIDUALS_FILE, INDIVIDUALS_SCHEMA)
+    write_table_atomic(group_members, out_dir / GROUP_MEMBERS_FILE, GROUP_MEMBERS_SCHEMA)
     return {"individuals": n, "follow_edges": ind_info["edges"], "groups": int(rows["group"].n_unique()),
             "memberships": rows.height, "group_edges": grp_info["edges"], "individual": ind_info,
             "group": grp_info, "seconds": time.perf_counter() - started}

@@ -16,12 +16,13 @@ from typing import Any
 import mlflow
 import polars as pl
 
+from prefgen.atomic import write_json_atomic
 from prefgen.checkpoint import replace_folder
 from prefgen.generation import train_diffusion as trainer
 from prefgen.generation.config import TrainDiffusionConfig
 from prefgen.generation.data import diffusion_inputs
 from prefgen.generation.unet import PREF_TOKEN, TEXT_TOKEN, build_noise_scheduler
-from prefgen.stages.common import run_stage, write_json_atomic
+from prefgen.stages.common import run_stage
 
 
 def save_outputs(unet, cfg: TrainDiffusionConfig, scaling_factor: float, out: Path) -> None:

@@ -10,11 +10,12 @@ import mlflow
 import torch.nn.functional as F
 
 from prefgen import tracking
+from prefgen.atomic import write_json_atomic
 from prefgen.checkpoint import save_tensors_atomic
 from prefgen.generation import data
 from prefgen.generation.conditioning import fit_w, mean_cosine
 from prefgen.generation.config import TrainWConfig
-from prefgen.stages.common import run_stage, write_json_atomic
+from prefgen.stages.common import run_stage
 
 
 def train(cfg: TrainWConfig, log=print) -> dict[str, Any]:

@@ -132,9 +132,8 @@ def test_missing_column_or_image_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.browser
+@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is absent; install Debian's chromium with .ci/install-chromium")
 def test_pages_in_headless_chromium(gallery):
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is absent; install Debian's chromium with .ci/install-chromium (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:

@@ -15,7 +15,7 @@ from scipy.stats import spearmanr
 
 from prefgen.config import CentralityConfig
 from prefgen.data import contract as c
-from prefgen.data.tables import write_atomic
+from prefgen.data.tables import write_table_atomic
 from prefgen.social import graph
 from prefgen.social.centrality import (
     ACTIVITY,
@@ -235,19 +235,19 @@ def test_sampled_groups_equal_networkx_on_their_pivots():
 def write_tables(folder) -> None:
     ts = datetime(2026, 3, 1, tzinfo=UTC)
     follows = [("u1", "u2"), ("u2", "u3"), ("u3", "u1"), ("9", "u1"), ("10", "u2"), ("u3", "u2")]
-    write_atomic(pl.DataFrame({"follower_id": [a for a, _ in follows], "followee_id": [b for _, b in follows],
+    write_table_atomic(pl.DataFrame({"follower_id": [a for a, _ in follows], "followee_id": [b for _, b in follows],
                                "since": [ts] * len(follows)}), folder / c.FOLLOWS_FILE, c.FOLLOWS_SCHEMA)
     members = [("g1", "u1"), ("g1", "u2"), ("g1", "u3"), ("3", "u3"), ("3", "u2"), ("g2", "u5")]
-    write_atomic(pl.DataFrame({"group_id": [g for g, _ in members], "member_id": [m for _, m in members],
+    write_table_atomic(pl.DataFrame({"group_id": [g for g, _ in members], "member_id": [m for _, m in members],
                                "since": [ts] * len(members)}), folder / c.MEMBERSHIPS_FILE, c.MEMBERSHIPS_SCHEMA)
     images = [("img1", "u3"), ("img2", None), ("img3", "u10")]
-    write_atomic(pl.DataFrame({"image_id": [i for i, _ in images], "path": "", "caption": "",
+    write_table_atomic(pl.DataFrame({"image_id": [i for i, _ in images], "path": "", "caption": "",
                                "owner_id": [o for _, o in images], "source": "images.jsonl", "line": [1, 2, 3]},
                               schema_overrides={"owner_id": pl.String}), folder / c.IMAGES_FILE, c.IMAGES_SCHEMA)
     events = [("u1", "click", "img1"), ("u1", "click", "img1"), ("u1", "repost", "img3"), ("u2", "comment", "img1"),
               ("u2", "favorite", "img2"), ("u3", "favorite", "img1"), ("u7", "join", "g9"), ("u7", "leave", "g9"),
               ("u8", "follow", "u9"), ("u8", "unfollow", "u9"), ("g1", "group_click", "img1")]
-    write_atomic(pl.DataFrame({"event_id": [f"e{i}" for i in range(len(events))], "ts": [ts] * len(events),
+    write_table_atomic(pl.DataFrame({"event_id": [f"e{i}" for i in range(len(events))], "ts": [ts] * len(events),
                                "actor_id": [a for a, _, _ in events], "type": [t for _, t, _ in events],
                                "target_id": [x for _, _, x in events], "source": "log.jsonl",
                                "line": list(range(len(events))), "batch": "b1"}),
@@ -299,7 +299,7 @@ def test_run_samples_above_the_threshold(tmp_path):
 def test_run_with_only_follows(tmp_path):
     """No memberships, events or images yet: every follower/followee gets a row, no group rows."""
     ts = datetime(2026, 3, 1, tzinfo=UTC)
-    write_atomic(pl.DataFrame({"follower_id": ["a", "b"], "followee_id": ["b", "c"], "since": [ts, ts]}),
+    write_table_atomic(pl.DataFrame({"follower_id": ["a", "b"], "followee_id": ["b", "c"], "since": [ts, ts]}),
                  tmp_path / "tables" / c.FOLLOWS_FILE, c.FOLLOWS_SCHEMA)
     metrics = run(EXACT, tmp_path / "tables", tmp_path / "out")
     ind = pl.read_parquet(tmp_path / "out" / "individuals.parquet")
