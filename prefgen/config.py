@@ -8,7 +8,7 @@ must not silently fall back to a default.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from prefgen.eval.config import EvalGenerationConfig, TrainOracleConfig
@@ -151,7 +151,10 @@ class TrainGraphConfig:
     dim: int = 64  # embedding size d; p_g has 2d
     layers: int = 2  # LightGCN layers of both graphs (LightGCN's paper finds 2-3 best)
     lr: float = 0.005
-    reg: float = 1e-4  # L2 on the batch's initial embeddings (LightGCN's lambda)
+    reg: float = 1e-3  # L2 on the batch's initial embeddings (LightGCN's lambda); 1e-4 overfits the softmax loss
+    # "softmax": cross-entropy of each interaction against every catalogue image at once; "bpr": against one
+    # sampled negative (LightGCN's loss). Softmax measured better on world-v1's cold start and on Mafengwo (BENCHMARKS.md).
+    loss: str = "softmax"
     batch_size: int = 2048
     max_epochs: int = 120
     patience: int = 15  # epochs without a better validation HR@10 before stopping
@@ -164,6 +167,14 @@ class TrainGraphConfig:
     use_centrality: bool = True
     # Step 2's semantic image embedding as the images' initial embedding (METHOD.md 1.1); "" = learned ids only.
     item_features: str = "data/03_features/visual/semantic.parquet"
+    # A learned offset δ_i on top of an image's look (W s_i + δ_i). False: an image with a semantic vector is its
+    # look only, so a taste learned from clicks carries over to images nobody clicked (Step 2's cold start);
+    # images without a vector always keep a learned id.
+    image_offsets: bool = False
+    # Candidate β of the social smoothing p_u <- (1 - β) p_u + β mean(p_v over u's follow neighbours), applied
+    # after training and chosen on validation (0 = none): with ~20 clicks each, individuals borrow from those they
+    # follow (homophily). Inert without a follow graph.
+    social_smoothing: list[float] = field(default_factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.8])
     # Stage paths (the benchmark ignores them).
     tables_dir: str = "data/02_tables"
     split: str = "data/03_features/split.parquet"
@@ -172,6 +183,12 @@ class TrainGraphConfig:
     checkpoint_dir: str = "data/checkpoints/graph"  # not a DVC output: survives a killed run
     metrics: str = "data/metrics/train_graph.json"
     curve: str = "data/plots/train_graph.csv"  # per-epoch loss and validation HR@10 (DVC plots)
+
+    def __post_init__(self) -> None:
+        if self.loss not in ("softmax", "bpr"):
+            raise ConfigError(f"params.train_graph.loss: {self.loss!r}; use softmax or bpr")
+        if not self.social_smoothing or any(not 0 <= b < 1 for b in self.social_smoothing):
+            raise ConfigError(f"params.train_graph.social_smoothing: {self.social_smoothing}; give candidates in [0, 1)")
 
 
 @dataclass(frozen=True)

@@ -81,8 +81,17 @@ def prepare(data: GroupRecData, rng: np.random.Generator) -> tuple[TrainData, di
     n_groups = int(max(members[:, 0].max(), data.group_train[:, 0].max(), data.group_test.ids.max())) + 1
     user_train, user_val = carve_validation(np.unique(data.user_train, axis=0), rng)
     group_train, group_val = carve_validation(np.unique(data.group_train, axis=0), rng)
-    train = TrainData(n_users, n_items(data), n_groups, user_train, group_train, members, member_features(data, members, n_users))
+    train = TrainData(n_users, n_items(data), n_groups, user_train, group_train, members, member_features(data, members, n_users),
+                      follows=_follows_among_users(data, n_users))
     return train, {"user": user_val, "group": group_val}
+
+
+def _follows_among_users(data: GroupRecData, n_users: int) -> np.ndarray | None:
+    """Follow edges between ids the model embeds (the social smoothing's graph); None without a follow file."""
+    if data.follows is None:
+        return None
+    f = data.follows
+    return f[(f[:, 0] != f[:, 1]) & (f[:, 0] < n_users) & (f[:, 1] < n_users)]
 
 
 def popularity_counts(data: GroupRecData, task: str) -> np.ndarray:
@@ -111,7 +120,7 @@ def run_seed(data: GroupRecData, cfg: TrainGraphConfig, log=print) -> dict:
     rng = np.random.default_rng(cfg.seed)
     train, val = prepare(data, rng)
     model, graphs, history = fit(train, val, cfg, log=log)
-    out = {"best_epoch": history.best_epoch, "seconds_per_epoch": float(np.mean([e["seconds"] for e in history.epochs]))}
+    out = {"best_epoch": history.best_epoch, "social_smoothing": history.smoothing, "seconds_per_epoch": float(np.mean([e["seconds"] for e in history.epochs]))}
     for task in TASKS:
         test = data.group_test if task == "group" else data.user_test
         scores = score_rows(model, graphs, test.ids, np.concatenate([test.positives[:, None], test.negatives], axis=1), task)
@@ -126,6 +135,7 @@ def bench(folder: Path, cfg: TrainGraphConfig, seeds: int, log=print) -> dict:
     runs = [run_seed(data, replace(cfg, seed=cfg.seed + s), log=log) for s in range(seeds)]
     rng = np.random.default_rng(0)
     result: dict = {"seeds": seeds, "best_epochs": [r["best_epoch"] for r in runs],
+                    "social_smoothing": [r["social_smoothing"] for r in runs],
                     "seconds_per_epoch": float(np.mean([r["seconds_per_epoch"] for r in runs])), "input": report}
     for task in TASKS:
         pos, neg = popularity_scores(data, task)
@@ -162,5 +172,6 @@ def format_table(result: dict, model: str) -> str:
         for name, key in ((model, f"{task}_full"), ("popularity", f"{task}_full_popularity"))[: 1 if model == "popularity" else 2]:
             lines.append(f"{task:<6} {name:<11} " + " ".join(f"{result[key][m]:9.4f}" for m in FULL_METRICS))
     if model != "popularity":
-        lines.append(f"seeds {result['seeds']}, best epochs {result['best_epochs']}, {result['seconds_per_epoch']:.2f} s/epoch")
+        lines.append(f"seeds {result['seeds']}, best epochs {result['best_epochs']}, social smoothing {result.get('social_smoothing')}, "
+                     f"{result['seconds_per_epoch']:.2f} s/epoch")
     return "\n".join(lines)

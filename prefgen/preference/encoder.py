@@ -15,6 +15,9 @@ Two LightGCN propagations and an influence attention:
    persuades beyond what centrality shows, from the groups' own clicks.
 4. p_g = e_g ⊕ w_g;  an individual is a group of one: p_u = e'_u ⊕ e_u
 5. score(g, i) = <P p_g, e_i>, P a learned (d x 2d) projection
+6. [choice] social smoothing of individuals, fixed after training (train.py
+   picks β on validation): p_u <- (1 - β) p_u + β mean_{v ~ u} p_v over u's
+   follow neighbours; β = 0 (the default buffer) is the model of 1-5.
 
 Args:
     n_users, n_items, n_groups: node counts of each kind (dense integer ids).
@@ -27,6 +30,10 @@ Args:
         With features, an image's initial embedding is W s_i + δ_i (METHOD.md 1.1):
         images that look alike start alike, so an image with few clicks borrows
         from its look-alikes; δ_i (zero at start) learns what the look misses.
+    image_offsets: learn δ_i for images that have features (default False: such an
+        image is its look W s_i only, and tastes are learned over looks, which is
+        what carries over to unseen images; an all-zero feature row, an image
+        without a vector, keeps its learned id δ_i either way).
 """
 
 from __future__ import annotations
@@ -49,14 +56,17 @@ class Graphs:
     member_user: Tensor  # (M,) user index of each row
     member_features: Tensor  # (M, F) c_u^g per row
     item_features: Tensor | None = None  # (I, Ds) Step 2's semantic embedding per image, where it exists
+    social: Tensor | None = None  # (2, E) follow edges between individuals, both directions
 
 
 class SocialPreferenceEncoder(nn.Module):
     def __init__(self, n_users: int, n_items: int, n_groups: int, n_features: int, dim: int = 64, layers: int = 2,
-                 use_influence: bool = True, use_group_graph: bool = True, n_item_features: int = 0):
+                 use_influence: bool = True, use_group_graph: bool = True, n_item_features: int = 0,
+                 image_offsets: bool = False):
         super().__init__()
         self.n_users, self.n_items, self.n_groups = n_users, n_items, n_groups
-        self.use_influence, self.use_group_graph = use_influence, use_group_graph
+        self.use_influence, self.use_group_graph, self.image_offsets = use_influence, use_group_graph, image_offsets
+        self.register_buffer("smoothing", torch.zeros(()))  # β of step 6, saved with the weights
         self.click_gcn = LightGCN(n_users + n_items, dim, layers)
         self.member_gcn = LightGCN(n_groups + n_users, dim, layers)
         self.attention = nn.Sequential(nn.Linear(n_features + dim, dim), nn.Tanh(), nn.Linear(dim, 1))
@@ -74,7 +84,10 @@ class SocialPreferenceEncoder(nn.Module):
             ui = self.click_gcn.get_embedding(graphs.click)
         else:
             table = self.click_gcn.embedding.weight
-            x0 = torch.cat([table[: self.n_users], table[self.n_users :] + self.item_proj(graphs.item_features)])
+            offsets = table[self.n_users :]
+            if not self.image_offsets:  # only images without a vector (an all-zero row) keep their id
+                offsets = offsets * (graphs.item_features == 0).all(dim=1, keepdim=True)
+            x0 = torch.cat([table[: self.n_users], offsets + self.item_proj(graphs.item_features)])
             ui = _propagate(self.click_gcn, x0, graphs.click)
         gm = self.member_gcn.get_embedding(graphs.member) if self.use_group_graph else self.member_gcn.embedding.weight
         return {"user": ui[: self.n_users], "item": ui[self.n_users :], "group": gm[: self.n_groups],
@@ -97,11 +110,22 @@ class SocialPreferenceEncoder(nn.Module):
                             dim=0, dim_size=self.n_groups, reduce="sum")
         groups = torch.cat([emb["group"], influence], dim=1)
         individuals = torch.cat([emb["user_member_side"], emb["user"]], dim=1)
+        if graphs.social is not None and self.smoothing > 0:
+            individuals = social_smoothing(individuals, graphs.social, self.smoothing)
         return groups, individuals, weight
 
     def score(self, p: Tensor, items: Tensor) -> Tensor:
         """<P p, e_i> for matching rows of p [B, 2d] and items [B, d], or all pairs if items is [I, d] and B != I."""
         return (self.project(p) * items).sum(-1)
+
+
+def social_smoothing(p: Tensor, social: Tensor, beta: Tensor | float) -> Tensor:
+    """(1 - β) p_u + β mean of p over u's neighbours in `social` (2, E); rows without neighbours unchanged."""
+    src, dst = social
+    degree = scatter(torch.ones_like(src, dtype=p.dtype), src, dim_size=len(p), reduce="sum")
+    neighbours = scatter(p[dst], src, dim=0, dim_size=len(p), reduce="sum") / degree.clamp_min(1)[:, None]
+    beta = beta * (degree > 0).to(p.dtype)[:, None]
+    return (1 - beta) * p + beta * neighbours
 
 
 def _propagate(gcn: LightGCN, x: Tensor, edge_index: Tensor) -> Tensor:

@@ -24,6 +24,7 @@ class Indexed:
     feature_names: list[str]
     items_without_features: int = 0  # train images with no semantic vector (unreadable image): learned id only
     members_without_centrality: int = 0  # member rows absent from the social graph: zero features
+    follows_outside: int = 0  # follow edges with an end that neither clicked nor joins a group: not used
 
 
 def standardise_log(x: np.ndarray) -> np.ndarray:
@@ -76,6 +77,18 @@ def item_features(path: Path | None, items: list[str]) -> tuple[np.ndarray | Non
     return matrix, missing
 
 
+def _follows(tables_dir: Path, index: dict[str, int]) -> tuple[np.ndarray, int]:
+    """(follower, followee) dense index pairs among the known individuals, self-follows dropped; and how many
+    edges had an end outside them (people with no clicks and no groups carry no taste to share)."""
+    follows = pl.read_parquet(tables_dir / c.FOLLOWS_FILE, columns=["follower_id", "followee_id"])
+    follows = follows.filter(pl.col("follower_id") != pl.col("followee_id"))
+    keys = pl.DataFrame({"id": list(index), "row": list(index.values())}, schema={"id": pl.String, "row": pl.Int64})
+    pairs = (follows.join(keys.rename({"id": "follower_id", "row": "a"}), on="follower_id", how="left", maintain_order="left")
+             .join(keys.rename({"id": "followee_id", "row": "b"}), on="followee_id", how="left", maintain_order="left"))
+    known = pairs.drop_nulls(["a", "b"])
+    return known.select("a", "b").to_numpy().astype(np.int64).reshape(-1, 2), pairs.height - known.height
+
+
 def load(tables_dir: Path, split_path: Path, centrality_dir: Path, semantic_path: Path | None = None) -> Indexed:
     events = training_events(tables_dir, split_path).select("actor_id", "type", "target_id").collect()
     members = pl.read_parquet(tables_dir / c.MEMBERSHIPS_FILE).sort("group_id", "member_id")
@@ -90,5 +103,6 @@ def load(tables_dir: Path, split_path: Path, centrality_dir: Path, semantic_path
     member_rows = np.array([(g[a], u[b]) for a, b in members.select("group_id", "member_id").iter_rows()], dtype=np.int64).reshape(-1, 2)
     features, names, absent = _member_features(members, centrality_dir)
     semantic, missing = item_features(semantic_path, train_items)
-    data = TrainData(len(users), len(train_items), len(groups), user_items, group_items, member_rows, features, semantic)
-    return Indexed(data, users, train_items, groups, names, missing, absent)
+    follows, outside = _follows(tables_dir, u)
+    data = TrainData(len(users), len(train_items), len(groups), user_items, group_items, member_rows, features, semantic, follows)
+    return Indexed(data, users, train_items, groups, names, missing, absent, outside)

@@ -1,4 +1,10 @@
-"""Training Step 1: BPR on individual-image and group-image interactions, early stopping.
+"""Training Step 1 on individual-image and group-image interactions, early stopping.
+
+The loss (`TrainGraphConfig.loss`): "softmax", the cross-entropy of each
+interaction's image against every image of the catalogue under score(g, i), or
+"bpr", LightGCN's pairwise loss against one uniform negative. After training,
+the social smoothing β of encoder.py is chosen on validation among the
+configured candidates (0 included by default, so it can only help validation).
 
 Pure functions over dense integer ids; the callers (the `train_graph` stage, the
 group-rec benchmark) map their ids in and out. Validation is carved from the
@@ -33,6 +39,7 @@ class TrainData:
     members: np.ndarray  # (M, 2) group, user
     features: np.ndarray  # (M, F) c_u^g, standardised
     item_features: np.ndarray | None = None  # (n_items, Ds) semantic embedding of each image, if any
+    follows: np.ndarray | None = None  # (F, 2) follower, followee user indexes (the social smoothing's graph)
 
 
 @dataclass
@@ -40,6 +47,8 @@ class History:
     epochs: list[dict] = field(default_factory=list)
     best_epoch: int = -1
     best_score: float = -1.0
+    smoothing: float = 0.0  # the chosen social smoothing β
+    smoothing_scores: dict[str, float] = field(default_factory=dict)  # validation score per candidate β
 
 
 def carve_validation(pairs: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -64,8 +73,12 @@ def build_graphs(data: TrainData, use_centrality: bool) -> Graphs:
     if not use_centrality:
         features = torch.zeros_like(features)
     items = torch.as_tensor(data.item_features, dtype=torch.float32) if data.item_features is not None else None
+    social = None
+    if data.follows is not None and len(data.follows):
+        follows = torch.as_tensor(data.follows.T.copy())
+        social = torch.cat([follows, follows.flip(0)], dim=1)
     return Graphs(click, torch.cat([gm, gm.flip(0)], dim=1), torch.as_tensor(data.members[:, 0]),
-                  torch.as_tensor(data.members[:, 1]), features, items)
+                  torch.as_tensor(data.members[:, 1]), features, items, social)
 
 
 def _negatives(rng: np.random.Generator, pairs: np.ndarray, n_items: int) -> np.ndarray:
@@ -80,12 +93,17 @@ def _negatives(rng: np.random.Generator, pairs: np.ndarray, n_items: int) -> np.
     return neg
 
 
-def _bpr(model: SocialPreferenceEncoder, p: torch.Tensor, items: torch.Tensor, rows: np.ndarray, neg: np.ndarray,
-         reg_nodes: torch.Tensor, cfg: TrainGraphConfig) -> torch.Tensor:
-    seg = torch.as_tensor(rows[:, 0])
-    pos_score = model.score(p[seg], items[torch.as_tensor(rows[:, 1])])
-    neg_score = model.score(p[seg], items[torch.as_tensor(neg)])
-    return model.click_gcn.recommendation_loss(pos_score, neg_score, node_id=reg_nodes, lambda_reg=cfg.reg)
+def _loss(model: SocialPreferenceEncoder, p: torch.Tensor, items: torch.Tensor, rows: np.ndarray, neg: np.ndarray,
+          reg_nodes: torch.Tensor, cfg: TrainGraphConfig) -> torch.Tensor:
+    """The configured ranking loss of (segment, image) rows, plus LightGCN's L2 on the batch's initial embeddings."""
+    seg, pos = torch.as_tensor(rows[:, 0]), torch.as_tensor(rows[:, 1])
+    if cfg.loss == "bpr":
+        pos_score, neg_score = model.score(p[seg], items[pos]), model.score(p[seg], items[torch.as_tensor(neg)])
+        return model.click_gcn.recommendation_loss(pos_score, neg_score, node_id=reg_nodes, lambda_reg=cfg.reg)
+    loss = torch.nn.functional.cross_entropy(model.project(p[seg]) @ items.T, pos)
+    if len(reg_nodes):  # the same penalty as PyG's BPRLoss: lambda * ||E_0[batch]||^2 / batch size
+        loss = loss + cfg.reg * model.click_gcn.embedding(reg_nodes).norm(p=2).pow(2) / len(rows)
+    return loss
 
 
 def train_epoch(model, graphs, data: TrainData, optimizer, rng: np.random.Generator, cfg: TrainGraphConfig) -> float:
@@ -101,9 +119,9 @@ def train_epoch(model, graphs, data: TrainData, optimizer, rng: np.random.Genera
         emb = model.embeddings(graphs)
         p_groups, p_users, _ = model.segment_vectors(graphs, emb)
         reg_nodes = torch.as_tensor(np.unique(np.concatenate([data.user_items[u, 0], data.user_items[u, 1] + data.n_users])))
-        loss = _bpr(model, p_users, emb["item"], data.user_items[u], user_neg[u], reg_nodes, cfg)
+        loss = _loss(model, p_users, emb["item"], data.user_items[u], user_neg[u], reg_nodes, cfg)
         if len(g):
-            loss = loss + cfg.group_weight * _bpr(model, p_groups, emb["item"], data.group_items[g], group_neg[g], reg_nodes[:0], cfg)
+            loss = loss + cfg.group_weight * _loss(model, p_groups, emb["item"], data.group_items[g], group_neg[g], reg_nodes[:0], cfg)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -153,13 +171,13 @@ def new_model(data: TrainData, cfg: TrainGraphConfig) -> SocialPreferenceEncoder
     torch.manual_seed(cfg.seed)
     return SocialPreferenceEncoder(data.n_users, data.n_items, data.n_groups, data.features.shape[1], cfg.dim,
                                    cfg.layers, cfg.use_influence, cfg.use_group_graph,
-                                   data.item_features.shape[1] if data.item_features is not None else 0)
+                                   data.item_features.shape[1] if data.item_features is not None else 0, cfg.image_offsets)
 
 
 def data_key(data: TrainData, val: dict[str, np.ndarray]) -> str:
     """A digest of exactly what is trained on: a checkpoint resumes only on the same data."""
     digest = hashlib.sha256(f"{data.n_users},{data.n_items},{data.n_groups}".encode())
-    extra = [data.item_features] if data.item_features is not None else []
+    extra = [a for a in (data.item_features, data.follows) if a is not None]
     for array in (data.user_items, data.group_items, data.members, data.features, *extra, *[val[k] for k in sorted(val)]):
         digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()
@@ -213,5 +231,18 @@ def fit(data: TrainData, val: dict[str, np.ndarray], cfg: TrainGraphConfig, chec
             save_checkpoint(checkpoint_dir, model, optimizer, history, cfg, rng, best, key)
         log(f"epoch {metrics['epoch']:3d}  loss {loss:.4f}  val {metrics['val_score']:.4f}  {metrics['seconds']:.1f}s")
     model.load_state_dict(best)
+    choose_smoothing(model, graphs, candidates, history, cfg, log)
     return model, graphs, history
+
+
+def choose_smoothing(model, graphs: Graphs, candidates, history: History, cfg: TrainGraphConfig, log=print) -> None:
+    """Set the model's social smoothing β to the candidate with the best validation score (ties: the smaller β)."""
+    if graphs.social is None or not candidates:
+        return
+    for beta in sorted(cfg.social_smoothing):
+        model.smoothing.fill_(beta)
+        history.smoothing_scores[str(beta)] = validate(model, graphs, candidates)["val_score"]
+    history.smoothing = float(max(sorted(cfg.social_smoothing), key=lambda b: history.smoothing_scores[str(b)]))
+    model.smoothing.fill_(history.smoothing)
+    log(f"social smoothing: beta {history.smoothing} (validation {history.smoothing_scores})")
 

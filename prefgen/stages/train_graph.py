@@ -35,7 +35,9 @@ def train(cfg: TrainGraphConfig, log=print) -> dict[str, Any]:
             mlflow.log_metrics({"epoch_loss": row["loss"], "epoch_val_score": row["val_score"]}, step=row["epoch"])
     return {**sizes, "items_without_features": indexed.items_without_features,
             "members_without_centrality": indexed.members_without_centrality, "best_epoch": history.best_epoch, "epochs": len(history.epochs),
-            "val_score": best["val_score"], "seconds_per_epoch": float(np.mean([e["seconds"] for e in history.epochs]))}
+            "val_score": best["val_score"], "seconds_per_epoch": float(np.mean([e["seconds"] for e in history.epochs])),
+            "follows": len(data.follows), "follows_outside": indexed.follows_outside, "social_smoothing": history.smoothing,
+            "val_score_smoothed": history.smoothing_scores.get(str(history.smoothing), best["val_score"])}
 
 
 def run(cfg: TrainGraphConfig, params: dict[str, Any] | None, root: Path) -> dict[str, Any]:

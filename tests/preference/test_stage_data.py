@@ -3,7 +3,7 @@
 import numpy as np
 import polars as pl
 
-from prefgen.preference.stage_data import _member_features, item_features, standardise_log
+from prefgen.preference.stage_data import _follows, _member_features, item_features, standardise_log
 
 
 def test_standardise_log_logs_columns_below_one_and_counts_with_zeros():
@@ -30,3 +30,10 @@ def test_item_features_fill_missing_images_with_zeros_and_count_them(tmp_path):
     matrix, missing = item_features(tmp_path / "semantic.parquet", ["i2", "i9", "i1"])
     assert missing == 1 and matrix.tolist() == [[3.0, 4.0], [0.0, 0.0], [1.0, 2.0]]
     assert item_features(tmp_path / "absent.parquet", ["i1"]) == (None, 1)
+
+
+def test_follows_are_kept_between_known_individuals_and_the_rest_counted(tmp_path):
+    pl.DataFrame({"follower_id": ["a", "b", "a", "a", "ghost"], "followee_id": ["b", "c", "a", "ghost", "c"],
+                  "since": [0] * 5}).write_parquet(tmp_path / "follows.parquet")
+    pairs, outside = _follows(tmp_path, {"a": 0, "b": 1, "c": 2})
+    assert pairs.tolist() == [[0, 1], [1, 2]] and outside == 2  # the self-follow is dropped, not counted

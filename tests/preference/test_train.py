@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from prefgen.config import TrainGraphConfig
-from prefgen.preference.encoder import SocialPreferenceEncoder
+from prefgen.config import ConfigError
+from prefgen.preference.encoder import SocialPreferenceEncoder, social_smoothing
+from prefgen.preference.encoder import Graphs
 from prefgen.preference.train import TrainData, build_graphs, carve_validation, fit, score_rows
 from torch_geometric.utils import scatter
 
@@ -44,12 +46,14 @@ def test_ablation_without_influence_is_the_member_mean():
     assert torch.allclose(weight, torch.full_like(weight, 0.25))
 
 
-def test_training_is_deterministic_and_learns_the_planted_clusters():
+@pytest.mark.parametrize("loss", ["softmax", "bpr"])
+def test_training_is_deterministic_and_learns_the_planted_clusters(loss):
     data = planted()
     train, val = carve_validation(data.user_items, np.random.default_rng(0))
     data.user_items = train
-    model, graphs, history = fit(data, {"user": val}, CFG, log=lambda _: None)
-    again, _, history2 = fit(data, {"user": val}, CFG, log=lambda _: None)
+    cfg = replace(CFG, loss=loss)
+    model, graphs, history = fit(data, {"user": val}, cfg, log=lambda _: None)
+    again, _, history2 = fit(data, {"user": val}, cfg, log=lambda _: None)
     assert [e["loss"] for e in history.epochs] == [e["loss"] for e in history2.epochs]
     assert history.epochs[-1]["loss"] < history.epochs[0]["loss"]
     items = np.tile(np.arange(data.n_items), (4, 1))
@@ -124,3 +128,50 @@ def test_a_truncated_checkpoint_is_a_clear_error(tmp_path):
     path.write_bytes(path.read_bytes()[:64])
     with pytest.raises(CheckpointError, match="checkpoint.safetensors: corrupt or truncated"):
         fit(data, {}, replace(CFG, max_epochs=1), checkpoint_dir=tmp_path, log=lambda _: None)
+
+
+def test_social_smoothing_moves_each_individual_towards_its_neighbours_mean():
+    p = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 4.0], [9.0, 9.0]])
+    social = torch.tensor([[0, 0, 1, 2], [1, 2, 0, 0]])  # 0 - 1 and 0 - 2, both directions; 3 follows nobody
+    out = social_smoothing(p, social, 0.5)
+    assert out.tolist() == [[0.5, 1.0], [1.0, 0.0], [0.0, 2.0], [9.0, 9.0]]
+    assert torch.equal(social_smoothing(p, social, 0.0), p)
+
+
+def test_the_smoothing_is_chosen_on_validation_and_applied_to_individuals():
+    data = planted()
+    train, val = carve_validation(data.user_items, np.random.default_rng(0))
+    data.user_items = train
+    same_cluster = [(u, v) for u in range(data.n_users) for v in (u + 2, u + 4) if v < data.n_users]
+    data.follows = np.array(same_cluster)
+    model, graphs, history = fit(data, {"user": val}, replace(CFG, social_smoothing=[0.0, 0.5]), log=lambda _: None)
+    assert set(history.smoothing_scores) == {"0.0", "0.5"}
+    assert history.smoothing == max([0.0, 0.5], key=lambda b: history.smoothing_scores[str(b)])
+    assert float(model.smoothing) == history.smoothing
+    model.smoothing.fill_(0.5)
+    _, smoothed, _ = model.segment_vectors(graphs)
+    model.smoothing.fill_(0.0)
+    _, raw, _ = model.segment_vectors(graphs)
+    assert torch.allclose(smoothed, social_smoothing(raw, graphs.social, 0.5)) and not torch.allclose(smoothed, raw)
+
+
+def test_without_image_offsets_only_images_lacking_features_keep_a_learned_id():
+    """Images 0 and 1 look alike, 2 and 3 have no vector (zero rows): with no clicks, layer 0 is all there is."""
+    features = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
+    graphs = Graphs(torch.zeros(2, 0, dtype=torch.long), torch.zeros(2, 0, dtype=torch.long), torch.zeros(0, dtype=torch.long),
+                    torch.zeros(0, dtype=torch.long), torch.zeros(0, 3), features)
+    for offsets in (False, True):
+        torch.manual_seed(0)
+        model = SocialPreferenceEncoder(2, 4, 1, 3, dim=4, n_item_features=2, image_offsets=offsets)
+        torch.nn.init.normal_(model.click_gcn.embedding.weight)  # non-zero δ for every image
+        items = model.embeddings(graphs)["item"]
+        assert torch.equal(items[0], items[1]) != offsets
+        assert not torch.allclose(items[2], items[3])
+
+
+@pytest.mark.parametrize(("change", "message"), [({"loss": "hinge"}, "loss: 'hinge'"),
+                                                 ({"social_smoothing": [0.0, 1.0]}, "social_smoothing"),
+                                                 ({"social_smoothing": []}, "social_smoothing")])
+def test_bad_training_settings_are_named(change, message):
+    with pytest.raises(ConfigError, match=message):
+        replace(CFG, **change)
