@@ -355,7 +355,8 @@ def bench_grouprec(
     from prefgen.preference import bench
     from prefgen.preference.grouprec import FormatError
 
-    cfg = configs.train_graph_config(_params(params, required=False) or {})
+    # The benchmark measures Step 1 as the quality profile trains it, whatever profile params.yaml has active.
+    cfg = configs.train_graph_config((_params(params, required=False) or {}) | {"profile": "quality"})
     cfg = replace(cfg, use_influence=not no_influence, use_group_graph=not no_group_graph, use_centrality=not no_centrality,
                   max_epochs=max_epochs or cfg.max_epochs)
     if model not in ("prefgen", "popularity"):

@@ -146,8 +146,9 @@ class CentralityConfig:
 
 @dataclass(frozen=True)
 class TrainGraphConfig:
-    """Step 1 training (stage `train_graph`, `prefgen bench grouprec`)."""
+    """Step 1 training (stage `train_graph`, `prefgen bench grouprec`, which always uses the quality profile)."""
 
+    profile: str = "demo"  # set by params.yaml's top-level `profile` (the section has profiles); recorded with every run
     dim: int = 64  # embedding size d; p_g has 2d
     layers: int = 2  # LightGCN layers of both graphs (LightGCN's paper finds 2-3 best)
     lr: float = 0.005
@@ -157,7 +158,7 @@ class TrainGraphConfig:
     loss: str = "softmax"
     batch_size: int = 2048
     max_epochs: int = 120
-    patience: int = 15  # epochs without a better validation HR@10 before stopping
+    patience: int = 15  # epochs without a better validation HR@10 before stopping (demo profile: 8, for time)
     eval_negatives: int = 100  # sampled negatives per validation row, as in the test protocol
     group_weight: float = 1.0  # weight of the group-image BPR term against the individual one
     seed: int = 0
