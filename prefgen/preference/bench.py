@@ -12,6 +12,9 @@ of (model - popularity), 95%.
 
 from __future__ import annotations
 
+import multiprocessing
+import sys
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -127,12 +130,36 @@ def run_seed(data: GroupRecData, cfg: TrainGraphConfig, log=print) -> dict:
         out[task] = {"metrics": tie_aware_metrics(scores[:, 0], scores[:, 1:]),
                      "rows": {k: per_row_metrics(scores[:, 0], scores[:, 1:], int(k.split("@")[1]))[k] for k in METRICS},
                      "full": full_ranking(score_all(model, graphs, test.ids, task), data, task)}
+    log(f"seed {cfg.seed} done: best epoch {history.best_epoch}, "
+        + ", ".join(f"{task} HR@10 {out[task]['metrics']['HR@10']:.4f}" for task in TASKS))
     return out
 
 
-def bench(folder: Path, cfg: TrainGraphConfig, seeds: int, log=print) -> dict:
+class _SeedLog:
+    """A picklable log for a seed run in a spawned process: its lines on stderr, prefixed with the seed."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def __call__(self, line: str) -> None:
+        print(f"[seed {self.seed}] {line}", file=sys.stderr, flush=True)
+
+
+def run_seeds(data: GroupRecData, cfg: TrainGraphConfig, seeds: int, jobs: int = 1, log=print) -> list[dict]:
+    """One run per seed, in seed order. With jobs > 1 the seeds train in that many spawned processes at once
+    (each with cfg.threads torch threads); a seed's run depends only on its seed, so the figures are the same."""
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, not {jobs}")
+    configs = [replace(cfg, seed=cfg.seed + s) for s in range(seeds)]
+    if jobs == 1 or seeds == 1:
+        return [run_seed(data, c, log=log) for c in configs]
+    with ProcessPoolExecutor(min(jobs, seeds), mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(run_seed, [data] * seeds, configs, [_SeedLog(c.seed) for c in configs]))
+
+
+def bench(folder: Path, cfg: TrainGraphConfig, seeds: int, log=print, jobs: int = 1) -> dict:
     data, report = load(folder, log)
-    runs = [run_seed(data, replace(cfg, seed=cfg.seed + s), log=log) for s in range(seeds)]
+    runs = run_seeds(data, cfg, seeds, jobs, log)
     rng = np.random.default_rng(0)
     result: dict = {"seeds": seeds, "best_epochs": [r["best_epoch"] for r in runs],
                     "social_smoothing": [r["social_smoothing"] for r in runs],
@@ -172,6 +199,6 @@ def format_table(result: dict, model: str) -> str:
         for name, key in ((model, f"{task}_full"), ("popularity", f"{task}_full_popularity"))[: 1 if model == "popularity" else 2]:
             lines.append(f"{task:<6} {name:<11} " + " ".join(f"{result[key][m]:9.4f}" for m in FULL_METRICS))
     if model != "popularity":
-        lines.append(f"seeds {result['seeds']}, best epochs {result['best_epochs']}, social smoothing {result.get('social_smoothing')}, "
+        lines.append(f"seeds {result['seeds']}, best epochs {result['best_epochs']}, social smoothing {result['social_smoothing']}, "
                      f"{result['seconds_per_epoch']:.2f} s/epoch")
     return "\n".join(lines)

@@ -73,3 +73,17 @@ def test_bench_counts_bad_input_and_reports_full_ranking(tmp_path):
     result = json.loads((tmp_path / "out.json").read_text())
     assert result["input"]["test users with no training interactions"]["count"] == 1
     assert set(result["group_full"]) == {"Recall@10", "NDCG@10", "Recall@20", "NDCG@20"} and "full ranking" in done.stderr
+
+
+def test_seeds_in_parallel_processes_give_the_figures_of_one_at_a_time(tmp_path):
+    from prefgen.config import TrainGraphConfig
+    from prefgen.preference import bench
+
+    folder = _bigger(tmp_path / "ds")
+    cfg = TrainGraphConfig(max_epochs=2, item_features="")
+    one, parallel = bench.bench(folder, cfg, 2, log=lambda line: None), bench.bench(folder, cfg, 2, log=lambda line: None, jobs=2)
+    for task in bench.TASKS:
+        assert one[task] == parallel[task] and one[f"{task}_ci"] == parallel[f"{task}_ci"]
+    assert one["best_epochs"] == parallel["best_epochs"]
+    with pytest.raises(ValueError, match="jobs must be at least 1"):
+        bench.run_seeds(None, cfg, 2, jobs=0)
