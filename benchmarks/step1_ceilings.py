@@ -13,6 +13,15 @@ estimate (its score averaged over the train images of each class). Reported: the
 within-group Spearman with the true influence over groups of >= 3 members, beside
 PageRank alone (`ref_influence_spearman`) and Step 1's learned attention.
 
+Influence refit (issue 4): what a learner that does NOT know the world's form can
+pick. Step 1's trained member tastes (each individual's scoring vector P p_u) and
+image embeddings are frozen; attention = softmax over the group of (a . c_u^g + b_u)
+over Step 1's own member features c_u^g (one column, or all of them), with b_u a
+per-individual persuasiveness under a N(0, 1/prec) prior, fitted by MAP to the
+train group clicks less one held out per group. Reported per feature set: the
+held-out group-click NLL (what such a learner could select on) and the Spearman
+with the true influence (what it would get).
+
 Cold start (issue 5). Each individual's 48 taste parameters (hue, pattern, shape,
 hue x shape) fitted by MAP from its train-split interactions under the exact click
 model, with a prior around the fitted population mean (empirical Bayes), and the
@@ -43,6 +52,7 @@ from prefgen.data.tables import scan_parts  # noqa: E402
 from prefgen.data.tastes import N_H, N_P, N_S, Tastes  # noqa: E402
 from prefgen.eval import ranking  # noqa: E402
 from prefgen.eval.reference import ColdTask, cold_task, summarise_auc  # noqa: E402
+from prefgen.preference import stage_data  # noqa: E402
 
 TEMPERATURE, NOISE, INFLUENCE_TEMPERATURE = 0.7, 0.15, 0.6  # the world's click and influence model (synth.py)
 INDIVIDUAL_TYPES = ["click", "repost", "comment", "favorite"]
@@ -183,15 +193,72 @@ def cold_start_study(root: Path, truth_dir: Path) -> dict:
             "free_class_map": auc(fit(render.N_CLASSES, lambda t: t, torch.full((render.N_CLASSES,), 1.0, dtype=torch.float64)))}
 
 
+def _hold_out_one_per_group(pairs: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    shuffled = pairs[torch.as_tensor(np.random.default_rng(seed).permutation(len(pairs)))]
+    _, first = np.unique(shuffled[:, 0].numpy(), return_index=True)
+    held = torch.zeros(len(shuffled), dtype=torch.bool)
+    held[torch.as_tensor(first)] = True
+    return shuffled[~held], shuffled[held]
+
+
+def influence_refit_study(root: Path, truth_dir: Path, prec: float) -> dict:
+    from torch_geometric.utils import scatter, softmax
+
+    d = root / "data"
+    ix = stage_data.load(d / "02_tables", d / "03_features/split.parquet", d / "03_features/centrality",
+                         d / "03_features/visual/semantic.parquet")
+    data, vectors = ix.data, load_file(d / "04_models/graph/vectors.safetensors")
+    tastes = (vectors["p"][data.n_groups :] @ vectors["project"].T).double()  # rows follow ix.users, as segments.parquet does
+    items = vectors["items"].double()
+    group, user = torch.as_tensor(data.members[:, 0]), torch.as_tensor(data.members[:, 1])
+    features = torch.as_tensor(data.features, dtype=torch.float64)
+    fit_rows, held = _hold_out_one_per_group(torch.as_tensor(data.group_items))
+    gm = pl.read_parquet(truth_dir / "group_members.parquet")
+    truth = dict(zip(zip(gm["group_id"], gm["member_id"]), gm["influence"]))
+    true_influence = np.array([truth[(ix.groups[g], ix.users[u])] for g, u in data.members.tolist()])
+
+    def fit(columns: list[int], persuasion: bool) -> dict:
+        # theta = [a (one weight per column), log scale, b (one persuasiveness per individual, if fitted)]
+        n_a = len(columns)
+
+        def attention(theta):
+            logits = features[:, columns] @ theta[:n_a] + (theta[n_a + 1 :][user] if persuasion else 0)
+            return softmax(logits, group, num_nodes=data.n_groups)
+
+        def click_nll(theta, rows):
+            mix = scatter(attention(theta)[:, None] * tastes[user], group, dim=0, dim_size=data.n_groups, reduce="sum")
+            logits = theta[n_a].exp() * mix[rows[:, 0]] @ items.T
+            return torch.nn.functional.cross_entropy(logits, rows[:, 1], reduction="sum")
+
+        size = n_a + 1 + (data.n_users if persuasion else 0)
+        theta = fit_map(torch.zeros(size, dtype=torch.float64),
+                        lambda t: click_nll(t, fit_rows) + 0.5 * prec * (t[n_a + 1 :] ** 2).sum())
+        with torch.no_grad():
+            return {"heldout_nll": float(click_nll(theta, held)),
+                    "spearman": within_group_spearman(attention(theta).numpy(), true_influence, data.members[:, 0])}
+
+    names = ix.feature_names
+    rows = {f"{name} + b": fit([k], True) for k, name in enumerate(names)}
+    rows["all features + b"] = fit(list(range(len(names))), True)
+    rows["all features"] = fit(list(range(len(names))), False)
+    rows["pagerank"] = fit([names.index("pagerank")], False)
+    chosen = min(rows, key=lambda k: rows[k]["heldout_nll"])
+    return {"prior_precision": prec, "heldout_clicks": len(held), "chosen_by_heldout_nll": chosen,
+            "chosen_spearman": rows[chosen]["spearman"], "fits": rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", type=Path, default=Path("."), help="a checkout whose data/ holds a trained world-v1 pipeline")
     parser.add_argument("--reg", type=float, default=3.0, help="prior precision of persuasiveness in the Step 1-tastes learner")
+    parser.add_argument("--refit-prec", type=float, default=10.0, help="prior precision of persuasiveness in the influence refit")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("PREFGEN_THREADS", "1")))
     truth_dir = args.root / "data/truth/world-v1"
-    result = {"influence": influence_study(args.root, truth_dir, args.reg), "cold_start": cold_start_study(args.root, truth_dir)}
+    result = {"influence": influence_study(args.root, truth_dir, args.reg),
+              "influence_refit": influence_refit_study(args.root, truth_dir, args.refit_prec),
+              "cold_start": cold_start_study(args.root, truth_dir)}
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
