@@ -18,7 +18,7 @@ pick. Step 1's trained member tastes (each individual's scoring vector P p_u) an
 image embeddings are frozen; attention = softmax over the group of (a . c_u^g + b_u)
 over Step 1's own member features c_u^g (one column, or all of them), with b_u a
 per-individual persuasiveness under a N(0, 1/prec) prior, fitted by MAP to the
-train group clicks less one held out per group. Reported per feature set: the
+train group clicks less one held out per group (train.carve_validation). Reported per feature set: the
 held-out group-click NLL (what such a learner could select on) and the Spearman
 with the true influence (what it would get).
 
@@ -53,6 +53,7 @@ from prefgen.data.tastes import N_H, N_P, N_S, Tastes  # noqa: E402
 from prefgen.eval import ranking  # noqa: E402
 from prefgen.eval.reference import ColdTask, cold_task, summarise_auc  # noqa: E402
 from prefgen.preference import stage_data  # noqa: E402
+from prefgen.preference.train import carve_validation  # noqa: E402
 
 TEMPERATURE, NOISE, INFLUENCE_TEMPERATURE = 0.7, 0.15, 0.6  # the world's click and influence model (synth.py)
 INDIVIDUAL_TYPES = ["click", "repost", "comment", "favorite"]
@@ -193,14 +194,6 @@ def cold_start_study(root: Path, truth_dir: Path) -> dict:
             "free_class_map": auc(fit(render.N_CLASSES, lambda t: t, torch.full((render.N_CLASSES,), 1.0, dtype=torch.float64)))}
 
 
-def _hold_out_one_per_group(pairs: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    shuffled = pairs[torch.as_tensor(np.random.default_rng(seed).permutation(len(pairs)))]
-    _, first = np.unique(shuffled[:, 0].numpy(), return_index=True)
-    held = torch.zeros(len(shuffled), dtype=torch.bool)
-    held[torch.as_tensor(first)] = True
-    return shuffled[~held], shuffled[held]
-
-
 def influence_refit_study(root: Path, truth_dir: Path, prec: float) -> dict:
     from torch_geometric.utils import scatter, softmax
 
@@ -212,7 +205,7 @@ def influence_refit_study(root: Path, truth_dir: Path, prec: float) -> dict:
     items = vectors["items"].double()
     group, user = torch.as_tensor(data.members[:, 0]), torch.as_tensor(data.members[:, 1])
     features = torch.as_tensor(data.features, dtype=torch.float64)
-    fit_rows, held = _hold_out_one_per_group(torch.as_tensor(data.group_items))
+    fit_rows, held = map(torch.as_tensor, carve_validation(data.group_items, np.random.default_rng(0)))  # one click per group of >= 2
     gm = pl.read_parquet(truth_dir / "group_members.parquet")
     truth = dict(zip(zip(gm["group_id"], gm["member_id"]), gm["influence"]))
     true_influence = np.array([truth[(ix.groups[g], ix.users[u])] for g, u in data.members.tolist()])

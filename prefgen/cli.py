@@ -350,7 +350,7 @@ def bench_grouprec(
     no_group_graph: Annotated[bool, typer.Option("--no-group-graph", help="Ablation: no group-member propagation.")] = False,
     no_centrality: Annotated[bool, typer.Option("--no-centrality", help="Ablation: attention without centrality features.")] = False,
     max_epochs: Annotated[int | None, typer.Option(help="Override params train_graph.max_epochs.")] = None,
-    jobs: Annotated[int, typer.Option(help="Seeds trained at once, each in its own process (same figures as one at a time).")] = 1,
+    jobs: Annotated[int, typer.Option(min=1, help="Seeds trained at once, each in its own process (same figures as one at a time).")] = 1,
 ) -> None:
     """Step 1 against popularity on group-recommendation data (1 + 100 protocol, ties in expectation)."""
     from prefgen.preference import bench
@@ -362,8 +362,6 @@ def bench_grouprec(
                   max_epochs=max_epochs or cfg.max_epochs)
     if model not in ("prefgen", "popularity"):
         _fail(f"--model must be prefgen or popularity, not {model!r}")
-    if jobs < 1:
-        _fail(f"--jobs must be at least 1, not {jobs}")
     log = lambda line: typer.echo(line, err=True)  # noqa: E731
     try:
         result = bench.bench_popularity(data, log=log) if model == "popularity" else bench.bench(data, cfg, seeds, log=log, jobs=jobs)
