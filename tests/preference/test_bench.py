@@ -87,3 +87,24 @@ def test_seeds_in_parallel_processes_give_the_figures_of_one_at_a_time(tmp_path)
     assert one["best_epochs"] == parallel["best_epochs"]
     with pytest.raises(ValueError, match="jobs must be at least 1"):
         bench.run_seeds(None, cfg, 2, jobs=0)
+
+
+def test_repeated_lines_stay_in_training_and_validation_is_drawn_from_lines(tmp_path):
+    from prefgen.preference import bench
+
+    folder = _bigger(tmp_path / "ds")
+    lines = (folder / "groupRatingTrain.txt").read_text().splitlines()
+    repeated = [line for line in lines if line.split()[0] in {"0", "1", "2"}]
+    (folder / "groupRatingTrain.txt").write_text("\n".join(lines + repeated * 3) + "\n")  # groups 0-2 log each pair 4 times
+    data, _ = bench.load(folder, log=lambda line: None)
+    pairs, times_logged = np.unique(data.group_train, axis=0, return_counts=True)
+    logged = {tuple(p): n for p, n in zip(pairs.tolist(), times_logged)}
+    train, val = bench.prepare(data, np.random.default_rng(0))
+
+    assert len(train.group_items) + len(val["group"]) == len(data.group_train)  # no line lost, none merged
+    pairs, times_trained = np.unique(train.group_items, axis=0, return_counts=True)
+    trained = {tuple(p): n for p, n in zip(pairs.tolist(), times_trained)}
+    held = [tuple(p) for p in val["group"].tolist()]
+    assert sorted(set(logged.values())) == [1, 4] and len(held) == 6
+    for pair, n in logged.items():
+        assert trained.get(pair, 0) == n - held.count(pair)  # repeats keep their weight; only the held-out line leaves
