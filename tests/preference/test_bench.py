@@ -97,14 +97,17 @@ def test_repeated_lines_stay_in_training_and_validation_is_drawn_from_lines(tmp_
     repeated = [line for line in lines if line.split()[0] in {"0", "1", "2"}]
     (folder / "groupRatingTrain.txt").write_text("\n".join(lines + repeated * 3) + "\n")  # groups 0-2 log each pair 4 times
     data, _ = bench.load(folder, log=lambda line: None)
-    pairs, times_logged = np.unique(data.group_train, axis=0, return_counts=True)
-    logged = {tuple(p): n for p, n in zip(pairs.tolist(), times_logged)}
+    logged = _times_each_pair(data.group_train)
     train, val = bench.prepare(data, np.random.default_rng(0))
 
     assert len(train.group_items) + len(val["group"]) == len(data.group_train)  # no line lost, none merged
-    pairs, times_trained = np.unique(train.group_items, axis=0, return_counts=True)
-    trained = {tuple(p): n for p, n in zip(pairs.tolist(), times_trained)}
+    trained = _times_each_pair(train.group_items)
     held = [tuple(p) for p in val["group"].tolist()]
     assert sorted(set(logged.values())) == [1, 4] and len(held) == 6
     for pair, n in logged.items():
         assert trained.get(pair, 0) == n - held.count(pair)  # repeats keep their weight; only the held-out line leaves
+
+
+def _times_each_pair(lines: np.ndarray) -> dict[tuple[int, int], int]:
+    pairs, counts = np.unique(lines, axis=0, return_counts=True)
+    return {tuple(p): int(n) for p, n in zip(pairs.tolist(), counts)}
