@@ -21,6 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_LOG = ROOT / "tests" / "data" / "sample_log"
 VENV_BIN = str(Path(sys.executable).parent)
 
+DEFAULT_WORLD, TEST_WORLD = "world-v1", "world-test"  # the test project's world: see make_project
+
 GOOD = {"event_id": "e1", "ts": "2026-03-01T10:00:00Z", "actor_id": "u1", "type": "click", "target_id": "img1"}
 
 
@@ -85,7 +87,9 @@ def make_project(repo: Path) -> Path:
     for name in ("dvc.yaml", "params.yaml", "prefect.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(ROOT / name, repo / name)
     # The real pipeline with every trainer cut to a few epochs and a tiny image tower: the tests check wiring, not quality.
-    params = yaml.safe_load((repo / "params.yaml").read_text())
+    # A smaller world than the default one, under its own name (world-v1 is frozen): every stage's time scales with it.
+    params = yaml.safe_load((repo / "params.yaml").read_text().replace(DEFAULT_WORLD, TEST_WORLD))
+    shrink(params, "synth", n_individuals=800, n_groups=120, group_size_max=20, n_images=600)
     shrink(params, "train_graph", max_epochs=3)
     shrink(params, "train_clip", epochs=1, vision_width=32, vision_layers=1, vision_heads=2)
     shrink(params, "train_mapper", max_epochs=2)

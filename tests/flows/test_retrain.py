@@ -13,6 +13,7 @@ from flows.retrain import retrain
 from prefgen import pipeline, tracking
 from prefgen.cli import app
 from prefgen.config import load_params, tracking_config
+from tests.conftest import TEST_WORLD
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +39,7 @@ def test_retrain_runs_stages_in_order_and_records_lineage(trained, monkeypatch):
     assert len(tags["git.commit"]) == 40
     ingest_result = next(r for r in first if r["stage"] == "ingest")
     assert json.loads(tags["dvc.lock.outs"]) == ingest_result["lock"]["outs"]
-    assert json.loads(tags["dvc.lock.deps"])["data/01_raw/world-v1"].endswith(".dir")
+    assert json.loads(tags["dvc.lock.deps"])[f"data/01_raw/{TEST_WORLD}"].endswith(".dir")
     assert metrics["read"] == metrics["valid"] + metrics["quarantined"] > 0
     assert run.data.params["max_id_len"] == "256"
 
@@ -69,7 +70,7 @@ def check_images_from_the_champion(project, monkeypatch):
     chain = cli("lineage", str(image))
     for expected in (f"made from    segment '{segment}', prompt 'a star', seed 1", f"generation run {made['run_id']}",
                      "bundle         prefgen-bundle version 1  aliases ['champion']", "(matches the image's)",
-                     "train_diffusion", "(dvc.lock digest)", "data/02_tables", "raw logs       data/01_raw/world-v1: 91 file(s)", "events-2026-07-03.jsonl  sha256"):
+                     "train_diffusion", "(dvc.lock digest)", "data/02_tables", f"raw logs       data/01_raw/{TEST_WORLD}: 91 file(s)", "events-2026-07-03.jsonl  sha256"):
         assert expected in chain, f"{expected!r} not in:\n{chain}"
     info = json.loads(cli("lineage", image.name[:16], "--json"))  # by sha alone: found in the run's logged manifest
     assert info["image"]["manifest"].startswith(f"runs:/{made['run_id']}/")
