@@ -35,6 +35,7 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,7 @@ from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from prefgen.config import TrainGraphConfig, load_params, reference_config, synth_config, train_graph_config  # noqa: E402
 from prefgen.data import contract as c  # noqa: E402
 from prefgen.data import render  # noqa: E402
 from prefgen.data.split import training_events  # noqa: E402
@@ -89,7 +91,7 @@ def within_group_spearman(score: np.ndarray, truth: np.ndarray, group: np.ndarra
                              for g in np.unique(group) if (group == g).sum() >= 3]))
 
 
-def influence_study(root: Path, truth_dir: Path, reg: float) -> dict:
+def influence_study(cfg: TrainGraphConfig, truth_dir: Path, reg: float) -> dict:
     ind, gm = pl.read_parquet(truth_dir / "individuals.parquet"), pl.read_parquet(truth_dir / "group_members.parquet")
     cls = class_of(pl.read_parquet(truth_dir / "images.parquet"))
     size = torch.tensor(np.bincount(list(cls.values()), minlength=render.N_CLASSES), dtype=torch.float64)
@@ -107,9 +109,9 @@ def influence_study(root: Path, truth_dir: Path, reg: float) -> dict:
 
     def clicks(train_only: bool) -> tuple[torch.Tensor, torch.Tensor]:
         if train_only:
-            events = training_events(root / "data/02_tables", root / "data/03_features/split.parquet").collect()
+            events = training_events(Path(cfg.tables_dir), Path(cfg.split)).collect()
         else:
-            events = scan_parts(root / "data/02_tables" / c.EVENTS_DIR, c.EVENTS_SCHEMA).collect()
+            events = scan_parts(Path(cfg.tables_dir) / c.EVENTS_DIR, c.EVENTS_SCHEMA).collect()
         events = events.filter(pl.col("type") == "group_click")
         return torch.tensor([gids[a] for a in events["actor_id"]]), torch.tensor([cls[b] for b in events["target_id"]])
 
@@ -131,19 +133,19 @@ def influence_study(root: Path, truth_dir: Path, reg: float) -> dict:
     out = {"pagerank_alone": within_group_spearman(z_pr.numpy(), truth, group), "map_reg": reg}
     for name, train_only in (("true_tastes_all_group_clicks", False), ("true_tastes_train_group_clicks", True)):
         out[name] = learn(true_utility, *clicks(train_only), scale_free=False)
-    step1 = step1_class_utility(root, cls)
+    step1 = step1_class_utility(cfg, cls)
     estimated = torch.tensor(np.stack([step1[f"ind:{u}"] for u in sorted(member_index)]), dtype=torch.float64)
     estimated = (estimated - estimated.mean(1, keepdim=True)) / estimated.std()
     out["step1_tastes_train_group_clicks"] = learn(estimated, *clicks(True), scale_free=True)
-    attention = pl.read_parquet(root / "data/04_models/graph/attention.parquet")
+    attention = pl.read_parquet(Path(cfg.out_dir) / "attention.parquet")
     learned = dict(zip(zip(attention["group_segment_id"], attention["member_segment_id"]), attention["attention"]))
     out["step1_attention"] = within_group_spearman(np.array([learned[(f"grp:{g}", f"ind:{u}")] for g, u in zip(gm["group_id"], gm["member_id"])]), truth, group)
     return out
 
 
-def step1_class_utility(root: Path, cls: dict[str, int]) -> dict[str, np.ndarray]:
+def step1_class_utility(cfg: TrainGraphConfig, cls: dict[str, int]) -> dict[str, np.ndarray]:
     """Step 1's estimated taste of every segment over the classes: its score averaged over the train images of each."""
-    folder = root / "data/04_models/graph"
+    folder = Path(cfg.out_dir)
     vectors, segments = load_file(folder / "vectors.safetensors"), pl.read_parquet(folder / "segments.parquet")
     item_class = torch.tensor([cls[i] for i in pl.read_parquet(folder / "items.parquet")["image_id"]])
     scores = (vectors["p"] @ vectors["project"].T) @ vectors["items"].T
@@ -158,13 +160,13 @@ def structured_utility(theta: torch.Tensor) -> torch.Tensor:
     return (hue[:, :, None, None] + pattern[:, None, :, None] + shape[:, None, None, :] + combo[:, :, None, :]).reshape(len(theta), -1)
 
 
-def cold_start_study(root: Path, truth_dir: Path) -> dict:
+def cold_start_study(cfg: TrainGraphConfig, truth_dir: Path) -> dict:
     ind, images = pl.read_parquet(truth_dir / "individuals.parquet"), pl.read_parquet(truth_dir / "images.parquet")
     cls, index = class_of(images), {u: k for k, u in enumerate(ind["individual_id"])}
-    split = pl.read_parquet(root / "data/03_features/split.parquet")
+    split = pl.read_parquet(cfg.split)
     train_images = split.filter(pl.col("split") == "train")["image_id"].to_list()
     size = torch.tensor(np.bincount([cls[i] for i in train_images], minlength=render.N_CLASSES), dtype=torch.float64)
-    events = training_events(root / "data/02_tables", root / "data/03_features/split.parquet").collect()
+    events = training_events(Path(cfg.tables_dir), Path(cfg.split)).collect()
     events = events.filter(pl.col("type").is_in(INDIVIDUAL_TYPES) & pl.col("actor_id").is_in(list(index)))
     rows, classes = torch.tensor([index[a] for a in events["actor_id"]]), torch.tensor([cls[b] for b in events["target_id"]])
     true = Tastes.from_flat(np.stack(ind["taste"].to_numpy()))
@@ -181,7 +183,7 @@ def cold_start_study(root: Path, truth_dir: Path) -> dict:
         return utility(theta).numpy()
 
     structured_sd = torch.tensor([0.6] * N_H + [0.5] * N_P + [0.5] * N_S + [1.0] * (N_H * N_S), dtype=torch.float64)
-    task = cold_task(ranking.segment_interactions(scan_parts(root / "data/02_tables" / c.EVENTS_DIR, c.EVENTS_SCHEMA).collect()), split)
+    task = cold_task(ranking.segment_interactions(scan_parts(Path(cfg.tables_dir) / c.EVENTS_DIR, c.EVENTS_SCHEMA).collect()), split)
     keep = [k for k, s in enumerate(task.segments) if s.startswith("ind:")]
     task = ColdTask(task.cold_ids, [task.segments[k] for k in keep], [task.train_images[k] for k in keep], task.positives[keep])
     who, cold_classes = [index[s[4:]] for s in task.segments], np.array([cls[i] for i in task.cold_ids])
@@ -194,13 +196,12 @@ def cold_start_study(root: Path, truth_dir: Path) -> dict:
             "free_class_map": auc(fit(render.N_CLASSES, lambda t: t, torch.full((render.N_CLASSES,), 1.0, dtype=torch.float64)))}
 
 
-def influence_refit_study(root: Path, truth_dir: Path, prec: float) -> dict:
+def influence_refit_study(cfg: TrainGraphConfig, truth_dir: Path, prec: float) -> dict:
     from torch_geometric.utils import scatter, softmax
 
-    d = root / "data"
-    ix = stage_data.load(d / "02_tables", d / "03_features/split.parquet", d / "03_features/centrality",
-                         d / "03_features/visual/semantic.parquet")
-    data, vectors = ix.data, load_file(d / "04_models/graph/vectors.safetensors")
+    ix = stage_data.load(Path(cfg.tables_dir), Path(cfg.split), Path(cfg.centrality_dir),
+                         Path(cfg.item_features) if cfg.item_features else None)
+    data, vectors = ix.data, load_file(Path(cfg.out_dir) / "vectors.safetensors")
     tastes = (vectors["p"][data.n_groups :] @ vectors["project"].T).double()  # rows follow ix.users, as segments.parquet does
     items = vectors["items"].double()
     group, user = torch.as_tensor(data.members[:, 0]), torch.as_tensor(data.members[:, 1])
@@ -240,18 +241,27 @@ def influence_refit_study(root: Path, truth_dir: Path, prec: float) -> dict:
             "chosen_spearman": rows[chosen]["spearman"], "fits": rows}
 
 
+def trained_step1(root: Path) -> tuple[TrainGraphConfig, Path]:
+    """The train_graph stage's typed config with its paths under `root` (from root's params.yaml), and the world's truth."""
+    params = load_params(root / "params.yaml")
+    cfg = train_graph_config(params)
+    cfg = replace(cfg, tables_dir=str(root / cfg.tables_dir), split=str(root / cfg.split), centrality_dir=str(root / cfg.centrality_dir),
+                  item_features=str(root / cfg.item_features) if cfg.item_features else "", out_dir=str(root / cfg.out_dir))
+    return cfg, root / reference_config(params).truth_dir / synth_config(params).world
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--root", type=Path, default=Path("."), help="a checkout whose data/ holds a trained world-v1 pipeline")
+    parser.add_argument("--root", type=Path, default=Path("."), help="a checkout whose params.yaml and data/ hold a trained world-v1 pipeline")
     parser.add_argument("--reg", type=float, default=3.0, help="prior precision of persuasiveness in the Step 1-tastes learner")
     parser.add_argument("--refit-prec", type=float, default=10.0, help="prior precision of persuasiveness in the influence refit")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("PREFGEN_THREADS", "1")))
-    truth_dir = args.root / "data/truth/world-v1"
-    result = {"influence": influence_study(args.root, truth_dir, args.reg),
-              "influence_refit": influence_refit_study(args.root, truth_dir, args.refit_prec),
-              "cold_start": cold_start_study(args.root, truth_dir)}
+    cfg, truth_dir = trained_step1(args.root)
+    result = {"influence": influence_study(cfg, truth_dir, args.reg),
+              "influence_refit": influence_refit_study(cfg, truth_dir, args.refit_prec),
+              "cold_start": cold_start_study(cfg, truth_dir)}
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
