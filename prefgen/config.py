@@ -156,6 +156,9 @@ class TrainGraphConfig:
     # "softmax": cross-entropy of each interaction against every catalogue image at once; "bpr": against one
     # sampled negative (LightGCN's loss). Softmax measured better on world-v1's cold start and on Mafengwo (BENCHMARKS.md).
     loss: str = "softmax"
+    # With loss "softmax": weight of BPR's pairwise term on the uniform negatives each epoch draws anyway, added to
+    # the cross-entropy. It pushes the positive above one typical image, the 1 + 100 protocol's question (0 = off).
+    pairwise_weight: float = 0.0
     batch_size: int = 2048
     max_epochs: int = 120
     patience: int = 15  # epochs without a better validation HR@10 before stopping (demo profile: 8, for time)
@@ -188,6 +191,8 @@ class TrainGraphConfig:
     def __post_init__(self) -> None:
         if self.loss not in ("softmax", "bpr"):
             raise ConfigError(f"params.train_graph.loss: {self.loss!r}; use softmax or bpr")
+        if self.pairwise_weight < 0 or (self.pairwise_weight and self.loss != "softmax"):
+            raise ConfigError(f"params.train_graph.pairwise_weight: {self.pairwise_weight}; a weight >= 0, with loss softmax only")
         if not self.social_smoothing or any(not 0 <= b < 1 for b in self.social_smoothing):
             raise ConfigError(f"params.train_graph.social_smoothing: {self.social_smoothing}; give candidates in [0, 1)")
 

@@ -2,7 +2,8 @@
 
 The loss (`TrainGraphConfig.loss`): "softmax", the cross-entropy of each
 interaction's image against every image of the catalogue under score(g, i), or
-"bpr", LightGCN's pairwise loss against one uniform negative. After training,
+"bpr", LightGCN's pairwise loss against one uniform negative; `pairwise_weight`
+adds that pairwise term to the softmax loss. After training,
 the social smoothing β of encoder.py is chosen on validation among the
 configured candidates (0 included by default, so it can only help validation).
 
@@ -100,7 +101,12 @@ def _loss(model: SocialPreferenceEncoder, p: torch.Tensor, items: torch.Tensor, 
     if cfg.loss == "bpr":
         pos_score, neg_score = model.score(p[seg], items[pos]), model.score(p[seg], items[torch.as_tensor(neg)])
         return model.click_gcn.recommendation_loss(pos_score, neg_score, node_id=reg_nodes, lambda_reg=cfg.reg)
-    loss = torch.nn.functional.cross_entropy(model.project(p[seg]) @ items.T, pos)
+    logits = model.project(p[seg]) @ items.T
+    loss = torch.nn.functional.cross_entropy(logits, pos)
+    if cfg.pairwise_weight:  # the logits already hold both scores of each BPR pair; L2 is added once, below
+        rows_at = torch.arange(len(rows))
+        pos_score, neg_score = logits[rows_at, pos], logits[rows_at, torch.as_tensor(neg)]
+        loss = loss + cfg.pairwise_weight * model.click_gcn.recommendation_loss(pos_score, neg_score, lambda_reg=0.0)
     if len(reg_nodes):  # the same penalty as PyG's BPRLoss: lambda * ||E_0[batch]||^2 / batch size
         loss = loss + cfg.reg * model.click_gcn.embedding(reg_nodes).norm(p=2).pow(2) / len(rows)
     return loss

@@ -10,7 +10,7 @@ from prefgen.config import TrainGraphConfig
 from prefgen.config import ConfigError
 from prefgen.preference.encoder import SocialPreferenceEncoder, social_smoothing
 from prefgen.preference.encoder import Graphs
-from prefgen.preference.train import TrainData, build_graphs, carve_validation, fit, score_rows
+from prefgen.preference.train import TrainData, _loss, build_graphs, carve_validation, fit, score_rows
 from torch_geometric.utils import scatter
 
 CFG = TrainGraphConfig(dim=8, layers=2, batch_size=64, max_epochs=6, patience=10, eval_negatives=20, threads=1)
@@ -46,12 +46,12 @@ def test_ablation_without_influence_is_the_member_mean():
     assert torch.allclose(weight, torch.full_like(weight, 0.25))
 
 
-@pytest.mark.parametrize("loss", ["softmax", "bpr"])
+@pytest.mark.parametrize("loss", [{"loss": "softmax"}, {"loss": "bpr"}, {"loss": "softmax", "pairwise_weight": 1.0}])
 def test_training_is_deterministic_and_learns_the_planted_clusters(loss):
     data = planted()
     train, val = carve_validation(data.user_items, np.random.default_rng(0))
     data.user_items = train
-    cfg = replace(CFG, loss=loss)
+    cfg = replace(CFG, **loss)
     model, graphs, history = fit(data, {"user": val}, cfg, log=lambda _: None)
     again, _, history2 = fit(data, {"user": val}, cfg, log=lambda _: None)
     assert [e["loss"] for e in history.epochs] == [e["loss"] for e in history2.epochs]
@@ -61,6 +61,21 @@ def test_training_is_deterministic_and_learns_the_planted_clusters(loss):
     own = np.array([scores[g][np.arange(30) % 2 == g % 2].mean() for g in range(4)])
     other = np.array([scores[g][np.arange(30) % 2 != g % 2].mean() for g in range(4)])
     assert (own > other).all()
+
+
+def test_the_pairwise_term_is_bpr_of_the_positive_against_the_drawn_negative():
+    data = planted()
+    model, graphs = SocialPreferenceEncoder(data.n_users, data.n_items, data.n_groups, 3, dim=8), build_graphs(data, True)
+    torch.nn.init.normal_(model.click_gcn.embedding.weight)
+    emb = model.embeddings(graphs)
+    _, p_users, _ = model.segment_vectors(graphs, emb)
+    rows, neg = data.user_items[:16], np.arange(16) % data.n_items
+    no_reg = torch.zeros(0, dtype=torch.long)
+    softmax_only = _loss(model, p_users, emb["item"], rows, neg, no_reg, CFG)
+    both = _loss(model, p_users, emb["item"], rows, neg, no_reg, replace(CFG, pairwise_weight=2.0))
+    users, pos = torch.as_tensor(rows[:, 0]), torch.as_tensor(rows[:, 1])
+    difference = model.score(p_users[users], emb["item"][pos]) - model.score(p_users[users], emb["item"][torch.as_tensor(neg)])
+    assert torch.allclose(both - softmax_only, 2.0 * -torch.nn.functional.logsigmoid(difference).mean(), atol=1e-5)
 
 
 def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path):
@@ -171,7 +186,9 @@ def test_without_image_offsets_only_images_lacking_features_keep_a_learned_id():
 
 @pytest.mark.parametrize(("change", "message"), [({"loss": "hinge"}, "loss: 'hinge'"),
                                                  ({"social_smoothing": [0.0, 1.0]}, "social_smoothing"),
-                                                 ({"social_smoothing": []}, "social_smoothing")])
+                                                 ({"social_smoothing": []}, "social_smoothing"),
+                                                 ({"pairwise_weight": -1.0}, "pairwise_weight"),
+                                                 ({"loss": "bpr", "pairwise_weight": 1.0}, "with loss softmax only")])
 def test_bad_training_settings_are_named(change, message):
     with pytest.raises(ConfigError, match=message):
         replace(CFG, **change)
