@@ -157,7 +157,8 @@ class TrainGraphConfig:
     # sampled negative (LightGCN's loss). Softmax measured better on world-v1's cold start and on Mafengwo (BENCHMARKS.md).
     loss: str = "softmax"
     # With loss "softmax": weight of BPR's pairwise term on the uniform negatives each epoch draws anyway, added to
-    # the cross-entropy. It pushes the positive above one typical image, the 1 + 100 protocol's question (0 = off).
+    # the cross-entropy. It pushes the positive above one typical image, the 1 + 100 protocol's question (0 = off;
+    # 1.0 moved CAMRa2011's group HR@5 only within seed noise, BENCHMARKS.md).
     pairwise_weight: float = 0.0
     batch_size: int = 2048
     max_epochs: int = 120
