@@ -35,7 +35,6 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -199,8 +198,7 @@ def cold_start_study(cfg: TrainGraphConfig, truth_dir: Path) -> dict:
 def influence_refit_study(cfg: TrainGraphConfig, truth_dir: Path, prec: float) -> dict:
     from torch_geometric.utils import scatter, softmax
 
-    ix = stage_data.load(Path(cfg.tables_dir), Path(cfg.split), Path(cfg.centrality_dir),
-                         Path(cfg.item_features) if cfg.item_features else None)
+    ix = stage_data.load_for(cfg)
     data, vectors = ix.data, load_file(Path(cfg.out_dir) / "vectors.safetensors")
     tastes = (vectors["p"][data.n_groups :] @ vectors["project"].T).double()  # rows follow ix.users, as segments.parquet does
     items = vectors["items"].double()
@@ -241,13 +239,9 @@ def influence_refit_study(cfg: TrainGraphConfig, truth_dir: Path, prec: float) -
             "chosen_spearman": rows[chosen]["spearman"], "fits": rows}
 
 
-def trained_step1(root: Path) -> tuple[TrainGraphConfig, Path]:
-    """The train_graph stage's typed config with its paths under `root` (from root's params.yaml), and the world's truth."""
-    params = load_params(root / "params.yaml")
-    cfg = train_graph_config(params)
-    cfg = replace(cfg, tables_dir=str(root / cfg.tables_dir), split=str(root / cfg.split), centrality_dir=str(root / cfg.centrality_dir),
-                  item_features=str(root / cfg.item_features) if cfg.item_features else "", out_dir=str(root / cfg.out_dir))
-    return cfg, root / reference_config(params).truth_dir / synth_config(params).world
+def trained_step1(params: dict) -> tuple[TrainGraphConfig, Path]:
+    """The train_graph stage's typed config and the world's truth folder, relative to the project root as the stages'."""
+    return train_graph_config(params), Path(reference_config(params).truth_dir) / synth_config(params).world
 
 
 def main() -> None:
@@ -258,14 +252,16 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("PREFGEN_THREADS", "1")))
-    cfg, truth_dir = trained_step1(args.root)
+    json_path = args.json.resolve() if args.json else None
+    cfg, truth_dir = trained_step1(load_params(args.root / "params.yaml"))
+    os.chdir(args.root)  # the config's paths are relative to the project root, as for the stages themselves
     result = {"influence": influence_study(cfg, truth_dir, args.reg),
               "influence_refit": influence_refit_study(cfg, truth_dir, args.refit_prec),
               "cold_start": cold_start_study(cfg, truth_dir)}
     print(json.dumps(result, indent=2))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

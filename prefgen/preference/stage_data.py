@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from prefgen.config import TrainGraphConfig
 from prefgen.data import contract as c
 from prefgen.data.split import training_events
 from prefgen.preference.train import TrainData
@@ -87,6 +88,11 @@ def _follows(tables_dir: Path, index: dict[str, int]) -> tuple[np.ndarray, int]:
              .join(keys.rename({"id": "followee_id", "row": "b"}), on="followee_id", how="left", maintain_order="left"))
     known = pairs.drop_nulls(["a", "b"])
     return known.select("a", "b").to_numpy().astype(np.int64).reshape(-1, 2), pairs.height - known.height
+
+
+def load_for(cfg: TrainGraphConfig) -> Indexed:
+    """The train_graph stage's inputs, from the paths in its config ("" item_features: learned image ids only)."""
+    return load(Path(cfg.tables_dir), Path(cfg.split), Path(cfg.centrality_dir), Path(cfg.item_features) if cfg.item_features else None)
 
 
 def load(tables_dir: Path, split_path: Path, centrality_dir: Path, semantic_path: Path | None = None) -> Indexed:

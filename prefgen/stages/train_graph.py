@@ -18,8 +18,7 @@ from prefgen.stages.common import run_stage
 
 
 def train(cfg: TrainGraphConfig, log=print) -> dict[str, Any]:
-    indexed = stage_data.load(Path(cfg.tables_dir), Path(cfg.split), Path(cfg.centrality_dir),
-                              Path(cfg.item_features) if cfg.item_features else None)
+    indexed = stage_data.load_for(cfg)
     rng = np.random.default_rng(cfg.seed)
     data = indexed.data
     data.user_items, user_val = carve_validation(data.user_items, rng)
