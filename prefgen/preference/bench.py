@@ -23,7 +23,7 @@ import numpy as np
 
 from prefgen.config import CentralityConfig, TrainGraphConfig
 from prefgen.eval.sampled import per_row_metrics, tie_aware_metrics
-from prefgen.preference.grouprec import GroupRecData, densify, input_report, read_dataset
+from prefgen.preference.grouprec import GroupRecData, densify, input_report, read_dataset, self_follows
 from prefgen.preference.stage_data import standardise_log
 from prefgen.preference.train import TrainData, carve_validation, fit, score_all, score_rows
 
@@ -64,7 +64,7 @@ def member_features(data: GroupRecData, members: np.ndarray, n_users: int) -> np
     size = np.bincount(members[:, 0])[members[:, 0]]
     columns = [clicks[members[:, 1]], size]
     if data.follows is not None and len(data.follows):
-        keep = data.follows[:, 0] != data.follows[:, 1]
+        keep = ~self_follows(data.follows)
         src, dst = data.follows[keep, 0], data.follows[keep, 1]
         n_nodes = int(max(src.max(), dst.max(), n_users - 1)) + 1
         cfg = CentralityConfig()
@@ -107,7 +107,7 @@ def _follows_among_users(data: GroupRecData, n_users: int) -> np.ndarray | None:
     if data.follows is None:
         return None
     f = data.follows
-    return f[(f[:, 0] != f[:, 1]) & (f[:, 0] < n_users) & (f[:, 1] < n_users)]
+    return f[~self_follows(f) & (f[:, 0] < n_users) & (f[:, 1] < n_users)]
 
 
 def popularity_counts(data: GroupRecData, task: str) -> np.ndarray:

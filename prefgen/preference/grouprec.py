@@ -117,6 +117,11 @@ def _follows(path: Path) -> np.ndarray | None:
     return np.array(rows, dtype=np.int64).reshape(-1, 2)
 
 
+def self_follows(follows: np.ndarray) -> np.ndarray:
+    """Mask of the follow rows from a user to themself (Mafengwo has 9): kept when read, never used as social signal."""
+    return follows[:, 0] == follows[:, 1]
+
+
 def read_dataset(folder: Path) -> GroupRecData:
     def need(name: str) -> Path:
         if not (folder / name).is_file():
@@ -200,11 +205,11 @@ def import_to_raw_logs(folder: Path, out: Path, base_ms: int = 1_767_225_600_000
                 seq += 1
         counts["join"] = sum(len(m) for m in data.members.values())
         if data.follows is not None:
-            for no, (a, b) in enumerate(data.follows.tolist(), 1):
-                if a != b:  # self-follows are not social signal (Mafengwo has 9)
-                    handle.write(_event("follow", f"userFollow.txt:{no}", seq, a, b, base_ms) + "\n")
-                    seq += 1
-            counts["follow"] = int((data.follows[:, 0] != data.follows[:, 1]).sum())
+            for no in np.flatnonzero(~self_follows(data.follows)) + 1:
+                a, b = data.follows[no - 1].tolist()
+                handle.write(_event("follow", f"userFollow.txt:{no}", seq, a, b, base_ms) + "\n")
+                seq += 1
+            counts["follow"] = int((~self_follows(data.follows)).sum())
     items = sorted(set(data.user_train[:, 1]) | set(data.group_train[:, 1]) | set(data.user_test.positives)
                    | set(data.group_test.positives) | set(data.user_test.negatives.ravel()) | set(data.group_test.negatives.ravel()))
     with open(out / "images.jsonl", "w", encoding="utf-8") as handle:
