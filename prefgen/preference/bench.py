@@ -5,9 +5,9 @@ among its listed negatives, scored as the model scores them (no masking of
 training items), ties broken in expectation (prefgen/eval/sampled.py). Beside
 it, full ranking: the positive against every item the id has not interacted
 with in training (Recall@K = HR@K with one positive per row). The
-epoch is chosen on a validation split carved from train (one training line per
-user and per group; repeated lines are kept, see `sorted_lines`), never on
-test. Intervals: paired bootstrap over test rows
+epoch is chosen on a validation split carved from train (per user and per group
+as many training lines as test holds for it, at least one, see `test_rows_per_id`;
+repeated lines are kept, see `sorted_lines`), never on test. Intervals: paired bootstrap over test rows
 of (model - popularity), 95%.
 """
 
@@ -23,7 +23,7 @@ import numpy as np
 
 from prefgen.config import CentralityConfig, TrainGraphConfig
 from prefgen.eval.sampled import per_row_metrics, tie_aware_metrics
-from prefgen.preference.grouprec import GroupRecData, densify, input_report, read_dataset, self_follows
+from prefgen.preference.grouprec import GroupRecData, TestSet, densify, input_report, read_dataset, self_follows
 from prefgen.preference.stage_data import standardise_log
 from prefgen.preference.train import TrainData, carve_validation, fit, score_all, score_rows
 
@@ -83,11 +83,21 @@ def prepare(data: GroupRecData, rng: np.random.Generator) -> tuple[TrainData, di
     members = np.array([(g, u) for g, ms in sorted(data.members.items()) for u in ms], dtype=np.int64)
     n_users = int(max(data.user_train[:, 0].max(), members[:, 1].max(), data.user_test.ids.max())) + 1
     n_groups = int(max(members[:, 0].max(), data.group_train[:, 0].max(), data.group_test.ids.max())) + 1
-    user_train, user_val = carve_validation(sorted_lines(data.user_train), rng)
-    group_train, group_val = carve_validation(sorted_lines(data.group_train), rng)
+    user_train, user_val = carve_validation(sorted_lines(data.user_train), rng, test_rows_per_id(data.user_test, n_users))
+    group_train, group_val = carve_validation(sorted_lines(data.group_train), rng, test_rows_per_id(data.group_test, n_groups))
     train = TrainData(n_users, n_items(data), n_groups, user_train, group_train, members, member_features(data, members, n_users),
                       follows=_follows_among_users(data, n_users))
     return train, {"user": user_val, "group": group_val}
+
+
+def test_rows_per_id(test: TestSet, n_ids: int) -> np.ndarray:
+    """How many validation lines to carve per id: as many as test holds for it, at least one (CAMRa2011: five).
+
+    Validation then has test's shape and size; one line per group gave CAMRa2011 290 validation rows, whose
+    HR@5 wanders by about 0.03 from epoch to epoch, as much as the differences early stopping must see.
+    Only the test's row counts are read, never its items.
+    """
+    return np.maximum(1, np.bincount(test.ids, minlength=n_ids))
 
 
 def sorted_lines(pairs: np.ndarray) -> np.ndarray:

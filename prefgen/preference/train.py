@@ -52,15 +52,25 @@ class History:
     smoothing_scores: dict[str, float] = field(default_factory=dict)  # validation score per candidate β
 
 
-def carve_validation(pairs: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Hold out one random interaction of every id that has at least two."""
+def carve_validation(pairs: np.ndarray, rng: np.random.Generator, per_id: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Hold out random interactions of each id: per_id[id] of them (default one), always leaving it one to train on.
+
+    per_id lets a caller draw validation the way its test was drawn (CAMRa2011 tests five lines per id). With
+    one per id the held rows are each id's first in one random permutation, so the split is the same as before
+    per_id existed.
+    """
     order = rng.permutation(len(pairs))
     shuffled = pairs[order]
-    _, first = np.unique(shuffled[:, 0], return_index=True)
     counts = np.bincount(shuffled[:, 0])
-    held = first[counts[shuffled[first, 0]] >= 2]
-    mask = np.zeros(len(pairs), dtype=bool)
-    mask[held] = True
+    wanted = np.ones(len(counts), dtype=np.int64) if per_id is None else np.asarray(per_id, dtype=np.int64)[: len(counts)]
+    if len(wanted) < len(counts):
+        wanted = np.concatenate([wanted, np.ones(len(counts) - len(wanted), dtype=np.int64)])
+    by_id = np.argsort(shuffled[:, 0], kind="stable")  # each id's rows in permutation order
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.empty(len(pairs), dtype=np.int64)
+    rank[by_id] = np.arange(len(pairs)) - starts[shuffled[by_id, 0]]
+    ids = shuffled[:, 0]
+    mask = rank < np.minimum(wanted[ids], counts[ids] - 1)
     return shuffled[~mask], shuffled[mask]
 
 

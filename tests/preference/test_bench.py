@@ -111,3 +111,18 @@ def test_repeated_lines_stay_in_training_and_validation_is_drawn_from_lines(tmp_
 def _times_each_pair(lines: np.ndarray) -> dict[tuple[int, int], int]:
     pairs, counts = np.unique(lines, axis=0, return_counts=True)
     return {tuple(p): int(n) for p, n in zip(pairs.tolist(), counts)}
+
+
+def test_validation_has_the_shape_of_test(tmp_path):
+    """As many validation lines per id as test rows for it (at least one), so CAMRa2011's validation is test-sized."""
+    from prefgen.preference import bench
+
+    folder = _bigger(tmp_path / "ds")
+    test_lines = [f"{g} {(g + k) % 40}" for g in range(6) for k in range(3)]  # three test rows per group
+    (folder / "groupRatingTest.txt").write_text("\n".join(test_lines) + "\n")
+    (folder / "groupRatingNegative.txt").write_text("".join(f"({line.replace(' ', ',')}) 30 31\n" for line in test_lines))
+    data, _ = bench.load(folder, log=lambda line: None)
+    train, val = bench.prepare(data, np.random.default_rng(0))
+    assert np.bincount(val["group"][:, 0]).tolist() == [3] * 6  # each group logged 4 lines: 3 held, 1 trains
+    assert np.bincount(train.group_items[:, 0]).tolist() == [1] * 6
+    assert np.bincount(val["user"][:, 0]).tolist() == [1] * 30  # one test row per user: one line, as before

@@ -105,6 +105,15 @@ def test_carve_validation_holds_one_per_id_with_two(kind):
     assert len(train) + len(val) == len(pairs)
 
 
+def test_carve_validation_holds_per_id_counts_and_leaves_each_id_a_line():
+    pairs = np.array([[0, i] for i in range(6)] + [[1, 5], [1, 6]] + [[2, 7]] + [[3, 1], [3, 2], [3, 3]])
+    train, val = carve_validation(pairs, np.random.default_rng(0), per_id=np.array([3, 3, 3, 0]))
+    assert np.bincount(val[:, 0], minlength=4).tolist() == [3, 1, 0, 0]  # id 1 keeps one line; id 3 asked for none
+    assert np.bincount(train[:, 0], minlength=4).tolist() == [3, 1, 1, 3]
+    one_each = carve_validation(pairs, np.random.default_rng(0), per_id=np.ones(4, dtype=int))
+    assert all(np.array_equal(a, b) for a, b in zip(one_each, carve_validation(pairs, np.random.default_rng(0))))
+
+
 def test_a_checkpoint_of_other_data_is_not_resumed(tmp_path):
     data = planted()
     val = {"user": carve_validation(data.user_items, np.random.default_rng(1))[1]}
