@@ -205,11 +205,12 @@ def import_to_raw_logs(folder: Path, out: Path, base_ms: int = 1_767_225_600_000
                 seq += 1
         counts["join"] = sum(len(m) for m in data.members.values())
         if data.follows is not None:
-            for no in np.flatnonzero(~self_follows(data.follows)) + 1:
-                a, b = data.follows[no - 1].tolist()
-                handle.write(_event("follow", f"userFollow.txt:{no}", seq, a, b, base_ms) + "\n")
+            kept = np.flatnonzero(~self_follows(data.follows))
+            for row in kept.tolist():
+                a, b = data.follows[row].tolist()
+                handle.write(_event("follow", f"userFollow.txt:{row + 1}", seq, a, b, base_ms) + "\n")
                 seq += 1
-            counts["follow"] = int((~self_follows(data.follows)).sum())
+            counts["follow"] = len(kept)
     items = sorted(set(data.user_train[:, 1]) | set(data.group_train[:, 1]) | set(data.user_test.positives)
                    | set(data.group_test.positives) | set(data.user_test.negatives.ravel()) | set(data.group_test.negatives.ravel()))
     with open(out / "images.jsonl", "w", encoding="utf-8") as handle:

@@ -62,9 +62,9 @@ def carve_validation(pairs: np.ndarray, rng: np.random.Generator, per_id: np.nda
     order = rng.permutation(len(pairs))
     shuffled = pairs[order]
     counts = np.bincount(shuffled[:, 0])
-    wanted = np.ones(len(counts), dtype=np.int64) if per_id is None else np.asarray(per_id, dtype=np.int64)[: len(counts)]
-    if len(wanted) < len(counts):
-        wanted = np.concatenate([wanted, np.ones(len(counts) - len(wanted), dtype=np.int64)])
+    wanted = np.ones(len(counts), dtype=np.int64)  # ids beyond per_id's length: one, the default
+    if per_id is not None:
+        wanted[: len(per_id)] = np.asarray(per_id)[: len(counts)]
     by_id = np.argsort(shuffled[:, 0], kind="stable")  # each id's rows in permutation order
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     rank = np.empty(len(pairs), dtype=np.int64)
