@@ -7,7 +7,9 @@ it, full ranking: the positive against every item the id has not interacted
 with in training (Recall@K = HR@K with one positive per row). The
 epoch is chosen on a validation split carved from train (per user and per group
 as many training lines as test holds for it, at least one, see `test_rows_per_id`;
-repeated lines are kept, see `sorted_lines`), never on test. Intervals: paired bootstrap over test rows
+repeated lines are kept, see `sorted_lines`; where test drew each group's items
+from its members' test items, validation does the same, see
+`carve_group_validation_from_members`), never on test. Intervals: paired bootstrap over test rows
 of (model - popularity), 95%.
 """
 
@@ -99,7 +101,7 @@ def test_rows_per_id(test: TestSet, n_ids: int) -> np.ndarray:
 
     Validation then has test's shape and size; one line per group gave CAMRa2011 290 validation rows, whose
     HR@5 wanders by about 0.03 from epoch to epoch, as much as the differences early stopping must see.
-    Only the test's row counts are read, never its items.
+    Only the test's row counts are read here.
     """
     return np.maximum(1, np.bincount(test.ids, minlength=n_ids))
 
@@ -107,9 +109,8 @@ def test_rows_per_id(test: TestSet, n_ids: int) -> np.ndarray:
 def members_test_share(data: GroupRecData) -> float:
     """The share of group test pairs whose item some member of the group also has in the *user* test.
 
-    CAMRa2011: 1.00 (its group test items were held out of the members' logs as well; only 31% of them are
-    left in a member's user training, against 88% of group training lines). Mafengwo: 0.01. Only which
-    items the two test files hold is read, never a model's score on them.
+    CAMRa2011: 1.00 (each group test item is one member's user test item), Mafengwo: 0.01. This reads
+    which items the two test files hold, to learn how test was drawn; never a model's score on them.
     """
     test_pairs = set(zip(data.user_test.ids.tolist(), data.user_test.positives.tolist()))
     shared = [any((u, i) in test_pairs for u in data.members.get(g, ())) for g, i in
@@ -121,16 +122,15 @@ def carve_group_validation_from_members(group_lines: np.ndarray, user_val: np.nd
                                         per_id: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Group validation drawn only from lines whose item a member holds out in the user validation.
 
-    That is how CAMRa2011's test was drawn: each group test item is one member's user test item (all 1,450;
-    the other member still has it in training 30% of the time, as in training lines). Drawn from any line
-    instead, 88% of validation's group items sat in a member's training lines, for the model to copy from,
+    That is how CAMRa2011's test was drawn: each of its 1,450 group test items is a member's user test
+    item, and only 31% sit in another member's training lines. Drawn from any line instead, 88% of
+    validation's group items sat in a member's training lines for the model to copy (drawn this way: 45%),
     and validation kept choosing later epochs whose test group HR@5 was lower. Each group keeps at least
     one such line in training (carve_validation).
     """
     held = np.unique(user_val, axis=0)
-    pairs = np.array([(g, i) for (g, u) in members.tolist() for i in held[held[:, 0] == u, 1].tolist()], dtype=np.int64)
-    key = lambda p: p[:, 0] * (int(max(group_lines[:, 1].max(), held[:, 1].max())) + 1) + p[:, 1]  # noqa: E731
-    eligible = np.isin(key(group_lines), key(pairs.reshape(-1, 2)))
+    group_items = {(g, i) for g, u in members.tolist() for i in held[held[:, 0] == u, 1].tolist()}
+    eligible = np.array([(g, i) in group_items for g, i in group_lines.tolist()], dtype=bool)
     kept, val = carve_validation(group_lines[eligible], rng, per_id)
     return sorted_lines(np.concatenate([group_lines[~eligible], kept])), val
 

@@ -126,3 +126,44 @@ def test_validation_has_the_shape_of_test(tmp_path):
     assert np.bincount(val["group"][:, 0]).tolist() == [3] * 6  # each group logged 4 lines: 3 held, 1 trains
     assert np.bincount(train.group_items[:, 0]).tolist() == [1] * 6
     assert np.bincount(val["user"][:, 0]).tolist() == [1] * 30  # one test row per user: one line, as before
+
+
+def _households(folder):
+    """_bigger's users in households: a group logs its members' lines, and its test item is a member's test item."""
+    folder = _bigger(folder)
+    user_lines = [line.split() for line in (folder / "userRatingTrain.txt").read_text().splitlines()]
+    group_lines = [f"{g} {i}" for g in range(6) for u, i in user_lines if int(u) in (5 * g, 5 * g + 1, 5 * g + 2)]
+    (folder / "groupRatingTrain.txt").write_text("\n".join(group_lines) + "\n")
+    (folder / "groupRatingTest.txt").write_text("".join(f"{g} {5 * g % 40}\n" for g in range(6)))
+    (folder / "groupRatingNegative.txt").write_text("".join(f"({g},{5 * g % 40}) 38 39\n" for g in range(6)))
+    return folder
+
+
+def test_members_test_share_reads_how_the_group_test_was_drawn(tmp_path):
+    from prefgen.preference import bench
+
+    households, _ = bench.load(_households(tmp_path / "h"), log=lambda line: None)
+    independent, _ = bench.load(_bigger(tmp_path / "b"), log=lambda line: None)
+    assert bench.members_test_share(households) == 1.0
+    assert bench.members_test_share(independent) == 1 / 6  # only group 0's test item is a member's (user 0's item 0)
+
+
+def test_group_validation_is_drawn_from_the_members_validation_items_where_test_was(tmp_path):
+    from prefgen.preference import bench
+
+    data, _ = bench.load(_households(tmp_path / "h"), log=lambda line: None)
+    train, val = bench.prepare(data, np.random.default_rng(0))
+    members = {}
+    for g, u in train.members.tolist():
+        members.setdefault(g, set()).add(u)
+    user_val = set(map(tuple, val["user"].tolist()))
+    assert np.bincount(val["group"][:, 0]).tolist() == [1] * 6  # one test row per group: one validation line
+    for g, i in val["group"].tolist():
+        assert any((u, i) in user_val for u in members[g])  # a member's validation item, as test's are
+    assert len(train.group_items) + len(val["group"]) == len(data.group_train)  # no line lost
+    assert set(np.unique(train.group_items[:, 0]).tolist()) == set(range(6))  # every group keeps lines to train on
+
+    independent, _ = bench.load(_bigger(tmp_path / "b"), log=lambda line: None)
+    _, val = bench.prepare(independent, np.random.default_rng(0))
+    user_val = set(map(tuple, val["user"].tolist()))
+    assert not all(any((u, i) in user_val for u in range(5 * g, 5 * g + 3)) for g, i in val["group"].tolist())
