@@ -217,9 +217,13 @@ def run_seeds(data: GroupRecData, cfg: TrainGraphConfig, seeds: int, jobs: int =
 
 def bench(folder: Path, cfg: TrainGraphConfig, seeds: int, log=print, jobs: int = 1) -> dict:
     data, report = load(folder, log)
+    share = members_test_share(data)
+    log(f"validation: {share:.2f} of group test items are a member's user test item, so group validation lines are drawn "
+        + ("from the members' validation items" if share >= 0.5 else "from any training line"))
     runs = run_seeds(data, cfg, seeds, jobs, log)
     rng = np.random.default_rng(0)
     result: dict = {"seeds": seeds, "best_epochs": [r["best_epoch"] for r in runs], "val_scores": [r["val_score"] for r in runs],
+                    "members_test_share": share,
                     "social_smoothing": [r["social_smoothing"] for r in runs],
                     "seconds_per_epoch": float(np.mean([r["seconds_per_epoch"] for r in runs])), "input": report}
     for task in TASKS:

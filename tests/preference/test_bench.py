@@ -37,6 +37,8 @@ def test_bench_cli_prints_the_table_and_writes_json(tmp_path):
     assert set(result["group"]) == {"HR@5", "HR@10", "NDCG@5", "NDCG@10"} and set(result["user"]) == set(result["group"])
     assert "popularity" in done.stderr and "diff 95% CI" in done.stderr
     assert all(0 <= v <= 1 for v in result["user"].values())
+    assert result["members_test_share"] == 1 / 6 and len(result["val_scores"]) == 1
+    assert "group validation lines are drawn from any training line" in done.stderr
 
 
 def test_bench_rejects_an_unknown_model(tmp_path):
