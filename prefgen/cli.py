@@ -351,6 +351,7 @@ def bench_grouprec(
     no_centrality: Annotated[bool, typer.Option("--no-centrality", help="Ablation: attention without centrality features.")] = False,
     max_epochs: Annotated[int | None, typer.Option(help="Override params train_graph.max_epochs.")] = None,
     jobs: Annotated[int, typer.Option(min=1, help="Seeds trained at once, each in its own process (same figures as one at a time).")] = 1,
+    refit: Annotated[bool, typer.Option("--refit", help="After validation chose the epoch, retrain on every training line, validation's too, for that many epochs.")] = False,
 ) -> None:
     """Step 1 against popularity on group-recommendation data (1 + 100 protocol, ties in expectation)."""
     from prefgen.preference import bench
@@ -364,7 +365,7 @@ def bench_grouprec(
         _fail(f"--model must be prefgen or popularity, not {model!r}")
     log = lambda line: typer.echo(line, err=True)  # noqa: E731
     try:
-        result = bench.bench_popularity(data, log=log) if model == "popularity" else bench.bench(data, cfg, seeds, log=log, jobs=jobs)
+        result = bench.bench_popularity(data, log=log) if model == "popularity" else bench.bench(data, cfg, seeds, log=log, jobs=jobs, refit=refit)
     except FormatError as err:
         _fail(str(err))
     typer.echo(bench.format_table(result, model), err=True)

@@ -251,6 +251,20 @@ def fit(data: TrainData, val: dict[str, np.ndarray], cfg: TrainGraphConfig, chec
     return model, graphs, history
 
 
+def train_for(data: TrainData, cfg: TrainGraphConfig, epochs: int, log=print) -> tuple[SocialPreferenceEncoder, Graphs]:
+    """A fresh model trained for a fixed number of epochs, with no validation: the refit on every line once
+    validation has chosen how many epochs to train (the group-rec benchmark's `--refit`)."""
+    torch.set_num_threads(cfg.threads)
+    rng = np.random.default_rng(cfg.seed)
+    model, graphs = new_model(data, cfg), build_graphs(data, cfg.use_centrality)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    for epoch in range(epochs):
+        started = time.perf_counter()
+        loss = train_epoch(model, graphs, data, optimizer, rng, cfg)
+        log(f"refit epoch {epoch:3d}/{epochs}  loss {loss:.4f}  {time.perf_counter() - started:.1f}s")
+    return model, graphs
+
+
 def choose_smoothing(model, graphs: Graphs, candidates, history: History, cfg: TrainGraphConfig, log=print) -> None:
     """Set the model's social smoothing β to the candidate with the best validation score (ties: the smaller β)."""
     if graphs.social is None or not candidates:

@@ -169,3 +169,20 @@ def test_group_validation_is_drawn_from_the_members_validation_items_where_test_
     _, val = bench.prepare(independent, np.random.default_rng(0))
     user_val = set(map(tuple, val["user"].tolist()))
     assert not all(any((u, i) in user_val for u in range(5 * g, 5 * g + 3)) for g, i in val["group"].tolist())
+
+
+def test_refit_trains_on_every_line_for_the_chosen_epochs(tmp_path, monkeypatch):
+    from prefgen.config import TrainGraphConfig
+    from prefgen.preference import bench
+
+    data, _ = bench.load(_bigger(tmp_path / "ds"), log=lambda line: None)
+    cfg = TrainGraphConfig(max_epochs=2, item_features="")
+    refits = []
+    train_for = bench.train_for
+    monkeypatch.setattr(bench, "train_for", lambda d, c, epochs, log: refits.append((d, epochs)) or train_for(d, c, epochs, log))
+    plain = bench.run_seed(data, cfg, log=lambda line: None)
+    refit = bench.run_seed(data, cfg, log=lambda line: None, refit=True)
+    ((every_line, epochs),) = refits
+    assert epochs == plain["best_epoch"] + 1
+    assert len(every_line.user_items) == len(data.user_train) and len(every_line.group_items) == len(data.group_train)
+    assert refit["group"]["metrics"] != plain["group"]["metrics"] or refit["user"]["metrics"] != plain["user"]["metrics"]
