@@ -87,7 +87,7 @@ def prepare(data: GroupRecData, rng: np.random.Generator) -> tuple[TrainData, di
     n_groups = int(max(members[:, 0].max(), data.group_train[:, 0].max(), data.group_test.ids.max())) + 1
     user_train, user_val = carve_validation(sorted_lines(data.user_train), rng, test_rows_per_id(data.user_test, n_users))
     group_rows = test_rows_per_id(data.group_test, n_groups)
-    if members_test_share(data) >= 0.5:  # test drew the group's items from its members' test items: so does validation
+    if draws_group_test_from_members(data):  # so does validation
         group_train, group_val = carve_group_validation_from_members(sorted_lines(data.group_train), user_val, members, group_rows, rng)
     else:
         group_train, group_val = carve_validation(sorted_lines(data.group_train), rng, group_rows)
@@ -116,6 +116,11 @@ def members_test_share(data: GroupRecData) -> float:
     shared = [any((u, i) in test_pairs for u in data.members.get(g, ())) for g, i in
               zip(data.group_test.ids.tolist(), data.group_test.positives.tolist())]
     return float(np.mean(shared)) if shared else 0.0
+
+
+def draws_group_test_from_members(data: GroupRecData) -> bool:
+    """Whether test drew most group items from the members' test items (CAMRa2011), the rule validation follows."""
+    return members_test_share(data) >= 0.5
 
 
 def carve_group_validation_from_members(group_lines: np.ndarray, user_val: np.ndarray, members: np.ndarray,
@@ -226,7 +231,7 @@ def bench(folder: Path, cfg: TrainGraphConfig, seeds: int, log=print, jobs: int 
     data, report = load(folder, log)
     share = members_test_share(data)
     log(f"validation: {share:.2f} of group test items are a member's user test item, so group validation lines are drawn "
-        + ("from the members' validation items" if share >= 0.5 else "from any training line"))
+        + ("from the members' validation items" if draws_group_test_from_members(data) else "from any training line"))
     runs = run_seeds(data, cfg, seeds, jobs, log, refit)
     rng = np.random.default_rng(0)
     result: dict = {"seeds": seeds, "best_epochs": [r["best_epoch"] for r in runs], "val_scores": [r["val_score"] for r in runs],

@@ -220,13 +220,17 @@ def load_checkpoint(folder: Path, model, optimizer, cfg: TrainGraphConfig, rng: 
     return History(**meta["history"]), {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
 
 
+def _start(data: TrainData, cfg: TrainGraphConfig):
+    """What every training run starts from: its threads, RNG, fresh model, graphs and optimiser."""
+    torch.set_num_threads(cfg.threads)
+    model = new_model(data, cfg)
+    return np.random.default_rng(cfg.seed), model, build_graphs(data, cfg.use_centrality), torch.optim.Adam(model.parameters(), lr=cfg.lr)
+
+
 def fit(data: TrainData, val: dict[str, np.ndarray], cfg: TrainGraphConfig, checkpoint_dir: Path | None = None,
         log=print) -> tuple[SocialPreferenceEncoder, Graphs, History]:
     """Train with early stopping on validation HR@10; returns the best epoch's model."""
-    torch.set_num_threads(cfg.threads)
-    rng = np.random.default_rng(cfg.seed)
-    model, graphs = new_model(data, cfg), build_graphs(data, cfg.use_centrality)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    rng, model, graphs, optimizer = _start(data, cfg)
     history, best = History(), {k: v.clone() for k, v in model.state_dict().items()}
     candidates = validation_candidates(val, data.n_items, cfg)
     key = data_key(data, val)
@@ -254,10 +258,7 @@ def fit(data: TrainData, val: dict[str, np.ndarray], cfg: TrainGraphConfig, chec
 def train_for(data: TrainData, cfg: TrainGraphConfig, epochs: int, log=print) -> tuple[SocialPreferenceEncoder, Graphs]:
     """A fresh model trained for a fixed number of epochs, with no validation: the refit on every line once
     validation has chosen how many epochs to train (the group-rec benchmark's `--refit`)."""
-    torch.set_num_threads(cfg.threads)
-    rng = np.random.default_rng(cfg.seed)
-    model, graphs = new_model(data, cfg), build_graphs(data, cfg.use_centrality)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    rng, model, graphs, optimizer = _start(data, cfg)
     for epoch in range(epochs):
         started = time.perf_counter()
         loss = train_epoch(model, graphs, data, optimizer, rng, cfg)
