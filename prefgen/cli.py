@@ -351,7 +351,7 @@ def bench_grouprec(
     no_centrality: Annotated[bool, typer.Option("--no-centrality", help="Ablation: attention without centrality features.")] = False,
     max_epochs: Annotated[int | None, typer.Option(help="Override params train_graph.max_epochs.")] = None,
     jobs: Annotated[int, typer.Option(min=1, help="Seeds trained at once, each in its own process (same figures as one at a time).")] = 1,
-    refit: Annotated[bool, typer.Option("--refit", help="After validation chose the epoch, retrain on every training line, validation's too, for that many epochs.")] = False,
+    refit: Annotated[bool | None, typer.Option("--refit/--no-refit", help="After validation chose the epoch, retrain on every training line, validation's too, for that many epochs (default: params train_graph.refit).")] = None,
 ) -> None:
     """Step 1 against popularity on group-recommendation data (1 + 100 protocol, ties in expectation)."""
     from prefgen.preference import bench
@@ -360,12 +360,12 @@ def bench_grouprec(
     # The benchmark measures Step 1 as the quality profile trains it, whatever profile params.yaml has active.
     cfg = configs.train_graph_config((_params(params, required=False) or {}) | {"profile": "quality"})
     cfg = replace(cfg, use_influence=not no_influence, use_group_graph=not no_group_graph, use_centrality=not no_centrality,
-                  max_epochs=max_epochs or cfg.max_epochs)
+                  max_epochs=max_epochs or cfg.max_epochs, refit=cfg.refit if refit is None else refit)
     if model not in ("prefgen", "popularity"):
         _fail(f"--model must be prefgen or popularity, not {model!r}")
     log = lambda line: typer.echo(line, err=True)  # noqa: E731
     try:
-        result = bench.bench_popularity(data, log=log) if model == "popularity" else bench.bench(data, cfg, seeds, log=log, jobs=jobs, refit=refit)
+        result = bench.bench_popularity(data, log=log) if model == "popularity" else bench.bench(data, cfg, seeds, log=log, jobs=jobs)
     except FormatError as err:
         _fail(str(err))
     typer.echo(bench.format_table(result, model), err=True)

@@ -180,6 +180,10 @@ class TrainGraphConfig:
     # after training and chosen on validation (0 = none): with ~20 clicks each, individuals borrow from those they
     # follow (homophily). Inert without a follow graph.
     social_smoothing: list[float] = field(default_factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.8])
+    # Once validation has chosen the epoch count and β, train a fresh model on every line, the held-out ones
+    # included, for that many epochs and export it (train.refit): the held-out lines are evidence the model
+    # otherwise never sees. The price is a second, shorter training and a model nothing is left to validate.
+    refit: bool = False
     # Stage paths (the benchmark ignores them).
     tables_dir: str = "data/02_tables"
     split: str = "data/03_features/split.parquet"

@@ -95,7 +95,9 @@ def test_repro_then_noop_then_forget_reruns(trained):
 
 
 def check_stage_outputs(project):
-    """Step 3's stages wrote what they promise: the evaluation's table, images and figures, VQ and W metrics."""
+    """Stages wrote what they promise: Step 1's refit, Step 3's evaluation table, images and figures, VQ and W metrics."""
+    graph = json.loads((project / "data" / "metrics" / "train_graph.json").read_text())
+    assert graph["refit_epochs"] == graph["best_epoch"] + 1  # params.yaml's train_graph.refit: the model of every line
     judged = json.loads((project / "data" / "metrics" / "eval_generation.json").read_text())
     assert judged["pairs"] == 4 and sorted(judged["ablation"]) == ["cfg", "fused", "none", "pref_grad", "text_grad"]
     assert 0 <= judged["win_rate"] <= 1 and 0 <= judged["text_consistency"] <= 1

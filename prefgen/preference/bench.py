@@ -25,9 +25,10 @@ import numpy as np
 
 from prefgen.config import CentralityConfig, TrainGraphConfig
 from prefgen.eval.sampled import per_row_metrics, tie_aware_metrics
+from prefgen.preference import train as training
 from prefgen.preference.grouprec import GroupRecData, TestSet, densify, input_report, read_dataset, self_follows
 from prefgen.preference.stage_data import standardise_log
-from prefgen.preference.train import TrainData, carve_validation, fit, score_all, score_rows, train_for
+from prefgen.preference.train import TrainData, carve_validation, fit, score_all, score_rows
 
 TASKS = ("group", "user")
 METRICS = ("HR@5", "HR@10", "NDCG@5", "NDCG@10")
@@ -182,17 +183,16 @@ def popularity_full(data: GroupRecData, task: str) -> dict[str, float]:
     return full_ranking(np.broadcast_to(counts, (len(test.ids), len(counts))), data, task)
 
 
-def run_seed(data: GroupRecData, cfg: TrainGraphConfig, log=print, refit: bool = False) -> dict:
-    """Train one seed and score it. refit: once validation has chosen the epoch, train a fresh model on every
-    training line, validation's included, for that many epochs (with the β validation chose) and score that."""
+def run_seed(data: GroupRecData, cfg: TrainGraphConfig, log=print) -> dict:
+    """Train one seed and score it. With cfg.refit, once validation has chosen the epoch, a fresh model trains on
+    every training line, validation's included, for that many epochs (with the β validation chose): that is scored."""
     rng = np.random.default_rng(cfg.seed)
     train, val = prepare(data, rng)
     model, graphs, history = fit(train, val, cfg, log=log)
-    if refit:
+    if cfg.refit:
         every_line = replace(train, user_items=sorted_lines(np.concatenate([train.user_items, val["user"]])),
                              group_items=sorted_lines(np.concatenate([train.group_items, val["group"]])))
-        model, graphs = train_for(every_line, cfg, history.best_epoch + 1, log=log)
-        model.smoothing.fill_(history.smoothing)
+        model, graphs, _ = training.refit(every_line, cfg, history, log=log)
     out = {"best_epoch": history.best_epoch, "val_score": history.best_score, "social_smoothing": history.smoothing, "seconds_per_epoch": float(np.mean([e["seconds"] for e in history.epochs]))}
     for task in TASKS:
         test = data.group_test if task == "group" else data.user_test
@@ -215,27 +215,27 @@ class _SeedLog:
         print(f"[seed {self.seed}] {line}", file=sys.stderr, flush=True)
 
 
-def run_seeds(data: GroupRecData, cfg: TrainGraphConfig, seeds: int, jobs: int = 1, log=print, refit: bool = False) -> list[dict]:
+def run_seeds(data: GroupRecData, cfg: TrainGraphConfig, seeds: int, jobs: int = 1, log=print) -> list[dict]:
     """One run per seed, in seed order. With jobs > 1 the seeds train in that many spawned processes at once
     (each with cfg.threads torch threads); a seed's run depends only on its seed, so the figures are the same."""
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, not {jobs}")
     configs = [replace(cfg, seed=cfg.seed + s) for s in range(seeds)]
     if jobs == 1 or seeds == 1:
-        return [run_seed(data, c, log, refit) for c in configs]
+        return [run_seed(data, c, log) for c in configs]
     with ProcessPoolExecutor(min(jobs, seeds), mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(run_seed, [data] * seeds, configs, [_SeedLog(c.seed) for c in configs], [refit] * seeds))
+        return list(pool.map(run_seed, [data] * seeds, configs, [_SeedLog(c.seed) for c in configs]))
 
 
-def bench(folder: Path, cfg: TrainGraphConfig, seeds: int, log=print, jobs: int = 1, refit: bool = False) -> dict:
+def bench(folder: Path, cfg: TrainGraphConfig, seeds: int, log=print, jobs: int = 1) -> dict:
     data, report = load(folder, log)
     share = members_test_share(data)
     log(f"validation: {share:.2f} of group test items are a member's user test item, so group validation lines are drawn "
         + ("from the members' validation items" if draws_group_test_from_members(data) else "from any training line"))
-    runs = run_seeds(data, cfg, seeds, jobs, log, refit)
+    runs = run_seeds(data, cfg, seeds, jobs, log)
     rng = np.random.default_rng(0)
     result: dict = {"seeds": seeds, "best_epochs": [r["best_epoch"] for r in runs], "val_scores": [r["val_score"] for r in runs],
-                    "members_test_share": share, "refit": refit,
+                    "members_test_share": share, "refit": cfg.refit,
                     "social_smoothing": [r["social_smoothing"] for r in runs],
                     "seconds_per_epoch": float(np.mean([r["seconds_per_epoch"] for r in runs])), "input": report}
     for task in TASKS:

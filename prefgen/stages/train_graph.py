@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from prefgen import tracking
 from prefgen.config import TrainGraphConfig
 from prefgen.preference import stage_data
 from prefgen.preference.export import write_outputs
-from prefgen.preference.train import carve_validation, fit
+from prefgen.preference.train import History, carve_validation, fit, refit
 from prefgen.stages.common import run_stage
 
 
@@ -21,9 +22,13 @@ def train(cfg: TrainGraphConfig, log=print) -> dict[str, Any]:
     indexed = stage_data.load_for(cfg)
     rng = np.random.default_rng(cfg.seed)
     data = indexed.data
+    every_line = replace(data)
     data.user_items, user_val = carve_validation(data.user_items, rng)
     data.group_items, group_val = carve_validation(data.group_items, rng)
     model, graphs, history = fit(data, {"user": user_val, "group": group_val}, cfg, Path(cfg.checkpoint_dir), log=log)
+    refitted = History()
+    if cfg.refit:
+        model, graphs, refitted = refit(every_line, cfg, history, Path(cfg.checkpoint_dir) / "refit", log=log)
     sizes = write_outputs(model, graphs, indexed, cfg, Path(cfg.out_dir))
     Path(cfg.curve).parent.mkdir(parents=True, exist_ok=True)
     pl.DataFrame(history.epochs).write_csv(Path(cfg.curve))
@@ -36,7 +41,8 @@ def train(cfg: TrainGraphConfig, log=print) -> dict[str, Any]:
             "members_without_centrality": indexed.members_without_centrality, "best_epoch": history.best_epoch, "epochs": len(history.epochs),
             "val_score": best["val_score"], "seconds_per_epoch": float(np.mean([e["seconds"] for e in history.epochs])),
             "follows": len(data.follows), "follows_outside": indexed.follows_outside, "social_smoothing": history.smoothing,
-            "val_score_smoothed": history.smoothing_scores.get(str(history.smoothing), best["val_score"])}
+            "val_score_smoothed": history.smoothing_scores.get(str(history.smoothing), best["val_score"]),
+            "refit_epochs": len(refitted.epochs)}
 
 
 def run(cfg: TrainGraphConfig, params: dict[str, Any] | None, root: Path) -> dict[str, Any]:

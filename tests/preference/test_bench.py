@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -178,10 +179,12 @@ def test_refit_trains_on_every_line_for_the_chosen_epochs(tmp_path, monkeypatch)
     data, _ = bench.load(_bigger(tmp_path / "ds"), log=lambda line: None)
     cfg = TrainGraphConfig(max_epochs=2, item_features="")
     refits = []
-    train_for = bench.train_for
-    monkeypatch.setattr(bench, "train_for", lambda d, c, epochs, log: refits.append((d, epochs)) or train_for(d, c, epochs, log))
+    from prefgen.preference import train
+
+    train_for = train.train_for
+    monkeypatch.setattr(train, "train_for", lambda d, c, epochs, *args, **kw: refits.append((d, epochs)) or train_for(d, c, epochs, *args, **kw))
     plain = bench.run_seed(data, cfg, log=lambda line: None)
-    refit = bench.run_seed(data, cfg, log=lambda line: None, refit=True)
+    refit = bench.run_seed(data, replace(cfg, refit=True), log=lambda line: None)
     ((every_line, epochs),) = refits
     assert epochs == plain["best_epoch"] + 1
     assert len(every_line.user_items) == len(data.user_train) and len(every_line.group_items) == len(data.group_train)

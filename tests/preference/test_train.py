@@ -10,7 +10,7 @@ from prefgen.config import TrainGraphConfig
 from prefgen.config import ConfigError
 from prefgen.preference.encoder import SocialPreferenceEncoder, social_smoothing
 from prefgen.preference.encoder import Graphs
-from prefgen.preference.train import TrainData, _loss, build_graphs, carve_validation, fit, score_rows
+from prefgen.preference.train import History, TrainData, _loss, build_graphs, carve_validation, fit, refit, score_rows
 from torch_geometric.utils import scatter
 
 CFG = TrainGraphConfig(dim=8, layers=2, batch_size=64, max_epochs=6, patience=10, eval_negatives=20, threads=1)
@@ -95,6 +95,28 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path):
     assert [e["loss"] for e in history_resumed.epochs] == [e["loss"] for e in history_full.epochs]
     for key, value in full.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[key]), key
+
+
+def test_refit_trains_the_chosen_epochs_with_the_chosen_beta_and_resumes_after_a_kill(tmp_path):
+    data = planted()
+    chosen = History(best_epoch=2, smoothing=0.4)
+    full, _, history_full = refit(data, CFG, chosen, tmp_path / "a", log=lambda _: None)
+    assert len(history_full.epochs) == 3 and float(full.smoothing) == pytest.approx(0.4)
+
+    def killed_after_epoch_1(line: str) -> None:
+        if line.startswith("refit epoch   1"):
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        refit(data, CFG, chosen, tmp_path / "b", log=killed_after_epoch_1)
+    lines: list[str] = []
+    resumed, _, history_resumed = refit(data, CFG, chosen, tmp_path / "b", log=lines.append)
+    assert lines[0] == "refit resumed at epoch 2"
+    assert [e["loss"] for e in history_resumed.epochs] == [e["loss"] for e in history_full.epochs]
+    for key, value in full.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+    lines.clear()  # another epoch count is another run: its checkpoint is not resumed
+    longer, _, _ = refit(data, CFG, History(best_epoch=3), tmp_path / "b", log=lines.append)
+    assert not any("resumed" in line for line in lines) and len(lines) == 4
 
 
 @pytest.mark.parametrize("kind", ["user", "group"])
