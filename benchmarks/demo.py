@@ -71,6 +71,7 @@ def main() -> None:
               "floor_dvc_status_seconds": round(status, 1), "floor_empty_prefect_flow_seconds": round(empty_flow, 1),
               "gallery": gallery, "clone": str(clone)}
     out = ROOT / "benchmarks" / "results" / "demo.json"
+    out.parent.mkdir(parents=True, exist_ok=True)  # results/ is git-ignored: absent on a fresh clone
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
