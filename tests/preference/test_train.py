@@ -78,23 +78,35 @@ def test_the_pairwise_term_is_bpr_of_the_positive_against_the_drawn_negative():
     assert torch.allclose(both - softmax_only, 2.0 * -torch.nn.functional.logsigmoid(difference).mean(), atol=1e-5)
 
 
+def killed_then_resumed(train, folder, kill_after: str) -> tuple[list[str], SocialPreferenceEncoder, History]:
+    """Run train(folder, log) until the log line starting with kill_after (the process dies right after that
+    epoch's checkpoint), then run it again: (the second run's log lines, its model, its history)."""
+
+    def killed(line: str) -> None:
+        if line.startswith(kill_after):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(folder, killed)
+    lines: list[str] = []
+    model, _, history = train(folder, lines.append)
+    return lines, model, history
+
+
+def assert_same_run(a: tuple[SocialPreferenceEncoder, History], b: tuple[SocialPreferenceEncoder, History]) -> None:
+    assert [e["loss"] for e in a[1].epochs] == [e["loss"] for e in b[1].epochs]
+    for key, value in a[0].state_dict().items():
+        assert torch.equal(value, b[0].state_dict()[key]), key
+
+
 def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path):
     data = planted()
     val = {"user": carve_validation(data.user_items, np.random.default_rng(1))[1]}
     full, _, history_full = fit(data, val, CFG, tmp_path / "a", log=lambda _: None)
-
-    def killed_after_epoch_2(line: str) -> None:
-        if line.startswith("epoch   2"):
-            raise KeyboardInterrupt  # the process dies right after epoch 2's checkpoint
-
-    with pytest.raises(KeyboardInterrupt):
-        fit(data, val, CFG, tmp_path / "b", log=killed_after_epoch_2)
-    lines: list[str] = []
-    resumed, _, history_resumed = fit(data, val, CFG, tmp_path / "b", log=lines.append)
+    lines, resumed, history_resumed = killed_then_resumed(lambda folder, log: fit(data, val, CFG, folder, log=log),
+                                                          tmp_path / "b", "epoch   2")
     assert lines[0] == "resumed at epoch 3"
-    assert [e["loss"] for e in history_resumed.epochs] == [e["loss"] for e in history_full.epochs]
-    for key, value in full.state_dict().items():
-        assert torch.equal(value, resumed.state_dict()[key]), key
+    assert_same_run((full, history_full), (resumed, history_resumed))
 
 
 def test_refit_trains_the_chosen_epochs_with_the_chosen_beta_and_resumes_after_a_kill(tmp_path):
@@ -102,20 +114,12 @@ def test_refit_trains_the_chosen_epochs_with_the_chosen_beta_and_resumes_after_a
     chosen = History(best_epoch=2, smoothing=0.4)
     full, _, history_full = refit(data, CFG, chosen, tmp_path / "a", log=lambda _: None)
     assert len(history_full.epochs) == 3 and float(full.smoothing) == pytest.approx(0.4)
-
-    def killed_after_epoch_1(line: str) -> None:
-        if line.startswith("refit epoch   1"):
-            raise KeyboardInterrupt
-    with pytest.raises(KeyboardInterrupt):
-        refit(data, CFG, chosen, tmp_path / "b", log=killed_after_epoch_1)
-    lines: list[str] = []
-    resumed, _, history_resumed = refit(data, CFG, chosen, tmp_path / "b", log=lines.append)
+    lines, resumed, history_resumed = killed_then_resumed(lambda folder, log: refit(data, CFG, chosen, folder, log=log),
+                                                          tmp_path / "b", "refit epoch   1")
     assert lines[0] == "refit resumed at epoch 2"
-    assert [e["loss"] for e in history_resumed.epochs] == [e["loss"] for e in history_full.epochs]
-    for key, value in full.state_dict().items():
-        assert torch.equal(value, resumed.state_dict()[key]), key
+    assert_same_run((full, history_full), (resumed, history_resumed))
     lines.clear()  # another epoch count is another run: its checkpoint is not resumed
-    longer, _, _ = refit(data, CFG, History(best_epoch=3), tmp_path / "b", log=lines.append)
+    refit(data, CFG, History(best_epoch=3), tmp_path / "b", log=lines.append)
     assert not any("resumed" in line for line in lines) and len(lines) == 4
 
 
