@@ -199,18 +199,28 @@ def data_key(data: TrainData, val: dict[str, np.ndarray]) -> str:
     return digest.hexdigest()
 
 
+# Settings that act only after the epochs (β's candidates, whether a refit follows) or say where files go: a
+# checkpoint made under other values of these is the same training, so it is resumed rather than redone.
+AFTER_TRAINING = ("social_smoothing", "refit", "out_dir", "checkpoint_dir", "metrics", "curve")
+
+
+def training_config(cfg: TrainGraphConfig) -> dict:
+    """The part of the config a checkpoint must match to be resumed: everything that shapes the epochs."""
+    return {k: v for k, v in asdict(cfg).items() if k not in AFTER_TRAINING}
+
+
 def save_checkpoint(folder: Path, model, optimizer, history: History, cfg: TrainGraphConfig, rng: np.random.Generator,
                     best: dict, key: str) -> None:
     optim_tensors, optim_meta = checkpoint.optimizer_tensors(optimizer)
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()} | {f"best.{k}": v for k, v in best.items()}
     rng_tensors, rng_meta = checkpoint.rng_state(rng)
-    meta = {"config": asdict(cfg), "data_key": key, "epoch": len(history.epochs), "history": asdict(history),
+    meta = {"config": training_config(cfg), "data_key": key, "epoch": len(history.epochs), "history": asdict(history),
             "optimizer": optim_meta, **rng_meta}
     checkpoint.save(folder, tensors | optim_tensors | rng_tensors, meta)
 
 
 def load_checkpoint(folder: Path, model, optimizer, cfg: TrainGraphConfig, rng: np.random.Generator, key: str) -> tuple[History, dict] | None:
-    found = checkpoint.load_matching(folder, asdict(cfg), key)
+    found = checkpoint.load_matching(folder, training_config(cfg), key)
     if found is None:
         return None
     tensors, meta = found

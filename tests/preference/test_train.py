@@ -154,6 +154,19 @@ def test_a_checkpoint_of_other_data_is_not_resumed(tmp_path):
     assert not any(line.startswith("resumed") for line in lines)
 
 
+def test_settings_that_act_after_the_epochs_resume_the_training_and_others_start_afresh(tmp_path):
+    """Turning the refit on or changing β's candidates reuses the finished training; a new learning rate does not."""
+    data = planted()
+    val = {"user": carve_validation(data.user_items, np.random.default_rng(1))[1]}
+    first = fit(data, val, CFG, tmp_path, log=lambda _: None)[2]
+    lines: list[str] = []
+    again = fit(data, val, replace(CFG, refit=True, social_smoothing=[0.0, 0.5], out_dir="elsewhere"), tmp_path, log=lines.append)[2]
+    assert lines[0] == f"resumed at epoch {len(first.epochs)}" and again.epochs == first.epochs
+    lines.clear()
+    fit(data, val, replace(CFG, lr=CFG.lr / 2), tmp_path, log=lines.append)
+    assert not any(line.startswith("resumed") for line in lines)
+
+
 def test_image_features_are_the_initial_image_embeddings():
     """Images that look alike start alike (METHOD.md 1.1): two unclicked images with equal features embed equally."""
     data = planted()
