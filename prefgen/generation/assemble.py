@@ -37,6 +37,8 @@ def build_pipeline(diffusion_dir: Path, vq_dir: Path, w_dir: Path, mapper_dir: P
     tokenizer = semantic.build_tokenizer(clip_cfg)
     scorer = PreferenceScorer.from_outputs(mapper_dir, graph_dir, visual_cfg)
     w = load_w(w_dir)
+    with torch.no_grad():  # where each catalogue image lies in the text space, to match it against a prompt
+        catalogue_text, clip_scale = w(catalogue), clip.logit_scale.exp()
 
     def text_condition(prompt: str) -> Tensor:
         return semantic.embed_texts(clip, tokenizer, [prompt])[0]
@@ -45,10 +47,12 @@ def build_pipeline(diffusion_dir: Path, vq_dir: Path, w_dir: Path, mapper_dir: P
         return semantic.embed_images(clip, pixels) @ text_condition(prompt)
 
     @torch.no_grad()
-    def pref_condition(segment: str) -> Tensor:
+    def pref_condition(segment: str, prompt: str) -> Tensor:
         p = scorer.p[scorer.rows([segment])]
         logits = scorer.d(p[:, None, :].expand(-1, len(catalogue), -1), catalogue[None])
-        return w(preference_prototype(logits, catalogue, guidance.prototype_tau))[0]
+        weight = guidance.prototype_prompt_weight
+        prompt_logits = weight * clip_scale * (catalogue_text @ text_condition(prompt)) if weight else None
+        return w(preference_prototype(logits, catalogue, guidance.prototype_tau, prompt_logits))[0]
 
     def pref_score(pixels: Tensor, segment: str) -> Tensor:
         return scorer.score([segment], images=pixels)[0]

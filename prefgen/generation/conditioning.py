@@ -78,14 +78,21 @@ def fit_w(e: Tensor, s: Tensor, val_e: Tensor, val_s: Tensor, cfg: TrainWConfig,
     return w.eval(), history
 
 
-def preference_prototype(logits: Tensor, catalogue: Tensor, tau: float = 0.1) -> Tensor:
+def preference_prototype(logits: Tensor, catalogue: Tensor, tau: float = 0.1, prompt_logits: Tensor | None = None) -> Tensor:
     """METHOD.md 3.4: e^_g = sum_i softmax_i(D(p_g, e^_i) / tau) e^_i over the catalogue's mapped images.
+
+    With `prompt_logits` the weights are softmax_i(D(p_g, e^_i) / tau + prompt_logits_i): the product of the
+    segment's taste and the prompt's match (CLIP's p(image | prompt)), i.e. the segment's favourites among the
+    images that show what the prompt says. The plain prototype averages the segment's favourite images
+    whatever they show, so its condition can name a shape the prompt does not.
 
     Args:
         logits (Tensor): (S, N) D(p_g, e^_i) for S segments and the N catalogue images.
         catalogue (Tensor): (N, d) the mapped image embeddings e^_i = G(v_i).
         tau (float, optional): softmax temperature; small -> the segment's few favourite images. (default: 0.1)
+        prompt_logits (Tensor, optional): (N,) or (S, N) log-odds of each image given the prompt. (default: None)
     """
     if logits.shape[1] != len(catalogue):
         raise ValueError(f"logits cover {logits.shape[1]} images but the catalogue has {len(catalogue)}")
-    return torch.softmax(logits / tau, dim=1) @ catalogue
+    scores = logits / tau if prompt_logits is None else logits / tau + prompt_logits
+    return torch.softmax(scores, dim=1) @ catalogue

@@ -141,7 +141,12 @@ class GuidanceConfig:
     # what guidance moved (measured with tiny models), so it can be switched off.
     quantize_output: bool = True
     prototype_tau: float = 0.1  # softmax temperature of the preference prototype (METHOD.md 3.4)
+    # How much the prompt weighs in the prototype: its weights become softmax(D/tau + k * CLIP's logit of
+    # <W(e^_i), s>), the segment's favourites among the images that show what the prompt says (0 = METHOD.md
+    # 3.4's prototype over the whole catalogue, whose condition can contradict the prompt; BENCHMARKS.md).
+    prototype_prompt_weight: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or not 0 <= self.guide_from <= self.guide_until <= 1 or self.prototype_tau <= 0:
-            raise ConfigError("params.sampler: steps >= 1, 0 <= guide_from <= guide_until <= 1, prototype_tau > 0")
+        if self.steps < 1 or not 0 <= self.guide_from <= self.guide_until <= 1 or self.prototype_tau <= 0 or self.prototype_prompt_weight < 0:
+            raise ConfigError("params.sampler: steps >= 1, 0 <= guide_from <= guide_until <= 1, prototype_tau > 0, "
+                              "prototype_prompt_weight >= 0")

@@ -46,7 +46,7 @@ class PreferenceDiffusionPipeline:
         vq: the VQModel whose latents the UNet models.
         scaling_factor (float): latents were multiplied by this for training.
         text_condition: prompt -> (D,) text embedding; text_score: (pixels, prompt) -> (B,) CLIP similarity.
-        pref_condition: segment -> (D,) W(e^_g); pref_score: (pixels, segment) -> (B,) Step 2 preference.
+        pref_condition: (segment, prompt) -> (D,) W(e^_g); pref_score: (pixels, segment) -> (B,) Step 2 preference.
     """
 
     def __init__(self, unet, scheduler, vq, scaling_factor: float, text_condition: Callable[[str], Tensor],
@@ -93,8 +93,8 @@ class PreferenceDiffusionPipeline:
         generators each image's starting noise comes from its own (one seed per image, as diffusers does)."""
         if isinstance(generator, list) and len(generator) != n:
             raise ValueError(f"got {len(generator)} generators for n={n} images; give one per image or a single one")
-        # 1. Conditions: the prompt's text embedding and the segment's preference prototype in text space.
-        text, pref = self.text_condition(prompt).expand(n, -1), self.pref_condition(segment).expand(n, -1)
+        # 1. Conditions: the prompt's text embedding and the segment's preference prototype (for this prompt) in text space.
+        text, pref = self.text_condition(prompt).expand(n, -1), self.pref_condition(segment, prompt).expand(n, -1)
         # 2. Pure Gaussian noise in the latent space, and the DDIM timesteps.
         cfg_unet = self.unet.config
         shape = (cfg_unet.in_channels, cfg_unet.sample_size, cfg_unet.sample_size)

@@ -3,7 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from prefgen.generation.conditioning import PreferenceToText, fit_w, mean_cosine
+from prefgen.generation.conditioning import PreferenceToText, fit_w, mean_cosine, preference_prototype
 from prefgen.generation.config import TrainWConfig
 
 CFG = TrainWConfig(hidden=32, max_epochs=300, patience=30)
@@ -34,3 +34,14 @@ def test_w_is_seeded_and_its_output_is_unit_length():
     with torch.no_grad():
         assert torch.allclose(a(val_e).norm(dim=1), torch.ones(20))
     assert PreferenceToText(8, 16)(torch.zeros(3, 8)).shape == (3, 16)
+
+
+def test_the_prompt_turns_the_prototype_to_the_segments_favourite_among_images_that_show_it():
+    catalogue = torch.eye(3)  # image 0 shows a circle, images 1 and 2 a star
+    taste = torch.tensor([[0.9, 0.5, 0.1]])  # the segment likes image 0 best, then image 1
+    star = torch.tensor([-20.0, 0.0, 0.0])  # CLIP's log-odds of each image given "a star"
+    plain = preference_prototype(taste, catalogue, tau=0.1)
+    prompted = preference_prototype(taste, catalogue, tau=0.1, prompt_logits=star)
+    assert plain.argmax() == 0 and prompted.argmax() == 1
+    assert prompted[0, 0] < 1e-6 and torch.allclose(prompted.sum(), torch.tensor(1.0))
+    assert torch.equal(preference_prototype(taste, catalogue, 0.1, torch.zeros(3)), plain)  # a flat prompt changes nothing

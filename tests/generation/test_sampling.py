@@ -20,7 +20,7 @@ def pipeline(vq_model=None, **guidance) -> PreferenceDiffusionPipeline:
     unet = build_unet(DIFFUSION, latent_channels=VQ.latent_channels, sample_size=8, cond_dim=8)
     scheduler = DDIMScheduler.from_config(build_noise_scheduler(DIFFUSION).config)
     conditions = {"a": torch.ones(8), "b": -torch.ones(8)}
-    return PreferenceDiffusionPipeline(unet, scheduler, vq_model or vq.build_vq(VQ), 1.0, conditions.__getitem__, conditions.__getitem__,
+    return PreferenceDiffusionPipeline(unet, scheduler, vq_model or vq.build_vq(VQ), 1.0, conditions.__getitem__, lambda segment, _prompt: conditions[segment],
                                        text_score=lambda x, _: x.mean((1, 2, 3)), pref_score=redness,
                                        guidance=GuidanceConfig(steps=10, **guidance))
 
