@@ -30,13 +30,10 @@ sys.path.insert(0, str(ROOT))
 from prefgen.config import load_params, section_config  # noqa: E402
 from prefgen.eval.generation import named_attribute  # noqa: E402
 from prefgen.eval.truth import load_truth  # noqa: E402
+from prefgen.generation.conditioning import preference_prototype  # noqa: E402
 from prefgen.generation.data import load_w, mapped_embeddings, split_ids  # noqa: E402
 from prefgen.vision import semantic  # noqa: E402
 from prefgen.vision.scorer import PreferenceScorer  # noqa: E402
-
-
-def prototype_weights(logits: torch.Tensor, prompt_logits: torch.Tensor, tau: float, k: float) -> torch.Tensor:
-    return torch.softmax(logits / tau + k * prompt_logits, dim=1)  # as conditioning.preference_prototype weighs
 
 
 def measure(root: Path, params_path: Path, weights: list[float], every: int = 34) -> dict:
@@ -66,7 +63,8 @@ def measure(root: Path, params_path: Path, weights: list[float], every: int = 34
             row = {"prompt": prompt, "uniform_matching_utility": float((utility * shows).sum(1).mean() / shows.sum()),
                    "best_matching_utility": float(utility.masked_fill(shows == 0, -torch.inf).max(1).values.mean())}
             for k in weights:
-                w = prototype_weights(logits, prompt_logits, sampler.prototype_tau, k)
+                # the sampler's own prototype over one-hot images: its weights on the catalogue
+                w = preference_prototype(logits, torch.eye(len(ids)), sampler.prototype_tau, k * prompt_logits)
                 row[f"k={k:g}"] = {"matching": float((w @ shows).mean()), "utility": float((w * utility).sum(1).mean())}
             rows.append(row)
     return {"segments": len(segments), "catalogue": len(ids), "clip_logit_scale": float(scale), "tau": sampler.prototype_tau, "rows": rows}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -40,6 +41,7 @@ def build_pipeline(diffusion_dir: Path, vq_dir: Path, w_dir: Path, mapper_dir: P
     with torch.no_grad():  # where each catalogue image lies in the text space, to match it against a prompt
         catalogue_text, clip_scale = w(catalogue), clip.logit_scale.exp()
 
+    @lru_cache(maxsize=256)  # asked for by the condition, the prototype and every guided step's text score
     def text_condition(prompt: str) -> Tensor:
         return semantic.embed_texts(clip, tokenizer, [prompt])[0]
 
