@@ -106,9 +106,15 @@ def _unwrap(model: torch.nn.Module) -> UNet2DConditionModel:
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
+# Settings a checkpoint need not match. The learning rate is constant and every epoch draws from
+# (seed, epoch, rank), so a longer run's first epochs are exactly a shorter run's: asking for more
+# epochs extends a finished run instead of redoing it. Output paths do not touch the weights.
+NOT_IN_CHECKPOINT_KEY = ("epochs", "out_dir", "checkpoint_dir", "metrics", "curve")
+
+
 def _run_config(cfg: TrainDiffusionConfig, world: int) -> dict:
-    """What a checkpoint must match to be resumed: the config and the number of ranks (which sets the batches)."""
-    return asdict(cfg) | {"world_size": world}
+    """What a checkpoint must match to be resumed: the settings that shape an epoch and the number of ranks (which sets the batches)."""
+    return {k: v for k, v in asdict(cfg).items() if k not in NOT_IN_CHECKPOINT_KEY} | {"world_size": world}
 
 
 def _save(folder: Path, unet, ema: EMAModel, optimizer, cfg, key: str, history: DiffusionHistory) -> None:
@@ -126,6 +132,8 @@ def _resume(folder: Path, unet, ema: EMAModel, optimizer, cfg, key: str, world: 
     if found is None:
         return None
     tensors, meta = found
+    if meta["epoch"] > cfg.epochs:  # a longer run cannot be cut back to a shorter one
+        return None
     unet.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("unet.")})
     checkpoint.restore_optimizer(optimizer, {k[4:]: v for k, v in tensors.items() if k.startswith("opt.")}, meta["optimizer"])
     shadow = [tensors[f"ema.{i}"] for i in range(len(ema.shadow_params))]

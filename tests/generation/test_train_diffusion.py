@@ -1,6 +1,7 @@
 """Step 3.3: the conditioned UNet and its training (tiny seeded models on CPU), resume, EMA, and DDP on gloo."""
 
 import json
+from dataclasses import replace
 import subprocess
 import sys
 
@@ -69,6 +70,22 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path):
     assert lines[0] == "resumed at epoch 2"
     assert [e["loss"] for e in history.epochs] == [e["loss"] for e in full_history.epochs]
     assert trainer.weights_sha256(resumed) == trainer.weights_sha256(full)
+
+
+def test_more_epochs_extend_a_finished_run_and_fewer_start_afresh(tmp_path):
+    """A finished 3-epoch run, asked for 4, trains one more epoch and ends where a 4-epoch run from scratch does."""
+    data, longer, shorter = diffusion_data(), replace(DIFFUSION, epochs=4), replace(DIFFUSION, epochs=2)
+    trainer.fit(data, DIFFUSION, tmp_path, **QUIET)
+    lines = []
+    extended, history = trainer.fit(data, longer, tmp_path, log=lines.append)
+    assert lines[0] == "resumed at epoch 3" and len(lines) == 2
+    scratch, scratch_history = trainer.fit(data, longer, **QUIET)
+    assert trainer.weights_sha256(extended) == trainer.weights_sha256(scratch)
+    assert [e["loss"] for e in history.epochs] == [e["loss"] for e in scratch_history.epochs]
+    lines = []
+    cut, _ = trainer.fit(data, shorter, tmp_path, log=lines.append)
+    assert not lines[0].startswith("resumed") and len(lines) == 2
+    assert trainer.weights_sha256(cut) == trainer.weights_sha256(trainer.fit(data, shorter, **QUIET)[0])
 
 
 def test_ddp_on_two_gloo_processes_ends_with_identical_weights(tmp_path):
