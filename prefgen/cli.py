@@ -59,12 +59,10 @@ def ingest(
         cfg = ingest_config(loaded) if loaded else IngestConfig()
     except ConfigError as err:
         _fail(str(err))
-    track = loaded is not None if mlflow is None else mlflow
-    if track and loaded is None:
-        _fail(f"--mlflow needs a params file for the tracking section: {params} not found")
+    loaded = _tracked(loaded, params, mlflow)
     metrics_path = metrics or (Path(cfg.metrics) if loaded and raw is None and out is None else None)
     try:
-        counts = stage.run(cfg, raw or Path(cfg.raw_dir), out or Path(cfg.out_dir), loaded if track else None,
+        counts = stage.run(cfg, raw or Path(cfg.raw_dir), out or Path(cfg.out_dir), loaded,
                            metrics_path, Path.cwd(), progress=progress)
     except IngestError as err:
         _fail(str(err))
@@ -95,16 +93,23 @@ def forget(
 
 
 def _stage_setup(params: Path, section: str, standalone: bool, mlflow: bool | None):
-    """(params to track with, or None for no MLflow run; the stage's typed config) for a stage command."""
+    """(the params, None without a params file; the stage's typed config) for a stage command."""
     loaded = _params(params, required=not standalone)
     try:
         cfg = configs.section_config(loaded or {}, section)
     except ConfigError as err:
         _fail(str(err))
-    track = loaded is not None if mlflow is None else mlflow
-    if track and loaded is None:
+    return _tracked(loaded, params, mlflow), cfg
+
+
+def _tracked(loaded: dict | None, params: Path, mlflow: bool | None) -> dict | None:
+    """The params with tracking switched as --mlflow/--no-mlflow asks. --no-mlflow only skips the
+    MLflow run: the stage still writes its metrics file, which DVC and the reader of a scratch run want."""
+    if mlflow and loaded is None:
         _fail(f"--mlflow needs a params file for the tracking section: {params} not found")
-    return (loaded if track else None), cfg
+    if loaded is None or mlflow is None:
+        return loaded
+    return loaded | {"tracking": (loaded.get("tracking") or {}) | {"enabled": mlflow}}
 
 
 ParamsOpt = Annotated[Path, typer.Option(help="params.yaml to read the stage's section from.")]

@@ -56,6 +56,8 @@ class TrackingConfig:
     default_uri: str = "sqlite:///mlruns.db"
     artifact_dir: str = "mlartifacts"  # where a local store keeps run artefacts
     experiment: str = "prefgen"
+    # false (what a stage command's --no-mlflow sets): stages log no MLflow run but still write their metrics files.
+    enabled: bool = True
 
 
 @dataclass(frozen=True)

@@ -37,3 +37,19 @@ def test_forget_on_explicit_tables(tmp_path):
     record = json.loads(done.stdout.strip().splitlines()[-1])
     assert record["events_removed"] == 1 and record["requested_by"] == "dpo"
     assert "re-runs ingest" in done.stderr
+
+
+def test_no_mlflow_skips_the_run_but_not_the_metrics_file(tmp_path):
+    (tmp_path / "params.yaml").write_text(
+        f"ingest: {{raw_dir: {SAMPLE_LOG}, out_dir: tables, metrics: metrics/ingest.json}}\n"
+        "split: {tables_dir: tables, out: split.parquet, metrics: metrics/split.json}\n"
+        "tracking: {default_uri: 'sqlite:///mlruns.db'}\n")
+    for stage in (["ingest", "--no-progress"], ["split"]):
+        done = prefgen(*stage, "--no-mlflow", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        written, printed = json.loads((tmp_path / "metrics" / f"{stage[0]}.json").read_text()), json.loads(done.stdout.strip().splitlines()[-1])
+        assert written and written.items() <= printed.items()
+    assert not (tmp_path / "mlruns.db").exists()
+    done = prefgen("split", cwd=tmp_path)  # a params file and no flag: tracked
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "mlruns.db").exists()

@@ -28,8 +28,8 @@ def world_tags(params: dict[str, Any], root: Path) -> dict[str, str]:
 
 def run_stage(stage: str, params: dict[str, Any] | None, root: Path, metrics_path: Path | None,
               body: Callable[[], dict[str, Any]], not_metrics: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Run `body` inside an MLflow run for `stage` (when params are given); write its metrics file."""
-    if params is None:
+    """Run `body` inside an MLflow run for `stage` (when params are given and tracking is enabled); write its metrics file."""
+    if params is None or not tracking_config(params).enabled:
         result = body()
     else:
         with tracking.stage_run(stage, resolve_profile(params, stage) or {}, tracking_config(params), root):
