@@ -92,6 +92,15 @@ def test_repro_then_noop_then_forget_reruns(trained):
     segment = pl.read_parquet(models / "graph" / "segments.parquet")["segment_id"][0]
     images = pipe(segment, "a red star on a dots background", n=2, generator=torch.Generator().manual_seed(0))
     assert images.shape == (2, 3, 64, 64) and 0 <= images.min() and images.max() <= 1
+    # A model saved with diffusers' default clip_sample=True (before 2026-12-04) is sampled unclipped all the same.
+    saved = models / "diffusion" / "scheduler" / "scheduler_config.json"
+    written = saved.read_text()
+    assert json.loads(written)["clip_sample"] is False
+    saved.write_text(json.dumps(json.loads(written) | {"clip_sample": True}))
+    old = pipeline_from_outputs(models / "diffusion", models / "vq", models / "w", models / "mapper", models / "graph", visual,
+                                project / "data" / "03_features" / "split.parquet", GuidanceConfig(steps=3))
+    saved.write_text(written)
+    assert old.scheduler.config.clip_sample is False
 
 
 def check_stage_outputs(project):

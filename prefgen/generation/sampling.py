@@ -52,6 +52,9 @@ class PreferenceDiffusionPipeline:
     def __init__(self, unet, scheduler, vq, scaling_factor: float, text_condition: Callable[[str], Tensor],
                  pref_condition: Callable[[str], Tensor], text_score: Callable[[Tensor, str], Tensor],
                  pref_score: Callable[[Tensor, str], Tensor], guidance: GuidanceConfig = GuidanceConfig()):
+        if scheduler.config.get("clip_sample", False):
+            raise ValueError("the scheduler clips x0-predictions to [-1, 1], which cuts unit-variance latents: "
+                             "build it with clip_sample=False (unet.build_noise_scheduler)")
         self.unet, self.scheduler, self.vq, self.scaling_factor = unet.eval(), scheduler, vq.eval(), scaling_factor
         self.text_condition, self.pref_condition = text_condition, pref_condition
         self.text_score, self.pref_score, self.guidance = text_score, pref_score, guidance

@@ -29,8 +29,13 @@ def build_unet(cfg: TrainDiffusionConfig, latent_channels: int, sample_size: int
 
 
 def build_noise_scheduler(cfg: TrainDiffusionConfig) -> DDPMScheduler:
-    """The forward process z_t = sqrt(a_t) z + sqrt(1 - a_t) eps used in training; samplers load its config."""
-    return DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule, prediction_type="epsilon")
+    """The forward process z_t = sqrt(a_t) z + sqrt(1 - a_t) eps used in training; samplers load its config.
+
+    clip_sample is off: the latents are scaled to unit variance, not to [-1, 1] like pixels, and a
+    sampler clipping its x0-prediction there would cut about a third of every latent (diffusers'
+    default is on; Stable Diffusion's latent schedulers turn it off too)."""
+    return DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule, prediction_type="epsilon",
+                         clip_sample=False)
 
 
 def context(text: Tensor, pref: Tensor) -> Tensor:

@@ -33,6 +33,19 @@ def test_fuse_removes_the_conflicting_component_and_adds_agreeing_ones():
     assert torch.allclose(same, torch.tensor([[2**0.5, 0.0]]))
 
 
+def test_the_schedule_keeps_latents_beyond_one_and_the_sampler_refuses_one_that_clips():
+    """Latents are unit-variance: a value 2.5 sd out must survive DDIM's x0-prediction, not be clipped to 1."""
+    scheduler = DDIMScheduler.from_config(build_noise_scheduler(DIFFUSION).config)
+    scheduler.set_timesteps(10)
+    t = scheduler.timesteps[-1]
+    z0 = torch.full((1, 4, 2, 2), 2.5)
+    z_t = scheduler.alphas_cumprod[t].sqrt() * z0  # noise-free: eps = 0
+    assert torch.allclose(scheduler.step(torch.zeros_like(z0), t, z_t).pred_original_sample, z0)
+    with pytest.raises(ValueError, match="clip_sample=False"):
+        PreferenceDiffusionPipeline(build_unet(DIFFUSION, 4, 8, 8), DDIMScheduler.from_config(scheduler.config, clip_sample=True),
+                                    vq.build_vq(VQ), 1.0, None, None, None, None)
+
+
 def test_a_fixed_generator_gives_the_same_images():
     pipe = pipeline()
     first = pipe("a", "b", n=2, generator=torch.Generator().manual_seed(0))
