@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from prefgen.config import load_params, section_config  # noqa: E402
 from prefgen.generation.assemble import pipeline_from_outputs  # noqa: E402
+from prefgen.generation.image_sets import machine  # noqa: E402
 
 
 def build(root: Path, params_path: Path):
@@ -75,8 +76,7 @@ def main() -> None:
     result = {"profile": profile, "batch": args.batch, "repeats": args.repeats, "threads": args.threads,
               "sampler": asdict(fused), "seconds_per_image": per_image, "runs": seconds,
               "ratio_fused_over_cfg": per_image["fused"] / per_image["cfg_only"],
-              "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
-                          "device": "cpu"}}
+              "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "kind": machine()}}
     print(f"\n{profile}: CFG-only {per_image['cfg_only']:.3f} s/image, fused {per_image['fused']:.3f} s/image, "
           f"ratio {result['ratio_fused_over_cfg']:.2f}x (median of {args.repeats}, batch {args.batch}, {fused.steps} steps)")
     out = args.json or ROOT / "benchmarks" / "results" / f"sampling_{profile}.json"

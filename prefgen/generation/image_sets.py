@@ -71,10 +71,26 @@ class BundleRef:
     digest: str
 
 
+# The x86 extensions oneDNN and ATen pick kernels by: convolutions round differently with and
+# without them (measured: AVX-512 against AVX2 kernels, same torch, other bits), so two CPUs
+# that differ here are not the same kind of machine for byte-exact regeneration.
+KERNEL_ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile")
+
+
+def cpu_isa(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The kernel-relevant instruction-set extensions of this CPU, e.g. 'avx2+avx512f'; '' where unknown."""
+    try:
+        flags_line = next(line for line in cpuinfo.read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return ""
+    flags = set(flags_line.partition(":")[2].split())
+    return "+".join(flag for flag in KERNEL_ISA_FLAGS if flag in flags)
+
+
 def machine() -> str:
     """The kind of machine an image was made on: byte-exact regeneration is promised only on the same kind."""
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-    return f"{platform.system()}-{platform.machine()} torch {torch.__version__} {device}"
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu {cpu_isa() or platform.processor()}"
+    return f"{platform.system()}-{platform.machine()} torch {torch.__version__} {device}".rstrip()
 
 
 def sampler_json(cfg: GuidanceConfig) -> str:

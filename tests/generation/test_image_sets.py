@@ -10,6 +10,7 @@ from prefgen.generation.image_sets import (
     BatchRequest,
     BundleRef,
     RequestError,
+    cpu_isa,
     find_row,
     generate,
     generate_batch,
@@ -19,6 +20,20 @@ from tests.generation.test_sampling import pipeline
 
 # The tiny sampler knows the conditions "a" and "b", as segments and as prompts.
 REF = BundleRef("prefgen-bundle", "3", "d" * 64)
+
+
+def test_cpu_isa_names_the_kernel_extensions_so_two_cpus_that_round_differently_differ(tmp_path):
+    ice_lake, sapphire_rapids = tmp_path / "a", tmp_path / "b"
+    ice_lake.write_text("processor\t: 0\nflags\t\t: fpu sse avx avx2 avx512f avx512_vnni\n")
+    sapphire_rapids.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_vnni avx512_bf16 avx512_fp16 amx_tile\n")
+    assert cpu_isa(ice_lake) == "avx2+avx512f+avx512_vnni"
+    assert cpu_isa(sapphire_rapids) == "avx2+avx512f+avx512_vnni+avx512_bf16+avx512_fp16+amx_tile"
+    assert cpu_isa(tmp_path / "missing") == "" and cpu_isa(_empty(tmp_path)) == ""
+
+
+def _empty(folder):
+    (folder / "empty").write_text("processor\t: 0\n")
+    return folder / "empty"
 
 
 def test_png_bytes_are_deterministic_and_carry_their_text():
