@@ -99,7 +99,7 @@ def make_project(repo: Path) -> Path:
     shrink(params, "train_oracle", n_train=256, n_test=64, width=4, feature_dim=8, epochs=1)
     shrink(params, "sampler", steps=4)
     shrink(params, "eval_generation", prompts=["a star", "a shape on a dots background"], pairs_per_prompt=2,
-           images_per_segment=1, bootstrap=50, reference_images=16, min_taste_distance=0.5,
+           images_per_segment=1, images_per_batch=3, bootstrap=50, reference_images=16, min_taste_distance=0.5,
            arms=["none", "cfg", "text_grad", "pref_grad", "fused"])  # every ablation: the tests check the table
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     shutil.copytree(ROOT / "prefgen", repo / "prefgen", ignore=shutil.ignore_patterns("__pycache__"))

@@ -103,12 +103,20 @@ def bootstrap_interval(values: np.ndarray, resamples: int, rng: np.random.Genera
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def sample_jobs(pipe, guidance: GuidanceConfig, jobs: list[tuple[str, str]], n: int, seed: int, arm: str) -> tuple[torch.Tensor, float]:
-    """Images (J, n, 3, H, W) for each (segment, prompt) job; job j starts from the noise of seed + j in every arm."""
-    pipe.guidance, out, started = guidance, [], time.perf_counter()
-    for j, (segment, prompt) in enumerate(tqdm(jobs, desc=f"sampling [{arm}]", unit="set")):
-        out.append(pipe(segment, prompt, n=n, generator=torch.Generator().manual_seed(seed + j)))
-    return torch.stack(out), time.perf_counter() - started
+def sample_jobs(pipe, guidance: GuidanceConfig, jobs: list[tuple[str, str]], n: int, seed: int, arm: str,
+                per_batch: int) -> tuple[torch.Tensor, float]:
+    """Images (J, n, 3, H, W) for each (segment, prompt) job, `per_batch` images to a pipeline call (at least one
+    job); job j starts from the noise of seed + j in every arm, whatever the batch."""
+    noise = torch.stack([torch.randn((n, *pipe.latent_shape), generator=torch.Generator().manual_seed(seed + j))
+                         for j in range(len(jobs))])
+    jobs_per_call, out = max(1, per_batch // n), []
+    pipe.guidance, started = guidance, time.perf_counter()
+    with tqdm(total=len(jobs), desc=f"sampling [{arm}]", unit="set") as progress:
+        for start in range(0, len(jobs), jobs_per_call):
+            segments, prompts = zip(*jobs[start : start + jobs_per_call])
+            out.append(pipe(list(segments), list(prompts), n=n, latents=noise[start : start + jobs_per_call].flatten(0, 1)))
+            progress.update(len(segments))
+    return torch.cat(out).unflatten(0, (len(jobs), n)), time.perf_counter() - started
 
 
 def arm_rows(arm: str, pairs: list[Pair], segments: list[str], utilities: np.ndarray, reading: Reading, n: int) -> pl.DataFrame:
@@ -162,7 +170,7 @@ def evaluate(cfg: EvalGenerationConfig, sampler: GuidanceConfig, pipe, oracle: O
     jobs = [(candidates[index], p.prompt) for p in pairs for index in (p.a, p.b)]
     n, ablation, all_rows, fused_images = cfg.images_per_segment, {}, [], None
     for arm in cfg.arms:
-        pixels, seconds = sample_jobs(pipe, replace(sampler, **ARMS[arm]), jobs, n, cfg.seed * 1_000_003, arm)
+        pixels, seconds = sample_jobs(pipe, replace(sampler, **ARMS[arm]), jobs, n, cfg.seed * 1_000_003, arm, cfg.images_per_batch)
         reading = oracle.read(pixels.flatten(0, 1))
         rows = arm_rows(arm, pairs, candidates, utilities, reading, n)
         ablation[arm] = arm_metrics(rows, reading.features, reference, cfg, rng) | {"seconds_per_image": seconds / (len(jobs) * n)}

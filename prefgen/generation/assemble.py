@@ -47,8 +47,8 @@ def build_pipeline(diffusion_dir: Path, vq_dir: Path, w_dir: Path, mapper_dir: P
     def text_condition(prompt: str) -> Tensor:
         return semantic.embed_texts(clip, tokenizer, [prompt])[0]
 
-    def text_score(pixels: Tensor, prompt: str) -> Tensor:
-        return semantic.embed_images(clip, pixels) @ text_condition(prompt)
+    def text_score(pixels: Tensor, prompts: list[str]) -> Tensor:  # one prompt per image
+        return (semantic.embed_images(clip, pixels) * torch.stack([text_condition(p) for p in prompts])).sum(1)
 
     @torch.no_grad()
     def pref_condition(segment: str, prompt: str) -> Tensor:
@@ -58,8 +58,10 @@ def build_pipeline(diffusion_dir: Path, vq_dir: Path, w_dir: Path, mapper_dir: P
         prompt_logits = weight * clip_scale * (catalogue_text @ text_condition(prompt)) if weight else None
         return w(preference_prototype(logits, catalogue, guidance.prototype_tau, prompt_logits))[0]
 
-    def pref_score(pixels: Tensor, segment: str) -> Tensor:
-        return scorer.score([segment], images=pixels)[0]
+    def pref_score(pixels: Tensor, segments: list[str]) -> Tensor:  # one segment per image
+        distinct = sorted(set(segments))
+        rows = torch.tensor([distinct.index(s) for s in segments])
+        return scorer.score(distinct, images=pixels)[rows, torch.arange(len(segments))]
 
     return PreferenceDiffusionPipeline(unet, scheduler, load_vq(vq_dir), scaling, text_condition, pref_condition,
                                        text_score, pref_score, guidance)

@@ -110,7 +110,8 @@ def png_bytes(pixels: Tensor, text: dict[str, str]) -> bytes:
 
 @torch.no_grad()
 def _scores(pipe, pixels: Tensor, request: BatchRequest) -> tuple[list[float], list[float]]:
-    return pipe.pref_score(pixels, request.segment).tolist(), pipe.text_score(pixels, request.prompt).tolist()
+    n = len(pixels)
+    return pipe.pref_score(pixels, [request.segment] * n).tolist(), pipe.text_score(pixels, [request.prompt] * n).tolist()
 
 
 def generate_batch(pipe, request: BatchRequest, bundle: BundleRef) -> list[tuple[bytes, dict[str, Any]]]:

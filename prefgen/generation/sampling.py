@@ -1,6 +1,7 @@
 """Step 3.4-3.5: images for a segment and a prompt, sampled with classifier-free and multi-gradient guidance.
 
     images = pipe(segment="grp:g7", prompt="a red star on a dots background", n=4, generator=torch.Generator().manual_seed(0))
+    images = pipe(["grp:g7", "ind:u3"], ["a star", "a circle"], n=2, latents=noise)   # two jobs in one batch: (4, 3, H, W)
 
 Each step (DDIM from pure noise; METHOD.md 3.5):
     eps   = eps(0, 0) + w_s (eps(s, 0) - eps(0, 0)) + w_p (eps(s, p~) - eps(s, 0))      classifier-free guidance
@@ -22,7 +23,8 @@ from torch import Tensor
 from prefgen.generation.config import GuidanceConfig
 from prefgen.generation.unet import context
 
-Score = Callable[[Tensor], Tensor]  # pixels (B, 3, H, W) in [0, 1] -> (B,) differentiable scores
+# (pixels (B, 3, H, W) in [0, 1], one segment or prompt per image) -> (B,) differentiable scores
+Score = Callable[[Tensor, list[str]], Tensor]
 
 
 def fuse(g_pref: Tensor, g_text: Tensor, lambda_pref: float, lambda_text: float) -> Tensor:
@@ -45,13 +47,12 @@ class PreferenceDiffusionPipeline:
         scheduler: a diffusers DDIMScheduler built from the training schedule.
         vq: the VQModel whose latents the UNet models.
         scaling_factor (float): latents were multiplied by this for training.
-        text_condition: prompt -> (D,) text embedding; text_score: (pixels, prompt) -> (B,) CLIP similarity.
-        pref_condition: (segment, prompt) -> (D,) W(e^_g); pref_score: (pixels, segment) -> (B,) Step 2 preference.
+        text_condition: prompt -> (D,) text embedding; text_score: (pixels, a prompt per image) -> (B,) CLIP similarity.
+        pref_condition: (segment, prompt) -> (D,) W(e^_g); pref_score: (pixels, a segment per image) -> (B,) Step 2 preference.
     """
 
     def __init__(self, unet, scheduler, vq, scaling_factor: float, text_condition: Callable[[str], Tensor],
-                 pref_condition: Callable[[str], Tensor], text_score: Callable[[Tensor, str], Tensor],
-                 pref_score: Callable[[Tensor, str], Tensor], guidance: GuidanceConfig = GuidanceConfig()):
+                 pref_condition: Callable[[str, str], Tensor], text_score: Score, pref_score: Score, guidance: GuidanceConfig = GuidanceConfig()):
         if scheduler.config.get("clip_sample", False):
             raise ValueError("the scheduler clips x0-predictions to [-1, 1], which cuts unit-variance latents: "
                              "build it with clip_sample=False (unet.build_noise_scheduler)")
@@ -77,32 +78,41 @@ class PreferenceDiffusionPipeline:
         x = self.vq.decode(latents / self.scaling_factor, force_not_quantize=not quantize).sample
         return ((x + 1) / 2).clamp(0, 1)
 
-    def _guidance_gradient(self, z: Tensor, eps: Tensor, alpha_bar: Tensor, segment: str, prompt: str) -> Tensor:
-        """grad_z of both scores of the decoded x0-prediction, eps held fixed, fused."""
+    def _guidance_gradient(self, z: Tensor, eps: Tensor, alpha_bar: Tensor, segments: list[str], prompts: list[str]) -> Tensor:
+        """grad_z of both scores of the decoded x0-prediction (image b scored for segments[b] and prompts[b]),
+        eps held fixed, fused."""
         z = z.detach().requires_grad_(True)
         pixels = self.decode((z - (1 - alpha_bar).sqrt() * eps.detach()) / alpha_bar.sqrt(), quantize=False)
         both = bool(self.guidance.lambda_pref and self.guidance.lambda_text)  # two backward passes share the decoder's graph
-        g_pref = torch.autograd.grad(self.pref_score(pixels, segment).sum(), z, retain_graph=both)[0] if self.guidance.lambda_pref else torch.zeros_like(z)
-        g_text = torch.autograd.grad(self.text_score(pixels, prompt).sum(), z)[0] if self.guidance.lambda_text else torch.zeros_like(z)
+        g_pref = torch.autograd.grad(self.pref_score(pixels, segments).sum(), z, retain_graph=both)[0] if self.guidance.lambda_pref else torch.zeros_like(z)
+        g_text = torch.autograd.grad(self.text_score(pixels, prompts).sum(), z)[0] if self.guidance.lambda_text else torch.zeros_like(z)
         return fuse(g_pref, g_text, self.guidance.lambda_pref, self.guidance.lambda_text)
 
     def _guided(self, index: int) -> bool:
         cfg = self.guidance
         return (cfg.lambda_pref or cfg.lambda_text) and cfg.guide_from * cfg.steps <= index < cfg.guide_until * cfg.steps
 
-    def __call__(self, segment: str, prompt: str, n: int = 4,
-                 generator: torch.Generator | list[torch.Generator] | None = None) -> Tensor:
-        """n images (n, 3, H, W) in [0, 1] for `segment` (e.g. "grp:g7") and `prompt`. With a list of n
-        generators each image's starting noise comes from its own (one seed per image, as diffusers does)."""
-        if isinstance(generator, list) and len(generator) != n:
-            raise ValueError(f"got {len(generator)} generators for n={n} images; give one per image or a single one")
-        # 1. Conditions: the prompt's text embedding and the segment's preference prototype (for this prompt) in text space.
-        text, pref = self.text_condition(prompt).expand(n, -1), self.pref_condition(segment, prompt).expand(n, -1)
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of one image's latent: the shape of starting noise to pass as `latents`."""
+        return self.unet.config.in_channels, self.unet.config.sample_size, self.unet.config.sample_size
+
+    def __call__(self, segment: str | list[str], prompt: str | list[str], n: int = 4,
+                 generator: torch.Generator | list[torch.Generator] | None = None, latents: Tensor | None = None) -> Tensor:
+        """n images in [0, 1] for `segment` (e.g. "grp:g7") and `prompt`: (n, 3, H, W). Lists of segments and prompts
+        (job j = (segment[j], prompt[j])) are sampled in one batch: (J * n, 3, H, W), job by job. The starting noise
+        comes from `latents` (J * n, *latent_shape) where given, else from `generator`: with a list of J * n
+        generators each image's noise comes from its own (one seed per image, as diffusers does)."""
+        if isinstance(segment, str) != isinstance(prompt, str) or (not isinstance(segment, str) and len(segment) != len(prompt)):
+            raise ValueError(f"give one segment and one prompt, or equal-length lists (got {segment!r} and {prompt!r})")
+        segments, prompts = ([segment], [prompt]) if isinstance(segment, str) else (list(segment), list(prompt))
+        count = len(segments) * n
+        # 1. Conditions, one row per image: the prompt's text embedding and the segment's preference prototype (for this prompt).
+        text = torch.stack([self.text_condition(p) for p in prompts]).repeat_interleave(n, 0)
+        pref = torch.stack([self.pref_condition(s, p) for s, p in zip(segments, prompts)]).repeat_interleave(n, 0)
         # 2. Pure Gaussian noise in the latent space, and the DDIM timesteps.
-        cfg_unet = self.unet.config
-        shape = (cfg_unet.in_channels, cfg_unet.sample_size, cfg_unet.sample_size)
-        z = (torch.cat([torch.randn((1, *shape), generator=g) for g in generator]) if isinstance(generator, list)
-             else torch.randn((n, *shape), generator=generator))
+        z = self._starting_noise(count, generator, latents)
+        segments, prompts = [s for s in segments for _ in range(n)], [p for p in prompts for _ in range(n)]
         self.scheduler.set_timesteps(self.guidance.steps)
         for index, t in enumerate(self.scheduler.timesteps):
             # 3. Classifier-free guided noise prediction.
@@ -111,9 +121,21 @@ class PreferenceDiffusionPipeline:
             if self._guided(index):
                 alpha_bar = self.scheduler.alphas_cumprod[t]
                 with torch.enable_grad():
-                    eps = eps - (1 - alpha_bar).sqrt() * self._guidance_gradient(z, eps, alpha_bar, segment, prompt)
+                    eps = eps - (1 - alpha_bar).sqrt() * self._guidance_gradient(z, eps, alpha_bar, segments, prompts)
             # 5. One DDIM step (eta = 0: deterministic given the starting noise).
             z = self.scheduler.step(eps, t, z).prev_sample
         # 6. Decode (through the codebook unless switched off).
         with torch.no_grad():
             return self.decode(z, quantize=self.guidance.quantize_output)
+
+    def _starting_noise(self, count: int, generator: torch.Generator | list[torch.Generator] | None, latents: Tensor | None) -> Tensor:
+        shape = self.latent_shape
+        if latents is not None:
+            if tuple(latents.shape) != (count, *shape):
+                raise ValueError(f"latents have shape {tuple(latents.shape)}; these jobs need {(count, *shape)}")
+            return latents.clone()
+        if isinstance(generator, list):
+            if len(generator) != count:
+                raise ValueError(f"got {len(generator)} generators for {count} images; give one per image or a single one")
+            return torch.cat([torch.randn((1, *shape), generator=g) for g in generator])
+        return torch.randn((count, *shape), generator=generator)

@@ -55,6 +55,29 @@ def test_a_fixed_generator_gives_the_same_images():
     assert torch.equal(first, again) and not torch.equal(first, other)
 
 
+def test_jobs_sampled_in_one_batch_get_the_images_each_gets_alone():
+    """Each image is conditioned and scored for its own job: "b"'s preference score is the opposite of "a"'s."""
+    pipe = pipeline(lambda_pref=1.0, guide_from=0.0, guide_until=1.0, quantize_output=False)
+    pipe.pref_score = lambda x, segments: redness(x, "") * torch.tensor([1.0 if s == "a" else -1.0 for s in segments])
+    noise = torch.randn(4, *pipe.latent_shape, generator=torch.Generator().manual_seed(0))
+    batched = pipe(["a", "b"], ["a", "b"], n=2, latents=noise)
+    alone = torch.cat([pipe("a", "a", n=2, latents=noise[:2]), pipe("b", "b", n=2, latents=noise[2:])])
+    assert batched.shape == (4, 3, 16, 16) and torch.allclose(batched, alone, atol=1e-4)
+    assert not torch.allclose(alone[:2], pipe("b", "b", n=2, latents=noise[:2]), atol=1e-3)  # the job matters
+
+
+def test_mismatched_jobs_or_noise_are_refused():
+    pipe = pipeline()
+    with pytest.raises(ValueError, match="equal-length"):
+        pipe(["a", "b"], ["a"], n=1)
+    with pytest.raises(ValueError, match="equal-length"):
+        pipe("a", ["a"], n=1)
+    with pytest.raises(ValueError, match="these jobs need"):
+        pipe(["a", "b"], ["a", "b"], n=2, latents=torch.zeros(2, *pipe.latent_shape))
+    with pytest.raises(ValueError, match="one per image"):
+        pipe("a", "a", n=2, generator=[torch.Generator()])
+
+
 def test_classifier_free_guidance_combines_the_three_conditions_and_skips_unweighted_ones():
     pipe = pipeline(text_scale=3.0, pref_scale=2.0)
     z, t = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0)), pipe.scheduler.timesteps[0]
@@ -81,7 +104,7 @@ def test_one_guided_step_moves_the_x0_prediction_toward_the_segments_score(train
     z, t = torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(0)), pipe.scheduler.timesteps[0]
     eps, alpha_bar = pipe._eps(z, t, torch.ones(4, 8), torch.ones(4, 8)), pipe.scheduler.alphas_cumprod[t]
     with torch.enable_grad():
-        gradient = pipe._guidance_gradient(z, eps, alpha_bar, "a", "a")
+        gradient = pipe._guidance_gradient(z, eps, alpha_bar, ["a"] * 4, ["a"] * 4)
 
     def score(guided_eps):
         return redness(pipe.decode((z - (1 - alpha_bar).sqrt() * guided_eps) / alpha_bar.sqrt(), quantize=False), "a").mean()
