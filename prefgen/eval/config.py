@@ -49,7 +49,10 @@ class EvalGenerationConfig:
     bootstrap: int = 2000  # resamples of pairs for the 95% intervals
     reference_images: int = 400  # cold images for PSNR and as the Fréchet distance's reference set
     seed: int = 0
-    threads: int = 2
+    threads: int = 2  # in all: the workers share them
+    # Processes that sample (threads // workers torch threads each). On 2 cores two one-thread workers sample
+    # more images per second than one process with two threads: these small models' ops split badly (BENCHMARKS.md).
+    workers: int = 2
     # Image sets sampled together in one batch (at least one set per call). 8 instead of 2 per call cut the
     # unguided arm from 0.27 to 0.18 s/image; guided arms gain little (BENCHMARKS.md, 2026-12-05).
     # Each set keeps its own starting noise, so the batch size changes the images only in rounding.
@@ -68,9 +71,9 @@ class EvalGenerationConfig:
     metrics: str = "data/metrics/eval_generation.json"
 
     def __post_init__(self) -> None:
-        if not self.prompts or min(self.pairs_per_prompt, self.images_per_segment, self.images_per_batch) < 1:
+        if not self.prompts or min(self.pairs_per_prompt, self.images_per_segment, self.images_per_batch, self.workers) < 1:
             raise ConfigError("params.eval_generation: prompts must not be empty; pairs_per_prompt, images_per_segment, "
-                              "images_per_batch >= 1")
+                              "images_per_batch, workers >= 1")
         unknown = sorted(set(self.arms) - {"none", "cfg", "text_grad", "pref_grad", "fused"})
         if unknown or "fused" not in self.arms:
             raise ConfigError(f"params.eval_generation.arms: unknown {unknown}; must include 'fused' (the headline)")

@@ -26,12 +26,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 import polars as pl
 import torch
-from tqdm import tqdm
 
 from prefgen.data.render import HUES, PATTERNS, SHAPES
 from prefgen.eval.config import EvalGenerationConfig
 from prefgen.eval.image_quality import frechet_distance
 from prefgen.eval.oracle import Oracle, Reading
+from prefgen.eval.sample_arms import Workers, sample_arms
 from prefgen.eval.truth import Truth
 from prefgen.generation.config import GuidanceConfig
 from prefgen.params import ConfigError
@@ -103,22 +103,6 @@ def bootstrap_interval(values: np.ndarray, resamples: int, rng: np.random.Genera
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def sample_jobs(pipe, guidance: GuidanceConfig, jobs: list[tuple[str, str]], n: int, seed: int, arm: str,
-                per_batch: int) -> tuple[torch.Tensor, float]:
-    """Images (J, n, 3, H, W) for each (segment, prompt) job, `per_batch` images to a pipeline call (at least one
-    job); job j starts from the noise of seed + j in every arm, whatever the batch."""
-    noise = torch.stack([torch.randn((n, *pipe.latent_shape), generator=torch.Generator().manual_seed(seed + j))
-                         for j in range(len(jobs))])
-    jobs_per_call, out = max(1, per_batch // n), []
-    pipe.guidance, started = guidance, time.perf_counter()
-    with tqdm(total=len(jobs), desc=f"sampling [{arm}]", unit="set") as progress:
-        for start in range(0, len(jobs), jobs_per_call):
-            segments, prompts = zip(*jobs[start : start + jobs_per_call])
-            out.append(pipe(list(segments), list(prompts), n=n, latents=noise[start : start + jobs_per_call].flatten(0, 1)))
-            progress.update(len(segments))
-    return torch.cat(out).unflatten(0, (len(jobs), n)), time.perf_counter() - started
-
-
 def arm_rows(arm: str, pairs: list[Pair], segments: list[str], utilities: np.ndarray, reading: Reading, n: int) -> pl.DataFrame:
     """One row per image: which pair and side, what the oracle read, and its utility for the pair's A."""
     pair_index = np.repeat(np.arange(len(pairs)), 2 * n)
@@ -161,19 +145,22 @@ def contact_sheet(images: torch.Tensor, pairs: list[Pair], rows: int = 8):
     return sheet.resize((sheet.width * 2, sheet.height * 2), Image.Resampling.NEAREST)  # 64-pixel tiles are small on a screen
 
 
-def evaluate(cfg: EvalGenerationConfig, sampler: GuidanceConfig, pipe, oracle: Oracle, truth: Truth,
-             candidates: list[str], reference: np.ndarray, log=print) -> tuple[dict, pl.DataFrame, torch.Tensor, list[Pair]]:
+def evaluate(cfg: EvalGenerationConfig, sampler: GuidanceConfig, workers: Workers, latent_shape: tuple[int, ...],
+             oracle: Oracle, truth: Truth, candidates: list[str], reference: np.ndarray,
+             log=print) -> tuple[dict, pl.DataFrame, torch.Tensor, list[Pair]]:
     """Every arm on the same pairs: (metrics with an `ablation` table, per-image rows, the fused arm's images, pairs)."""
     rng = np.random.default_rng(cfg.seed)
     utilities = class_utilities(truth, candidates)
     pairs = draw_pairs(utilities, cfg.prompts, cfg.pairs_per_prompt, cfg.min_taste_distance, rng)
     jobs = [(candidates[index], p.prompt) for p in pairs for index in (p.a, p.b)]
-    n, ablation, all_rows, fused_images = cfg.images_per_segment, {}, [], None
-    for arm in cfg.arms:
-        pixels, seconds = sample_jobs(pipe, replace(sampler, **ARMS[arm]), jobs, n, cfg.seed * 1_000_003, arm, cfg.images_per_batch)
+    n, ablation, all_rows, fused_images, started = cfg.images_per_segment, {}, [], None, time.perf_counter()
+    arms = {arm: replace(sampler, **ARMS[arm]) for arm in cfg.arms}
+    for arm, pixels, seconds in sample_arms(workers, arms, jobs, n, latent_shape, cfg.seed * 1_000_003, cfg.images_per_batch):
         reading = oracle.read(pixels.flatten(0, 1))
         rows = arm_rows(arm, pairs, candidates, utilities, reading, n)
-        ablation[arm] = arm_metrics(rows, reading.features, reference, cfg, rng) | {"seconds_per_image": seconds / (len(jobs) * n)}
+        # what the arm's images cost on this machine: worker time (its share of shared steps in) over the workers
+        ablation[arm] = arm_metrics(rows, reading.features, reference, cfg, rng) | {
+            "seconds_per_image": seconds / (len(jobs) * n * workers.workers)}
         log(f"{arm:>9}: win rate {ablation[arm]['win_rate']:.3f} [{ablation[arm]['win_rate_ci_low']:.3f}, "
             f"{ablation[arm]['win_rate_ci_high']:.3f}], text consistency {ablation[arm]['text_consistency']:.3f}, "
             f"{ablation[arm]['seconds_per_image']:.2f} s/image")
@@ -181,5 +168,6 @@ def evaluate(cfg: EvalGenerationConfig, sampler: GuidanceConfig, pipe, oracle: O
         fused_images = pixels if arm == "fused" else fused_images
     fused = ablation["fused"]
     metrics = {"win_rate": fused["win_rate"], "text_consistency": fused["text_consistency"], "pairs": len(pairs),
-               "images_per_arm": len(jobs) * n, "min_taste_distance": cfg.min_taste_distance, "ablation": ablation}
+               "images_per_arm": len(jobs) * n, "min_taste_distance": cfg.min_taste_distance, "ablation": ablation,
+               "arms_wall_seconds": time.perf_counter() - started, "workers": workers.workers}
     return metrics, pl.concat(all_rows), fused_images, pairs

@@ -2,6 +2,8 @@
 
     images = pipe(segment="grp:g7", prompt="a red star on a dots background", n=4, generator=torch.Generator().manual_seed(0))
     images = pipe(["grp:g7", "ind:u3"], ["a star", "a circle"], n=2, latents=noise)   # two jobs in one batch: (4, 3, H, W)
+    z4 = pipe("grp:g7", "a star", n=2, latents=noise[:2], stop_step=4)                 # steps 0-3 only: latents
+    images = pipe("grp:g7", "a star", n=2, latents=z4, start_step=4)                    # ... and the rest
 
 Each step (DDIM from pure noise; METHOD.md 3.5):
     eps   = eps(0, 0) + w_s (eps(s, 0) - eps(0, 0)) + w_p (eps(s, p~) - eps(s, 0))      classifier-free guidance
@@ -37,6 +39,12 @@ def fuse(g_pref: Tensor, g_text: Tensor, lambda_pref: float, lambda_text: float)
     conflict = (cos < 0).to(a.dtype)
     a_free, b_free = (a - conflict * cos * b) * size**0.5, (b - conflict * cos * a) * size**0.5
     return (lambda_pref * a_free + lambda_text * b_free).reshape(shape)
+
+
+def guided(cfg: GuidanceConfig, index: int) -> bool:
+    """Whether gradient guidance acts at DDIM step `index`: on the share [guide_from, guide_until) of the steps,
+    where either lambda is on."""
+    return bool(cfg.lambda_pref or cfg.lambda_text) and cfg.guide_from * cfg.steps <= index < cfg.guide_until * cfg.steps
 
 
 class PreferenceDiffusionPipeline:
@@ -88,42 +96,50 @@ class PreferenceDiffusionPipeline:
         g_text = torch.autograd.grad(self.text_score(pixels, prompts).sum(), z)[0] if self.guidance.lambda_text else torch.zeros_like(z)
         return fuse(g_pref, g_text, self.guidance.lambda_pref, self.guidance.lambda_text)
 
-    def _guided(self, index: int) -> bool:
-        cfg = self.guidance
-        return (cfg.lambda_pref or cfg.lambda_text) and cfg.guide_from * cfg.steps <= index < cfg.guide_until * cfg.steps
-
     @property
     def latent_shape(self) -> tuple[int, int, int]:
         """(channels, height, width) of one image's latent: the shape of starting noise to pass as `latents`."""
         return self.unet.config.in_channels, self.unet.config.sample_size, self.unet.config.sample_size
 
     def __call__(self, segment: str | list[str], prompt: str | list[str], n: int = 4,
-                 generator: torch.Generator | list[torch.Generator] | None = None, latents: Tensor | None = None) -> Tensor:
+                 generator: torch.Generator | list[torch.Generator] | None = None, latents: Tensor | None = None,
+                 start_step: int = 0, stop_step: int | None = None) -> Tensor:
         """n images in [0, 1] for `segment` (e.g. "grp:g7") and `prompt`: (n, 3, H, W). Lists of segments and prompts
         (job j = (segment[j], prompt[j])) are sampled in one batch: (J * n, 3, H, W), job by job. The starting noise
         comes from `latents` (J * n, *latent_shape) where given, else from `generator`: with a list of J * n
-        generators each image's noise comes from its own (one seed per image, as diffusers does)."""
+        generators each image's noise comes from its own (one seed per image, as diffusers does).
+
+        Only DDIM steps start_step <= index < stop_step run (as diffusers' denoising_start / denoising_end hand
+        latents from one pipeline to the next): a run that stops early returns its latents, not pixels, and one
+        that starts late takes as `latents` those a run with the same classifier-free guidance stopped at. Runs
+        that differ only where guidance acts so share their unguided first steps."""
         if isinstance(segment, str) != isinstance(prompt, str) or (not isinstance(segment, str) and len(segment) != len(prompt)):
             raise ValueError(f"give one segment and one prompt, or equal-length lists (got {segment!r} and {prompt!r})")
+        stop_step = self.guidance.steps if stop_step is None else stop_step
+        if not 0 <= start_step < stop_step <= self.guidance.steps or (start_step and latents is None):
+            raise ValueError(f"steps [{start_step}, {stop_step}) are not a run of 0..{self.guidance.steps}, or a late "
+                             "start has no `latents` to start from")
         segments, prompts = ([segment], [prompt]) if isinstance(segment, str) else (list(segment), list(prompt))
         count = len(segments) * n
         # 1. Conditions, one row per image: the prompt's text embedding and the segment's preference prototype (for this prompt).
         text = torch.stack([self.text_condition(p) for p in prompts]).repeat_interleave(n, 0)
         pref = torch.stack([self.pref_condition(s, p) for s, p in zip(segments, prompts)]).repeat_interleave(n, 0)
-        # 2. Pure Gaussian noise in the latent space, and the DDIM timesteps.
+        # 2. Pure Gaussian noise in the latent space (or the latents an earlier run stopped at), and the DDIM timesteps.
         z = self._starting_noise(count, generator, latents)
         segments, prompts = [s for s in segments for _ in range(n)], [p for p in prompts for _ in range(n)]
         self.scheduler.set_timesteps(self.guidance.steps)
-        for index, t in enumerate(self.scheduler.timesteps):
+        for index, t in list(enumerate(self.scheduler.timesteps))[start_step:stop_step]:
             # 3. Classifier-free guided noise prediction.
             eps = self._eps(z, t, text, pref)
             # 4. Multi-gradient guidance on the decoded x0-prediction, where it acts.
-            if self._guided(index):
+            if guided(self.guidance, index):
                 alpha_bar = self.scheduler.alphas_cumprod[t]
                 with torch.enable_grad():
                     eps = eps - (1 - alpha_bar).sqrt() * self._guidance_gradient(z, eps, alpha_bar, segments, prompts)
             # 5. One DDIM step (eta = 0: deterministic given the starting noise).
             z = self.scheduler.step(eps, t, z).prev_sample
+        if stop_step < self.guidance.steps:
+            return z
         # 6. Decode (through the codebook unless switched off).
         with torch.no_grad():
             return self.decode(z, quantize=self.guidance.quantize_output)

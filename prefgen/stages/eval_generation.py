@@ -8,6 +8,7 @@ and a contact sheet of the fused arm's first pairs (`fused_pairs.png`) to `out_d
 from __future__ import annotations
 
 from collections import Counter
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from prefgen.config import VisualFeaturesConfig
 from prefgen.eval import generation, image_quality
 from prefgen.eval.config import EvalGenerationConfig
 from prefgen.eval.oracle import Oracle
+from prefgen.eval.sample_arms import Workers
 from prefgen.eval.truth import load_truth
 from prefgen.generation.assemble import pipeline_from_outputs
 from prefgen.generation.config import GuidanceConfig
@@ -41,8 +43,9 @@ def evaluate(cfg: EvalGenerationConfig, sampler: GuidanceConfig, visual: VisualF
              log=print) -> dict[str, Any]:
     torch.set_num_threads(cfg.threads)
     truth, oracle = load_truth(Path(cfg.truth_dir), world), Oracle.load(Path(cfg.oracle_dir))
-    pipe = pipeline_from_outputs(Path(cfg.diffusion_dir), Path(cfg.vq_dir), Path(cfg.w_dir), Path(cfg.mapper_dir),
-                                 Path(cfg.graph_dir), visual, Path(cfg.split), sampler)
+    make_pipe = partial(pipeline_from_outputs, Path(cfg.diffusion_dir), Path(cfg.vq_dir), Path(cfg.w_dir), Path(cfg.mapper_dir),
+                        Path(cfg.graph_dir), visual, Path(cfg.split), sampler)
+    pipe = make_pipe()
     paths = Path(cfg.tables_dir), Path(cfg.images_dir), Path(cfg.split)
     cold = image_quality.world_images(*paths, "cold", oracle.image_size, cfg.reference_images, truth)
     train = read_split(*paths, "train", oracle.image_size, Counter())[1]
@@ -51,7 +54,9 @@ def evaluate(cfg: EvalGenerationConfig, sampler: GuidanceConfig, visual: VisualF
         f"hue/shape/pattern {quality['oracle_hue_accuracy_world_cold']:.3f}/{quality['oracle_shape_accuracy_world_cold']:.3f}/"
         f"{quality['oracle_pattern_accuracy_world_cold']:.3f}")
     candidates = candidate_segments(Path(cfg.graph_dir), cfg.segment_kinds)
-    metrics, rows, fused_images, pairs = generation.evaluate(cfg, sampler, pipe, oracle, truth, candidates, reference, log)
+    with Workers(make_pipe, cfg.workers, cfg.threads, local=pipe) as workers:
+        metrics, rows, fused_images, pairs = generation.evaluate(cfg, sampler, workers, pipe.latent_shape, oracle, truth,
+                                                                 candidates, reference, log)
 
     def write(folder: Path) -> None:
         folder.mkdir(parents=True)

@@ -5,8 +5,7 @@ import pytest
 import torch
 
 from prefgen.eval.config import EvalGenerationConfig
-from prefgen.eval.generation import (Pair, arm_metrics, arm_rows, bootstrap_interval, draw_pairs, judged_utility,
-                                     named_attribute, sample_jobs)
+from prefgen.eval.generation import Pair, arm_metrics, arm_rows, bootstrap_interval, draw_pairs, judged_utility, named_attribute
 from prefgen.generation.config import GuidanceConfig
 from prefgen.eval.image_quality import frechet_distance
 from prefgen.eval.oracle import Reading
@@ -98,14 +97,3 @@ def test_config_refuses_unknown_arms_and_a_table_without_fused():
         EvalGenerationConfig(arms=["none", "magic"])
     with pytest.raises(ConfigError, match="fused"):
         EvalGenerationConfig(arms=["none", "cfg"])
-
-
-def test_the_batch_size_changes_no_job_s_images_beyond_rounding():
-    """Five jobs, one per call or three per call (the last batch short): job j starts from seed + j either way."""
-    pipe, jobs = pipeline(), [("a", "a"), ("b", "b"), ("a", "b"), ("b", "a"), ("a", "a")]
-    guidance = GuidanceConfig(steps=4, lambda_pref=0.5, lambda_text=0.5, guide_from=0.0, guide_until=1.0)
-    one_by_one, _ = sample_jobs(pipe, guidance, jobs, 2, 7, "fused", per_batch=1)
-    three_per_call, _ = sample_jobs(pipe, guidance, jobs, 2, 7, "fused", per_batch=6)
-    assert one_by_one.shape == (5, 2, 3, 16, 16) and torch.allclose(one_by_one, three_per_call, atol=1e-4)
-    first_alone = pipe("a", "a", n=2, generator=torch.Generator().manual_seed(7))
-    assert torch.allclose(one_by_one[0], first_alone, atol=1e-5)

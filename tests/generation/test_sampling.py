@@ -66,6 +66,19 @@ def test_jobs_sampled_in_one_batch_get_the_images_each_gets_alone():
     assert not torch.allclose(alone[:2], pipe("b", "b", n=2, latents=noise[:2]), atol=1e-3)  # the job matters
 
 
+def test_a_run_split_at_a_step_gives_the_images_of_one_run():
+    pipe = pipeline(lambda_pref=1.0, lambda_text=0.5, guide_from=0.3, guide_until=0.8)
+    noise = torch.randn(2, *pipe.latent_shape, generator=torch.Generator().manual_seed(3))
+    latents = pipe("a", "b", n=2, latents=noise, stop_step=3)
+    assert latents.shape == (2, *pipe.latent_shape)
+    assert torch.equal(pipe("a", "b", n=2, latents=latents, start_step=3), pipe("a", "b", n=2, latents=noise))
+    for start, stop in ((3, 3), (0, 11), (-1, 5)):
+        with pytest.raises(ValueError, match="not a run"):
+            pipe("a", "b", n=2, latents=noise, start_step=start, stop_step=stop)
+    with pytest.raises(ValueError, match="no `latents`"):
+        pipe("a", "b", n=2, start_step=3)
+
+
 def test_mismatched_jobs_or_noise_are_refused():
     pipe = pipeline()
     with pytest.raises(ValueError, match="equal-length"):
