@@ -50,6 +50,7 @@ def build_pipeline(diffusion_dir: Path, vq_dir: Path, w_dir: Path, mapper_dir: P
     def text_score(pixels: Tensor, prompts: list[str]) -> Tensor:  # one prompt per image
         return (semantic.embed_images(clip, pixels) * torch.stack([text_condition(p) for p in prompts])).sum(1)
 
+    @lru_cache(maxsize=4096)  # asked for by every sampler call of the job (the evaluation: once per arm)
     @torch.no_grad()
     def pref_condition(segment: str, prompt: str) -> Tensor:
         p = scorer.p[scorer.rows([segment])]
