@@ -14,7 +14,8 @@ Protocol (default synthetic world; judged by the oracle, eval/oracle.py, never b
                      cfg + one gradient guide; fused: cfg + both, fused (METHOD.md 3.5)
 
 Every arm samples the same (segment, prompt, seed) jobs from the same starting noise, so arms
-differ only by their guidance. An unreadable hue (no coloured shape) scores the mean over hues.
+differ only by their guidance (eval/sample_arms.py samples them: steps the arms share run once, over
+worker processes). An unreadable hue (no coloured shape) scores the mean over hues.
 """
 
 from __future__ import annotations
