@@ -21,7 +21,6 @@ import platform
 import sys
 import time
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -32,21 +31,17 @@ sys.path.insert(0, str(ROOT))
 from prefgen.config import load_params, section_config  # noqa: E402
 from prefgen.eval.generation import ARMS  # noqa: E402
 from prefgen.eval.sample_arms import Workers, sample_arms  # noqa: E402
-from prefgen.generation.assemble import pipeline_from_outputs  # noqa: E402
 from prefgen.generation.image_sets import machine  # noqa: E402
-from prefgen.stages.eval_generation import candidate_segments  # noqa: E402
+from prefgen.stages.eval_generation import candidate_segments, pipeline_factory  # noqa: E402
+from sampling import trained_profile  # noqa: E402  (benchmarks/sampling.py)
 
 
 def factory(root: Path, params_path: Path):
     """(a picklable pipeline factory, the sampler config, the eval config, the UNet's training profile)."""
     params = load_params(params_path)
     sampler, ev = section_config(params, "sampler"), section_config(params, "eval_generation")
-    visual = section_config(params, "visual_features")
-    visual = replace(visual, clip_dir=str(root / visual.clip_dir), out_dir=str(root / visual.out_dir))
-    make = partial(pipeline_from_outputs, root / ev.diffusion_dir, root / ev.vq_dir, root / ev.w_dir, root / ev.mapper_dir,
-                   root / ev.graph_dir, visual, root / ev.split, sampler)
-    profile = json.loads((root / ev.diffusion_dir / "conditioning.json").read_text())["train_diffusion"]["profile"]
-    return make, sampler, ev, profile
+    make = pipeline_factory(ev, section_config(params, "visual_features"), sampler, root)
+    return make, sampler, ev, trained_profile(root, ev)
 
 
 def sample(workers: Workers, arms: dict, jobs: list, ev, shape, together: bool) -> tuple[dict, float]:

@@ -28,20 +28,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from prefgen.config import load_params, section_config  # noqa: E402
-from prefgen.generation.assemble import pipeline_from_outputs  # noqa: E402
+from prefgen.stages.eval_generation import pipeline_factory  # noqa: E402
 from prefgen.generation.image_sets import machine  # noqa: E402
+
+
+def trained_profile(root: Path, ev) -> str:
+    """The profile the UNet was trained with, as its stage recorded it (not params.yaml's current choice)."""
+    return json.loads((root / ev.diffusion_dir / "conditioning.json").read_text())["train_diffusion"]["profile"]
 
 
 def build(root: Path, params_path: Path):
     params = load_params(params_path)
     sampler, ev = section_config(params, "sampler"), section_config(params, "eval_generation")
-    visual = section_config(params, "visual_features")
-    visual = replace(visual, clip_dir=str(root / visual.clip_dir), out_dir=str(root / visual.out_dir))
-    pipe = pipeline_from_outputs(root / ev.diffusion_dir, root / ev.vq_dir, root / ev.w_dir, root / ev.mapper_dir,
-                                 root / ev.graph_dir, visual, root / ev.split, sampler)
-    # The profile the UNet was trained with, as its stage recorded it (not params.yaml's current choice).
-    profile = json.loads((root / ev.diffusion_dir / "conditioning.json").read_text())["train_diffusion"]["profile"]
-    return pipe, sampler, profile
+    pipe = pipeline_factory(ev, section_config(params, "visual_features"), sampler, root)()
+    return pipe, sampler, trained_profile(root, ev)
 
 
 def time_call(pipe, guidance, segment: str, prompt: str, batch: int, seed: int) -> float:

@@ -8,6 +8,7 @@ and a contact sheet of the fused arm's first pairs (`fused_pairs.png`) to `out_d
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -39,12 +40,19 @@ def candidate_segments(graph_dir: Path, kinds: list[str]) -> list[str]:
     return chosen
 
 
+def pipeline_factory(cfg: EvalGenerationConfig, visual: VisualFeaturesConfig, sampler: GuidanceConfig,
+                     root: Path = Path(".")) -> partial:
+    """A picklable builder of the guided sampler from the stage outputs under `root` (worker processes call it)."""
+    visual = replace(visual, clip_dir=str(root / visual.clip_dir), out_dir=str(root / visual.out_dir))
+    return partial(pipeline_from_outputs, root / cfg.diffusion_dir, root / cfg.vq_dir, root / cfg.w_dir, root / cfg.mapper_dir,
+                   root / cfg.graph_dir, visual, root / cfg.split, sampler)
+
+
 def evaluate(cfg: EvalGenerationConfig, sampler: GuidanceConfig, visual: VisualFeaturesConfig, world: str,
              log=print) -> dict[str, Any]:
     torch.set_num_threads(cfg.threads)
     truth, oracle = load_truth(Path(cfg.truth_dir), world), Oracle.load(Path(cfg.oracle_dir))
-    make_pipe = partial(pipeline_from_outputs, Path(cfg.diffusion_dir), Path(cfg.vq_dir), Path(cfg.w_dir), Path(cfg.mapper_dir),
-                        Path(cfg.graph_dir), visual, Path(cfg.split), sampler)
+    make_pipe = pipeline_factory(cfg, visual, sampler)
     pipe = make_pipe()
     paths = Path(cfg.tables_dir), Path(cfg.images_dir), Path(cfg.split)
     cold = image_quality.world_images(*paths, "cold", oracle.image_size, cfg.reference_images, truth)
