@@ -63,9 +63,9 @@ def _worker_call(call: Call) -> tuple[Tensor, float]:
 
 
 class Workers:
-    """Runs pipeline calls in order: in this process (workers = 1, on `local` if given) or in `workers` spawned
-    processes, each building its pipeline with `make_pipe` (which must pickle: a module-level function or a
-    functools.partial of one) and using threads // workers torch threads (at least one)."""
+    """Runs pipeline calls in the order they are queued: in this process (workers = 1, on `local` if given) or in
+    `workers` spawned processes, each building its pipeline with `make_pipe` (which must pickle: a module-level
+    function or a functools.partial of one) and using threads // workers torch threads (at least one)."""
 
     def __init__(self, make_pipe: Callable[[], PreferenceDiffusionPipeline], workers: int = 1, threads: int = 1,
                  local: PreferenceDiffusionPipeline | None = None):
@@ -89,12 +89,15 @@ class Workers:
         if self.executor is not None:
             self.executor.shutdown(cancel_futures=True)
 
-    def run(self, calls: list[Call], desc: str) -> list[tuple[Tensor, float]]:
-        """(output, seconds the call took in its worker) per call, in order, with a progress bar."""
+    def submit(self, calls: list[Call]) -> list:
+        """Queue `calls` behind those already queued (in a worker pool; in this process they run when collected)."""
+        return [self.executor.submit(_worker_call, c) for c in calls] if self.executor else list(calls)
+
+    def collect(self, queued: list, desc: str) -> list[tuple[Tensor, float]]:
+        """(output, seconds the call took in its worker) per queued call, in order, with a progress bar."""
         results = []
-        with tqdm(total=len(calls), desc=desc, unit="batch") as progress:
-            pending = [self.executor.submit(_worker_call, c) for c in calls] if self.executor else calls
-            for item in pending:
+        with tqdm(total=len(queued), desc=desc, unit="batch") as progress:
+            for item in queued:
                 results.append(item.result() if self.executor else _call(self.local, item))
                 progress.update(1)
         return results
@@ -130,14 +133,19 @@ def sample_arms(workers: Workers, arms: dict[str, GuidanceConfig], jobs: list[tu
     per_call = max(1, per_batch // n)
     batches = [(tuple(s), tuple(p), noise[i : i + per_call].flatten(0, 1))
                for i in range(0, len(jobs), per_call) for s, p in [zip(*jobs[i : i + per_call])]]
-    starts = {}  # arm -> (steps it shares, per batch: (latents after them, seconds))
-    for names, steps in shared_starts(arms):  # 1. the shared first steps, once per group
-        done = workers.run([Call(arms[names[0]], s, p, n, z, stop_step=steps) for s, p, z in batches],
-                           f"sampling steps 1-{steps} [{', '.join(names)}]")
-        starts |= {a: (steps, done) for a in names}
-    for arm, guidance in arms.items():  # 2. each arm from where its shared steps stopped
-        steps, begun = starts.get(arm, (0, None))
-        calls = [Call(guidance, s, p, n, begun[b][0] if begun else z, start_step=steps) for b, (s, p, z) in enumerate(batches)]
-        done = workers.run(calls, f"sampling [{arm}]")
-        seconds = sum(t for _, t in done) + (sum(t for _, t in begun) if begun else 0.0)
-        yield arm, torch.cat([images for images, _ in done]).unflatten(0, (len(jobs), n)), seconds
+    # Everything is queued as soon as its input exists, so that no worker waits between arms or while this
+    # process reads an arm's images: 1. the shared first steps of each group, then the arms that share none;
+    # 2. each group's arms, once its latents are back; 3. every arm's images, in order.
+    groups = [(names, steps, workers.submit([Call(arms[names[0]], s, p, n, z, stop_step=steps) for s, p, z in batches]))
+              for names, steps in shared_starts(arms)]
+    queued = {arm: (workers.submit([Call(guidance, s, p, n, z) for s, p, z in batches]), 0.0)
+              for arm, guidance in arms.items() if not any(arm in names for names, _, _ in groups)}
+    for names, steps, begun in groups:
+        done = workers.collect(begun, f"sampling steps 1-{steps} [{', '.join(names)}]")
+        shared_seconds = sum(t for _, t in done)
+        queued |= {a: (workers.submit([Call(arms[a], s, p, n, latents, start_step=steps)
+                                       for (s, p, _), (latents, _) in zip(batches, done)]), shared_seconds) for a in names}
+    for arm in arms:
+        calls, shared_seconds = queued.pop(arm)
+        done = workers.collect(calls, f"sampling [{arm}]")
+        yield arm, torch.cat([images for images, _ in done]).unflatten(0, (len(jobs), n)), sum(t for _, t in done) + shared_seconds
