@@ -31,7 +31,8 @@ def build_pipeline(diffusion_dir: Path, vq_dir: Path, w_dir: Path, mapper_dir: P
                    visual_cfg: VisualFeaturesConfig, catalogue: Tensor, guidance: GuidanceConfig = GuidanceConfig()) -> PreferenceDiffusionPipeline:
     """The sampler wired to the trained models: CLIP text condition and score, Step 2 scorer, W and the prototype
     over `catalogue` (G(v) of the images the prototype averages, (N, d))."""
-    unet = UNet2DConditionModel.from_pretrained(diffusion_dir / "unet", use_safetensors=True, local_files_only=True)
+    unet = UNet2DConditionModel.from_pretrained(diffusion_dir / "unet", use_safetensors=True, local_files_only=True,
+                                                low_cpu_mem_usage=False)  # the fast path needs `accelerate` (not installed)
     # Models trained before 2026-12-04 saved diffusers' default clip_sample=True, which the sampler refuses
     # (unet.build_noise_scheduler says why); it does not act in training, so their weights are sound.
     scheduler = DDIMScheduler.from_pretrained(diffusion_dir / "scheduler", local_files_only=True, clip_sample=False)

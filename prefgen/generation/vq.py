@@ -46,7 +46,8 @@ def load_vq(folder: Path) -> VQModel:
     """A VQModel saved with `save_pretrained` in a local folder (safetensors only; never the hub)."""
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder}: no VQModel here (expected config.json and diffusion_pytorch_model.safetensors)")
-    return VQModel.from_pretrained(folder, local_files_only=True, use_safetensors=True).eval()
+    # low_cpu_mem_usage needs `accelerate`, which we do not install; asking for the plain load keeps the log quiet.
+    return VQModel.from_pretrained(folder, local_files_only=True, use_safetensors=True, low_cpu_mem_usage=False).eval()
 
 
 def save_vq(model: VQModel, folder: Path) -> None:
