@@ -25,9 +25,10 @@ install: $(VENV)/.installed
 demo: install
 	$(PY) -m flows.demo .
 
-## Run the test suite (installs first if needed).
+## Run the test suite (installs first if needed). Two xdist workers, one per core: most tests wait on
+## subprocesses (DVC stages, servers), so the two overlap; the tests on the trained project share one worker.
 test: install
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra -n 2 --dist loadgroup
 
 ## Benchmarks (slow; results go to BENCHMARKS.md by hand).
 bench: install

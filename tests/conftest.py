@@ -116,6 +116,11 @@ def make_project(repo: Path) -> Path:
     return repo
 
 
+# Tests that use `trained` run on one xdist worker (`make test` runs `-n 2 --dist loadgroup`): each worker is its own
+# session and would otherwise train the project again. Harmless without xdist.
+ON_THE_TRAINED_PROJECT = pytest.mark.xdist_group("trained")
+
+
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
     """(project, first retrain's result): the tiny project after one real retrain flow, bundle version 1 the champion.

@@ -240,9 +240,11 @@ def _start(data: TrainData, cfg: TrainGraphConfig):
 def fit(data: TrainData, val: dict[str, np.ndarray], cfg: TrainGraphConfig, checkpoint_dir: Path | None = None,
         log=print) -> tuple[SocialPreferenceEncoder, Graphs, History]:
     """Train with early stopping on validation HR@10; returns the best epoch's model."""
+    candidates = validation_candidates(val, data.n_items, cfg)
+    if not candidates:  # with nothing to validate on, no epoch would ever count as best: the untrained model came back
+        raise ValueError("fit chooses its epoch on validation rows and got none; use train_for for a fixed epoch count")
     rng, model, graphs, optimizer = _start(data, cfg)
     history, best = History(), {k: v.clone() for k, v in model.state_dict().items()}
-    candidates = validation_candidates(val, data.n_items, cfg)
     key = data_key(data, val)
     resumed = load_checkpoint(checkpoint_dir, model, optimizer, cfg, rng, key) if checkpoint_dir else None
     if resumed:

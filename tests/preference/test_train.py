@@ -10,7 +10,7 @@ from prefgen.config import TrainGraphConfig
 from prefgen.config import ConfigError
 from prefgen.preference.encoder import SocialPreferenceEncoder, social_smoothing
 from prefgen.preference.encoder import Graphs
-from prefgen.preference.train import History, TrainData, _loss, build_graphs, carve_validation, fit, refit, score_rows
+from prefgen.preference.train import History, TrainData, _loss, build_graphs, carve_validation, fit, refit, score_rows, train_for
 from torch_geometric.utils import scatter
 
 CFG = TrainGraphConfig(dim=8, layers=2, batch_size=64, max_epochs=6, patience=10, eval_negatives=20, threads=1)
@@ -176,7 +176,7 @@ def test_image_features_are_the_initial_image_embeddings():
     model = SocialPreferenceEncoder(data.n_users, data.n_items, data.n_groups, 3, dim=8, n_item_features=3)
     items = model.embeddings(build_graphs(data, use_centrality=True))["item"]
     assert torch.equal(items[30], items[31]) and not torch.allclose(items[30], items[32])
-    trained, graphs, _ = fit(data, {}, replace(CFG, max_epochs=3), log=lambda _: None)
+    trained, graphs, _ = train_for(data, CFG, epochs=3, log=lambda _: None)
     assert trained.item_proj is not None and trained.item_proj.weight.shape == (8, 3)
     items = trained.embeddings(graphs)["item"]
     assert torch.allclose(items[30], items[31])  # unclicked look-alikes stay alike after training
@@ -186,11 +186,16 @@ def test_a_truncated_checkpoint_is_a_clear_error(tmp_path):
     from prefgen.checkpoint import CheckpointError
 
     data = planted()
-    fit(data, {}, replace(CFG, max_epochs=1), checkpoint_dir=tmp_path, log=lambda _: None)
+    train_for(data, CFG, epochs=1, checkpoint_dir=tmp_path, log=lambda _: None)
     path = tmp_path / "checkpoint.safetensors"
     path.write_bytes(path.read_bytes()[:64])
     with pytest.raises(CheckpointError, match="checkpoint.safetensors: corrupt or truncated"):
-        fit(data, {}, replace(CFG, max_epochs=1), checkpoint_dir=tmp_path, log=lambda _: None)
+        train_for(data, CFG, epochs=1, checkpoint_dir=tmp_path, log=lambda _: None)
+
+
+def test_fit_without_validation_rows_is_a_clear_error():
+    with pytest.raises(ValueError, match="validation rows and got none; use train_for"):
+        fit(planted(), {"user": np.zeros((0, 2), dtype=np.int64)}, CFG, log=lambda _: None)
 
 
 def test_social_smoothing_moves_each_individual_towards_its_neighbours_mean():
