@@ -116,13 +116,16 @@ def make_project(repo: Path) -> Path:
     return repo
 
 
-# Tests that use `trained` run on one xdist worker (`make test` runs `-n 2 --dist loadgroup`): each worker is its own
-# session and would otherwise train the project again. Harmless without xdist.
-ON_THE_TRAINED_PROJECT = pytest.mark.xdist_group("trained")
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test on `trained_project` goes to one xdist worker (`make test` runs `-n 2 --dist loadgroup`): each
+    worker is its own session and would train the project again. Without xdist the mark does nothing."""
+    for item in items:
+        if "trained_project" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("trained_project"))
 
 
 @pytest.fixture(scope="session")
-def trained(tmp_path_factory):
+def trained_project(tmp_path_factory):
     """(project, first retrain's result): the tiny project after one real retrain flow, bundle version 1 the champion.
 
     Shared by the flow tests (retrain, nightly, deployments) and the DVC test: training every stage is the slow part.

@@ -11,7 +11,7 @@ from prefgen import pipeline
 from prefgen.config import VisualFeaturesConfig
 from prefgen.generation.assemble import pipeline_from_outputs
 from prefgen.generation.sampling import GuidanceConfig
-from tests.conftest import ON_THE_TRAINED_PROJECT, ROOT, run
+from tests.conftest import ROOT, run
 
 pytestmark = pytest.mark.slow
 
@@ -44,11 +44,10 @@ def test_flow_helpers_run_stages_without_an_activated_virtualenv(project, monkey
     assert not pipeline.is_changed(project, "ingest")
 
 
-@ON_THE_TRAINED_PROJECT
-def test_repro_then_noop_then_forget_reruns(trained):
+def test_repro_then_noop_then_forget_reruns(trained_project):
     """On the project the retrain flow trained (tests/conftest.py): plain `dvc repro` agrees it is up to date;
     a deletion request then makes DVC plan exactly the stages downstream of the tables, and Step 1's chain reruns."""
-    project, first = trained
+    project, first = trained_project
     assert [r["stage"] for r in first if r["ran"]] == pipeline.stage_order(project) + ["register"]
     metrics = json.loads((project / "data" / "metrics" / "ingest.json").read_text())
     assert metrics["read"] == metrics["valid"] + metrics["quarantined"] > 0

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ON_THE_TRAINED_PROJECT, VENV_BIN, free_port, wait_until_healthy
+from tests.conftest import VENV_BIN, free_port, wait_until_healthy
 
 pytestmark = pytest.mark.slow
 
@@ -45,9 +45,8 @@ def prefect(env: dict, cwd: Path, *args: str, timeout: int = 300) -> str:
     return done.stdout
 
 
-@ON_THE_TRAINED_PROJECT
-def test_deployments_are_created_with_their_schedules_and_the_nightly_one_runs_on_a_worker(trained, prefect_server_process):
-    project, _ = trained
+def test_deployments_are_created_with_their_schedules_and_the_nightly_one_runs_on_a_worker(trained_project, prefect_server_process):
+    project, _ = trained_project
     env, url = prefect_server_process, prefect_server_process["PREFECT_API_URL"]
     prefect(env, project, "work-pool", "create", "prefgen", "--type", "process")
     prefect(env, project, "--no-prompt", "deploy", "--all")

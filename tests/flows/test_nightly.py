@@ -24,7 +24,6 @@ from flows.nightly import nightly
 from prefgen import tracking
 from prefgen.cli import app
 from prefgen.config import load_params, tracking_config
-from tests.conftest import ON_THE_TRAINED_PROJECT
 
 pytestmark = pytest.mark.slow
 
@@ -48,9 +47,8 @@ def known_segments(project: Path, k: int) -> list[str]:
     return table.filter(pl.col("kind") == "group")["segment_id"].head(k).to_list() + table.filter(pl.col("kind") == "individual")["segment_id"].head(1).to_list()
 
 
-@ON_THE_TRAINED_PROJECT
-def test_nightly_makes_image_sets_reports_what_it_refused_and_is_the_same_on_dask(trained, monkeypatch):
-    project, _ = trained
+def test_nightly_makes_image_sets_reports_what_it_refused_and_is_the_same_on_dask(trained_project, monkeypatch):
+    project, _ = trained_project
     segments = known_segments(project, 1)
     spec = write_campaign(project, "t1", segments + ["../escape", "grp:missing"], [HOSTILE, "   ", "a circle"], 2)
     set_nightly(project, n_workers=0)
@@ -109,9 +107,8 @@ def visible_files_are_whole(night_dir: Path) -> None:
         pl.read_parquet(part)
 
 
-@ON_THE_TRAINED_PROJECT
-def test_a_night_killed_with_sigkill_resumes_making_only_what_is_missing(trained):
-    project, _ = trained
+def test_a_night_killed_with_sigkill_resumes_making_only_what_is_missing(trained_project):
+    project, _ = trained_project
     spec = write_campaign(project, "killed", known_segments(project, 5), ["a star", "a circle", "a square"], 3)
     set_nightly(project, n_workers=0)
     night_dir = project / "data" / "07_nightly" / "killed" / "n1"

@@ -13,14 +13,13 @@ from flows.retrain import retrain
 from prefgen import pipeline, tracking
 from prefgen.cli import app
 from prefgen.config import load_params, tracking_config
-from tests.conftest import ON_THE_TRAINED_PROJECT, TEST_WORLD
+from tests.conftest import TEST_WORLD
 
 pytestmark = pytest.mark.slow
 
 
-@ON_THE_TRAINED_PROJECT
-def test_retrain_runs_stages_in_order_and_records_lineage(trained, monkeypatch):
-    project, first = trained
+def test_retrain_runs_stages_in_order_and_records_lineage(trained_project, monkeypatch):
+    project, first = trained_project
     assert [r["stage"] for r in first] == pipeline.stage_order(project) + ["register"]
     assert all(r["ran"] for r in first)
     bundle = first[-1]
