@@ -229,7 +229,7 @@ def influence_refit_study(cfg: TrainGraphConfig, truth_dir: Path, prec: float) -
             return {"heldout_nll": float(click_nll(theta, held)),
                     "spearman": within_group_spearman(attention(theta).numpy(), true_influence, data.members[:, 0])}
 
-    names = ix.feature_names
+    names = ix.data.feature_names
     rows = {f"{name} + b": fit([k], True) for k, name in enumerate(names)}
     rows["all features + b"] = fit(list(range(len(names))), True)
     rows["all features"] = fit(list(range(len(names))), False)

@@ -357,6 +357,7 @@ def bench_grouprec(
     max_epochs: Annotated[int | None, typer.Option(help="Override params train_graph.max_epochs.")] = None,
     jobs: Annotated[int, typer.Option(min=1, help="Seeds trained at once, each in its own process (same figures as one at a time).")] = 1,
     refit: Annotated[bool | None, typer.Option("--refit/--no-refit", help="After validation chose the epoch, retrain on every training line, validation's too, for that many epochs (default: params train_graph.refit).")] = None,
+    influence_folds: Annotated[int | None, typer.Option(min=0, help="Folds of the cross-validation that picks the attention's member features; 0: it reads every feature (default: params train_graph.influence_folds).")] = None,
 ) -> None:
     """Step 1 against popularity on group-recommendation data (1 + 100 protocol, ties in expectation)."""
     from prefgen.preference import bench
@@ -365,7 +366,8 @@ def bench_grouprec(
     # The benchmark measures Step 1 as the quality profile trains it, whatever profile params.yaml has active.
     cfg = configs.train_graph_config((_params(params, required=False) or {}) | {"profile": "quality"})
     cfg = replace(cfg, use_influence=not no_influence, use_group_graph=not no_group_graph, use_centrality=not no_centrality,
-                  max_epochs=max_epochs or cfg.max_epochs, refit=cfg.refit if refit is None else refit)
+                  max_epochs=max_epochs or cfg.max_epochs, refit=cfg.refit if refit is None else refit,
+                  influence_folds=cfg.influence_folds if influence_folds is None else influence_folds)
     if model not in ("prefgen", "popularity"):
         _fail(f"--model must be prefgen or popularity, not {model!r}")
     log = lambda line: typer.echo(line, err=True)  # noqa: E731

@@ -186,6 +186,11 @@ class TrainGraphConfig:
     # included, for that many epochs and export it (train.refit): the held-out lines are evidence the model
     # otherwise never sees. The price is a second, shorter training and a model nothing is left to validate.
     refit: bool = False
+    # K of the cross-validation that picks the member features the influence attention reads, before the model
+    # is trained for export (preference/influence.py; 0 = it reads every feature). On world-v1 the attention over
+    # every feature reached influence_spearman 0.624; over the one this picks, 0.66 (BENCHMARKS.md).
+    influence_folds: int = 10
+    persuasion_precision: float = 10.0  # prior precision of each member's persuasiveness b_u in that choice
     # Stage paths (the benchmark ignores them).
     tables_dir: str = "data/02_tables"
     split: str = "data/03_features/split.parquet"

@@ -107,6 +107,11 @@ def check_stage_outputs(project):
     """Stages wrote what they promise: Step 1's refit, Step 3's evaluation table, images and figures, VQ and W metrics."""
     graph = json.loads((project / "data" / "metrics" / "train_graph.json").read_text())
     assert graph["refit_epochs"] == graph["best_epoch"] + 1  # params.yaml's train_graph.refit: the model of every line
+    choice = json.loads((project / "data" / "04_models" / "graph" / "influence.json").read_text())
+    assert choice["folds"] == 10 and "none" in choice["candidates"] and "all" in choice["candidates"]
+    assert graph["influence_features"] == ", ".join(choice["chosen"])  # the exported attention reads what was chosen
+    shape = json.loads((project / "data" / "04_models" / "graph" / "config.json").read_text())["shape"]
+    assert shape["feature_names"] == choice["chosen"] and shape["n_features"] == len(choice["chosen"])
     judged = json.loads((project / "data" / "metrics" / "eval_generation.json").read_text())
     assert judged["pairs"] == 4 and sorted(judged["ablation"]) == ["cfg", "fused", "none", "pref_grad", "text_grad"]
     assert 0 <= judged["win_rate"] <= 1 and 0 <= judged["text_consistency"] <= 1

@@ -28,7 +28,7 @@ from prefgen.eval.sampled import per_row_metrics, tie_aware_metrics
 from prefgen.preference import train as training
 from prefgen.preference.grouprec import GroupRecData, TestSet, densify, input_report, read_dataset, self_follows
 from prefgen.preference.stage_data import standardise_log
-from prefgen.preference.train import TrainData, carve_validation, fit, score_all, score_rows
+from prefgen.preference.train import TrainData, carve_validation, score_all, score_rows
 
 TASKS = ("group", "user")
 METRICS = ("HR@5", "HR@10", "NDCG@5", "NDCG@10")
@@ -59,13 +59,14 @@ def full_ranking(scores: np.ndarray, data: GroupRecData, task: str) -> dict[str,
     return {k.replace("HR", "Recall"): v for k, v in metrics.items()}
 
 
-def member_features(data: GroupRecData, members: np.ndarray, n_users: int) -> np.ndarray:
-    """c_u^g: the member's global and in-group follow centrality, activity, and the group's size."""
+def member_features(data: GroupRecData, members: np.ndarray, n_users: int) -> tuple[np.ndarray, list[str]]:
+    """c_u^g and the names of its columns: the member's global and in-group follow centrality, activity, and the
+    group's size."""
     from prefgen.social.centrality import group_member_features, individual_features
 
     clicks = np.bincount(data.user_train[:, 0], minlength=n_users)
     size = np.bincount(members[:, 0])[members[:, 0]]
-    columns = [clicks[members[:, 1]], size]
+    columns, names = [clicks[members[:, 1]], size], ["clicks", "group_size"]
     if data.follows is not None and len(data.follows):
         keep = ~self_follows(data.follows)
         src, dst = data.follows[keep, 0], data.follows[keep, 1]
@@ -74,7 +75,8 @@ def member_features(data: GroupRecData, members: np.ndarray, n_users: int) -> np
         glob = individual_features(src, dst, n_nodes, cfg)
         local = group_member_features(src, dst, n_nodes, members[:, 0], members[:, 1], cfg)
         columns += [glob[f][members[:, 1]] for f in sorted(glob)] + [local[f] for f in sorted(local)]
-    return standardise_log(np.stack(columns, axis=1).astype(np.float64))
+        names += sorted(glob) + [f"in_group.{f}" for f in sorted(local)]
+    return standardise_log(np.stack(columns, axis=1).astype(np.float64)), names
 
 
 def n_items(data: GroupRecData) -> int:
@@ -92,8 +94,9 @@ def prepare(data: GroupRecData, rng: np.random.Generator) -> tuple[TrainData, di
         group_train, group_val = carve_group_validation_from_members(sorted_lines(data.group_train), user_val, members, group_rows, rng)
     else:
         group_train, group_val = carve_validation(sorted_lines(data.group_train), rng, group_rows)
-    train = TrainData(n_users, n_items(data), n_groups, user_train, group_train, members, member_features(data, members, n_users),
-                      follows=_follows_among_users(data, n_users))
+    features, names = member_features(data, members, n_users)
+    train = TrainData(n_users, n_items(data), n_groups, user_train, group_train, members, features,
+                      follows=_follows_among_users(data, n_users), feature_names=names)
     return train, {"user": user_val, "group": group_val}
 
 
@@ -184,16 +187,16 @@ def popularity_full(data: GroupRecData, task: str) -> dict[str, float]:
 
 
 def run_seed(data: GroupRecData, cfg: TrainGraphConfig, log=print) -> dict:
-    """Train one seed and score it. With cfg.refit, once validation has chosen the epoch, a fresh model trains on
-    every training line, validation's included, for that many epochs (with the β validation chose): that is scored."""
+    """Train one seed as the train_graph stage does (train.train_model: the epoch and β chosen on validation, the
+    attention's features by cross-validation, then with cfg.refit a fresh model on every line) and score it."""
     rng = np.random.default_rng(cfg.seed)
     train, val = prepare(data, rng)
-    model, graphs, history = fit(train, val, cfg, log=log)
-    if cfg.refit:
-        every_line = replace(train, user_items=sorted_lines(np.concatenate([train.user_items, val["user"]])),
-                             group_items=sorted_lines(np.concatenate([train.group_items, val["group"]])))
-        model, graphs, _ = training.refit(every_line, cfg, history, log=log)
-    out = {"best_epoch": history.best_epoch, "val_score": history.best_score, "social_smoothing": history.smoothing, "seconds_per_epoch": float(np.mean([e["seconds"] for e in history.epochs]))}
+    every_line = replace(train, user_items=sorted_lines(np.concatenate([train.user_items, val["user"]])),
+                         group_items=sorted_lines(np.concatenate([train.group_items, val["group"]])))
+    trained = training.train_model(train, val, every_line, cfg, log=log)
+    model, graphs, history = trained.model, trained.graphs, trained.history
+    out = {"best_epoch": history.best_epoch, "val_score": history.best_score, "social_smoothing": history.smoothing,
+           "seconds_per_epoch": float(np.mean([e["seconds"] for e in history.epochs])), "influence_features": trained.data.feature_names}
     for task in TASKS:
         test = data.group_test if task == "group" else data.user_test
         scores = score_rows(model, graphs, test.ids, np.concatenate([test.positives[:, None], test.negatives], axis=1), task)
@@ -236,7 +239,7 @@ def bench(folder: Path, cfg: TrainGraphConfig, seeds: int, log=print, jobs: int 
     rng = np.random.default_rng(0)
     result: dict = {"seeds": seeds, "best_epochs": [r["best_epoch"] for r in runs], "val_scores": [r["val_score"] for r in runs],
                     "members_test_share": share, "refit": cfg.refit,
-                    "social_smoothing": [r["social_smoothing"] for r in runs],
+                    "social_smoothing": [r["social_smoothing"] for r in runs], "influence_features": [r["influence_features"] for r in runs],
                     "seconds_per_epoch": float(np.mean([r["seconds_per_epoch"] for r in runs])), "input": report}
     for task in TASKS:
         pos, neg = popularity_scores(data, task)
@@ -274,5 +277,5 @@ def format_table(result: dict, model: str) -> str:
             lines.append(f"{task:<6} {name:<11} " + " ".join(f"{result[key][m]:9.4f}" for m in FULL_METRICS))
     if model != "popularity":
         lines.append(f"seeds {result['seeds']}, best epochs {result['best_epochs']}, social smoothing {result['social_smoothing']}, "
-                     f"{result['seconds_per_epoch']:.2f} s/epoch")
+                     f"{result['seconds_per_epoch']:.2f} s/epoch, attention reads {result['influence_features']}")
     return "\n".join(lines)

@@ -13,6 +13,8 @@ Two LightGCN propagations and an influence attention:
    standardised). [choice, beyond METHOD.md's MLP(c_u^g)] e_u and a learned
    per-individual bias b_u (zero at start) let the attention learn who
    persuades beyond what centrality shows, from the groups' own clicks.
+   [choice] Which columns of c_u^g the attention reads is chosen before the
+   exported model is trained, by cross-validated group clicks (influence.py).
 4. p_g = e_g ⊕ w_g;  an individual is a group of one: p_u = e'_u ⊕ e_u
 5. score(g, i) = <P p_g, e_i>, P a learned (d x 2d) projection
 6. [choice] social smoothing of individuals, fixed after training (train.py

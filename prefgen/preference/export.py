@@ -5,6 +5,7 @@
     items.parquet        image_id, row  (row into items)
     attention.parquet    group_segment_id, member_segment_id, attention  (learned member influence)
     model.safetensors + config.json   the full encoder, for the registry and for resuming
+    influence.json       which member features the attention reads and the cross-validation that chose them
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from prefgen.preference.stage_data import Indexed
 
 
 @torch.no_grad()
-def write_outputs(model, graphs, indexed: Indexed, cfg: TrainGraphConfig, out_dir: Path) -> dict[str, int]:
+def write_outputs(model, graphs, indexed: Indexed, cfg: TrainGraphConfig, out_dir: Path, influence: dict) -> dict[str, int]:
     model.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
     emb = model.embeddings(graphs)
@@ -45,6 +46,7 @@ def write_outputs(model, graphs, indexed: Indexed, cfg: TrainGraphConfig, out_di
                         out_dir / "vectors.safetensors")
     save_tensors_atomic(model.state_dict(), out_dir / "model.safetensors")
     shape = {"n_users": indexed.data.n_users, "n_items": indexed.data.n_items, "n_groups": indexed.data.n_groups,
-             "n_features": int(indexed.data.features.shape[1]), "feature_names": indexed.feature_names}
+             "n_features": int(indexed.data.features.shape[1]), "feature_names": indexed.data.feature_names}
     (out_dir / "config.json").write_text(json.dumps({"train_graph": asdict(cfg), "shape": shape}, indent=2) + "\n")
+    (out_dir / "influence.json").write_text(json.dumps(influence, indent=2) + "\n")
     return {"segments": segments.height, "groups": len(indexed.groups), "individuals": len(indexed.users), "items": len(indexed.items)}

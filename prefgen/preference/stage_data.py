@@ -22,7 +22,6 @@ class Indexed:
     users: list[str]  # raw individual ids, by dense index
     items: list[str]  # raw image ids (train split), by dense index
     groups: list[str]  # raw group ids, by dense index
-    feature_names: list[str]
     items_without_features: int = 0  # train images with no semantic vector (unreadable image): learned id only
     members_without_centrality: int = 0  # member rows absent from the social graph: zero features
     follows_outside: int = 0  # follow edges with an end that neither clicked nor joins a group: not used
@@ -110,5 +109,5 @@ def load(tables_dir: Path, split_path: Path, centrality_dir: Path, semantic_path
     features, names, absent = _member_features(members, centrality_dir)
     semantic, missing = item_features(semantic_path, train_items)
     follows, outside = _follows(tables_dir, u)
-    data = TrainData(len(users), len(train_items), len(groups), user_items, group_items, member_rows, features, semantic, follows)
-    return Indexed(data, users, train_items, groups, names, missing, absent, outside)
+    data = TrainData(len(users), len(train_items), len(groups), user_items, group_items, member_rows, features, semantic, follows, names)
+    return Indexed(data, users, train_items, groups, missing, absent, outside)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ import torch
 from prefgen import checkpoint
 from prefgen.config import TrainGraphConfig
 from prefgen.eval.sampled import tie_aware_metrics
+from prefgen.preference import influence
 from prefgen.preference.encoder import Graphs, SocialPreferenceEncoder
 
 
@@ -41,6 +42,12 @@ class TrainData:
     features: np.ndarray  # (M, F) c_u^g, standardised
     item_features: np.ndarray | None = None  # (n_items, Ds) semantic embedding of each image, if any
     follows: np.ndarray | None = None  # (F, 2) follower, followee user indexes (the social smoothing's graph)
+    feature_names: list[str] = field(default_factory=list)  # the F columns of features, by name
+
+    def with_features(self, columns: list[int]) -> TrainData:
+        """The same data with only these member feature columns (the influence attention's chosen inputs)."""
+        names = [self.feature_names[k] for k in columns] if self.feature_names else []
+        return replace(self, features=self.features[:, columns], feature_names=names)
 
 
 @dataclass
@@ -201,7 +208,8 @@ def data_key(data: TrainData, val: dict[str, np.ndarray]) -> str:
 
 # Settings that act only after the epochs (β's candidates, whether a refit follows) or say where files go: a
 # checkpoint made under other values of these is the same training, so it is resumed rather than redone.
-AFTER_TRAINING = ("social_smoothing", "refit", "out_dir", "checkpoint_dir", "metrics", "curve")
+AFTER_TRAINING = ("social_smoothing", "refit", "influence_folds", "persuasion_precision", "out_dir", "checkpoint_dir", "metrics",
+                  "curve")
 
 
 def training_config(cfg: TrainGraphConfig) -> dict:
@@ -299,6 +307,54 @@ def refit(every_line: TrainData, cfg: TrainGraphConfig, chosen: History, checkpo
     model, graphs, history = train_for(every_line, cfg, chosen.best_epoch + 1, checkpoint_dir, log)
     model.smoothing.fill_(chosen.smoothing)
     return model, graphs, history
+
+
+@dataclass
+class Trained:
+    model: SocialPreferenceEncoder  # the model to export
+    graphs: Graphs
+    history: History  # the validated training: its epochs, best epoch and β
+    final: History  # the refit's epochs when the exported model is the refit (empty otherwise)
+    data: TrainData  # what the exported model was trained on, with the feature columns its attention reads
+    influence: influence.FeatureChoice | None  # how those columns were chosen (None: not chosen, all of them)
+
+
+def train_model(data: TrainData, val: dict[str, np.ndarray], every_line: TrainData, cfg: TrainGraphConfig,
+                checkpoint_dir: Path | None = None, log=print) -> Trained:
+    """Step 1 from its training lines to the model to export, for the stage and the benchmark alike.
+
+    1. `fit` on `data`, the epoch count and β chosen on `val`;
+    2. the influence attention's feature columns chosen by cross-validated group clicks over that model's
+       tastes, on `every_line` (`data` and `val` together; influence.py);
+    3. the model to export: with cfg.refit a fresh model on `every_line` with those columns (`refit`); without,
+       the model of 1 if it read the same columns, else `fit` again on them.
+    """
+    model, graphs, history = fit(data, val, cfg, checkpoint_dir, log)
+    choice = choose_influence_features(model, graphs, every_line, cfg, log)
+    columns = choice.columns if choice else list(range(data.features.shape[1]))
+    if cfg.refit:
+        lines = every_line.with_features(columns)
+        model, graphs, refitted = refit(lines, cfg, history, checkpoint_dir / "refit" if checkpoint_dir else None, log)
+        return Trained(model, graphs, history, refitted, lines, choice)
+    if len(columns) < data.features.shape[1]:
+        model, graphs, history = fit(data.with_features(columns), val, cfg, checkpoint_dir / "chosen" if checkpoint_dir else None, log)
+    return Trained(model, graphs, history, History(), data.with_features(columns), choice)
+
+
+def choose_influence_features(model, graphs: Graphs, lines: TrainData, cfg: TrainGraphConfig, log=print) -> influence.FeatureChoice | None:
+    """influence.select_features over the model's tastes; None where nothing is chosen (no attention, no
+    centrality input, no feature column, no group line, or influence_folds 0)."""
+    if not (cfg.use_influence and cfg.use_centrality and cfg.influence_folds and lines.features.shape[1] and len(lines.group_items)):
+        return None
+    model.eval()
+    with torch.no_grad():
+        emb = model.embeddings(graphs)
+        tastes = model.project(model.segment_vectors(graphs, emb)[1])
+    names = lines.feature_names or [f"column {k}" for k in range(lines.features.shape[1])]
+    choice = influence.select_features(tastes, emb["item"], lines.members, lines.features, lines.group_items, names,
+                                       cfg.influence_folds, cfg.persuasion_precision, cfg.seed, log)
+    log(f"influence attention reads: {', '.join(choice.names) or 'no feature, persuasiveness only'}")
+    return choice
 
 
 def choose_smoothing(model, graphs: Graphs, candidates, history: History, cfg: TrainGraphConfig, log=print) -> None:

@@ -14,7 +14,7 @@ from prefgen import tracking
 from prefgen.config import TrainGraphConfig
 from prefgen.preference import stage_data
 from prefgen.preference.export import write_outputs
-from prefgen.preference.train import History, carve_validation, fit, refit
+from prefgen.preference.train import carve_validation, train_model
 from prefgen.stages.common import run_stage
 
 
@@ -25,16 +25,15 @@ def train(cfg: TrainGraphConfig, log=print) -> dict[str, Any]:
     every_line = replace(data)
     data.user_items, user_val = carve_validation(data.user_items, rng)
     data.group_items, group_val = carve_validation(data.group_items, rng)
-    model, graphs, history = fit(data, {"user": user_val, "group": group_val}, cfg, Path(cfg.checkpoint_dir), log=log)
-    refitted = History()
-    if cfg.refit:
-        model, graphs, refitted = refit(every_line, cfg, history, Path(cfg.checkpoint_dir) / "refit", log=log)
-    sizes = write_outputs(model, graphs, indexed, cfg, Path(cfg.out_dir))
+    trained = train_model(data, {"user": user_val, "group": group_val}, every_line, cfg, Path(cfg.checkpoint_dir), log=log)
+    model, history = trained.model, trained.history
+    choice = trained.influence.as_dict() if trained.influence else {"chosen": trained.data.feature_names, "folds": 0}
+    sizes = write_outputs(model, trained.graphs, replace(indexed, data=trained.data), cfg, Path(cfg.out_dir), choice)
     Path(cfg.curve).parent.mkdir(parents=True, exist_ok=True)
     pl.DataFrame(history.epochs).write_csv(Path(cfg.curve))
     best = history.epochs[history.best_epoch]
     if mlflow.active_run():
-        tracking.log_model_artifacts("graph_encoder", dict(model.state_dict()), {"train_graph": cfg.__dict__, **sizes})
+        tracking.log_model_artifacts("graph_encoder", dict(model.state_dict()), {"train_graph": cfg.__dict__, **sizes, "influence": choice})
         for row in history.epochs:
             mlflow.log_metrics({"epoch_loss": row["loss"], "epoch_val_score": row["val_score"]}, step=row["epoch"])
     return {**sizes, "items_without_features": indexed.items_without_features,
@@ -42,7 +41,7 @@ def train(cfg: TrainGraphConfig, log=print) -> dict[str, Any]:
             "val_score": best["val_score"], "seconds_per_epoch": float(np.mean([e["seconds"] for e in history.epochs])),
             "follows": len(data.follows), "follows_outside": indexed.follows_outside, "social_smoothing": history.smoothing,
             "val_score_smoothed": history.smoothing_scores.get(str(history.smoothing), best["val_score"]),
-            "refit_epochs": len(refitted.epochs)}
+            "refit_epochs": len(trained.final.epochs), "influence_features": ", ".join(choice["chosen"])}
 
 
 def run(cfg: TrainGraphConfig, params: dict[str, Any] | None, root: Path) -> dict[str, Any]:

@@ -177,7 +177,7 @@ def test_refit_trains_on_every_line_for_the_chosen_epochs(tmp_path, monkeypatch)
     from prefgen.preference import bench
 
     data, _ = bench.load(_bigger(tmp_path / "ds"), log=lambda line: None)
-    cfg = TrainGraphConfig(max_epochs=2, item_features="")
+    cfg = TrainGraphConfig(max_epochs=2, item_features="", influence_folds=0)  # the features' choice: test_train
     refits = []
     from prefgen.preference import train
 

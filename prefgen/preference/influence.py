@@ -1,0 +1,161 @@
+"""Step 1: which member features the influence attention reads, chosen by cross-validated group clicks.
+
+METHOD.md 1.3 lists several centralities and activity counts for c_u^g. They are
+strongly correlated (on world-v1 in-degree and PageRank load 0.93 each on one
+common factor), and the attention trained jointly on all of them settles on
+whichever blend fits its group clicks, not on the one that carries influence: its
+within-group Spearman with the true influence is 0.60-0.62 where PageRank alone
+gives 0.6455 (BENCHMARKS.md, "Step 1"). So before the model is trained for export,
+each candidate feature set S is scored by K-fold cross-validation of a small
+surrogate over the trained model's frozen tastes:
+
+    w_u^g = softmax_{u in g}( a . c_{u,S}^g + b_u ),   b_u ~ N(0, 1/precision)
+    P(i | g) = softmax_i( s * < sum_{u in g} w_u^g t_u , e_i > )
+
+with t_u the member's scoring vector (P p_u) and e_i the image embedding; a, s
+and b are fitted by MAP (L-BFGS) on K-1 folds of the group lines and scored by
+the negative log-likelihood of the held-out fold. Candidates: no feature (b
+alone), each feature alone, every feature. The rule is the one-standard-error
+rule (Breiman et al. 1984; Hastie, Tibshirani & Friedman, "The Elements of
+Statistical Learning", 2nd ed., section 7.10): the candidate with the fewest
+features whose cross-validated NLL is within one standard error of the best,
+the standard error being that of the paired per-fold difference to the best.
+Among candidates of equal size the lower NLL wins.
+
+Why a surrogate rather than K trainings of the model: one surrogate fit takes
+seconds; the model's epochs take minutes per fold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch_geometric.utils import scatter, softmax
+
+
+@dataclass
+class FeatureChoice:
+    columns: list[int]  # chosen columns of the member feature matrix
+    names: list[str]  # their names
+    folds: int
+    # per candidate: its feature names, summed held-out NLL over the folds (nats), its excess over the best and
+    # that excess's standard error (paired over folds)
+    candidates: dict[str, dict] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"chosen": self.names, "folds": self.folds, "rule": "one standard error, fewest features",
+                "candidates": self.candidates}
+
+
+@dataclass
+class _Surrogate:
+    """The frozen parts: member rows, member tastes t_u, image embeddings e_i (float64 for L-BFGS)."""
+
+    group: torch.Tensor  # (M,) group of each member row
+    user: torch.Tensor  # (M,) user of each member row
+    features: torch.Tensor  # (M, F)
+    tastes: torch.Tensor  # (U, d)
+    items: torch.Tensor  # (I, d)
+    n_groups: int
+    precision: float
+
+    def attention(self, columns: list[int], theta: torch.Tensor) -> torch.Tensor:
+        n_a = len(columns)
+        logits = self.features[:, columns] @ theta[:n_a] + theta[n_a + 1 :][self.user]
+        return softmax(logits, self.group, num_nodes=self.n_groups)
+
+    def nll(self, columns: list[int], theta: torch.Tensor, counts: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+        """-sum of log P(i | g) over the lines counted in counts [len(groups), I] (a group's lines share its mix)."""
+        weight = self.attention(columns, theta)
+        mix = scatter(weight[:, None] * self.tastes[self.user], self.group, dim=0, dim_size=self.n_groups, reduce="sum")
+        logits = theta[len(columns)].exp() * mix[groups] @ self.items.T
+        return -(counts * torch.log_softmax(logits, dim=1)).sum()
+
+    def fit(self, columns: list[int], counts: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+        """MAP of theta = [a (one per column), log s, b (one per individual)] on the counted lines."""
+        theta = torch.zeros(len(columns) + 1 + len(self.tastes), dtype=torch.float64, requires_grad=True)
+        # Stop once an iteration gains under 1e-4 nats: on world-v1 that moved no held-out NLL by 0.01 nats (the
+        # choice weighs differences of several nats) and saved a third of the evaluations.
+        optimiser = torch.optim.LBFGS([theta], max_iter=200, tolerance_change=1e-4, line_search_fn="strong_wolfe")
+        n_a = len(columns)
+
+        def closure():
+            optimiser.zero_grad()
+            loss = self.nll(columns, theta, counts, groups) + 0.5 * self.precision * (theta[n_a + 1 :] ** 2).sum()
+            loss.backward()
+            return loss
+
+        optimiser.step(closure)
+        return theta.detach()
+
+
+def select_features(tastes: torch.Tensor, items: torch.Tensor, members: np.ndarray, features: np.ndarray,
+                    group_items: np.ndarray, names: list[str], folds: int = 10, precision: float = 10.0, seed: int = 0,
+                    log=print) -> FeatureChoice:
+    """The feature columns the attention should read (module docstring), from the group lines `group_items`.
+
+    Args:
+        tastes: (U, d) each individual's scoring vector P p_u from a trained model.
+        items: (I, d) image embeddings of that model.
+        members: (M, 2) group, user rows; features: (M, F) their standardised c_u^g; names: the F column names.
+        group_items: (N, 2) group, image training lines (repeats count as often as they occur).
+        folds: K of the cross-validation (default 10); each group's lines are spread evenly over the folds.
+        precision: prior precision of the persuasiveness b_u (default 10, a prior sd of 0.32).
+    """
+    if features.shape[1] != len(names):
+        raise ValueError(f"{features.shape[1]} feature columns but {len(names)} names")
+    if folds < 2:
+        raise ValueError(f"cross-validation needs at least 2 folds, got {folds}")
+    surrogate = _Surrogate(torch.as_tensor(members[:, 0]), torch.as_tensor(members[:, 1]),
+                           torch.as_tensor(features, dtype=torch.float64), tastes.detach().double(),
+                           items.detach().double(), int(members[:, 0].max()) + 1, precision)
+    fold = _folds(group_items, folds, np.random.default_rng([seed, 2]))
+    candidates = {"none": [], **{name: [k] for k, name in enumerate(names)}}
+    if len(names) > 1:
+        candidates["all"] = list(range(len(names)))
+    per_fold = {}
+    for n, (label, columns) in enumerate(candidates.items()):
+        per_fold[label] = np.array([_held_out_nll(surrogate, columns, group_items, fold == k, len(items)) for k in range(folds)])
+        log(f"influence features {n + 1}/{len(candidates)}: {label:<24} held-out NLL {per_fold[label].sum():.1f}")
+    return _one_standard_error(candidates, per_fold, names, folds)
+
+
+def _folds(group_items: np.ndarray, folds: int, rng: np.random.Generator) -> np.ndarray:
+    """Fold of each line, stratified by group: a group's lines are dealt round-robin over a random order."""
+    fold = np.empty(len(group_items), dtype=np.int64)
+    order = rng.permutation(len(group_items))
+    by_group = order[np.argsort(group_items[order, 0], kind="stable")]
+    starts = np.searchsorted(group_items[by_group, 0], group_items[by_group, 0], side="left")
+    offset = rng.integers(0, folds, int(group_items[:, 0].max()) + 1)  # so groups of one line fill every fold
+    fold[by_group] = (np.arange(len(by_group)) - starts + offset[group_items[by_group, 0]]) % folds
+    return fold
+
+
+def _counts(lines: np.ndarray, n_items: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(groups with lines, their line counts per image [G', I]): the likelihood needs each group's mix once."""
+    groups, row = np.unique(lines[:, 0], return_inverse=True)
+    counts = torch.zeros(len(groups), n_items, dtype=torch.float64)
+    counts.index_put_((torch.as_tensor(row), torch.as_tensor(lines[:, 1])), torch.ones(len(lines), dtype=torch.float64),
+                      accumulate=True)
+    return counts, torch.as_tensor(groups)
+
+
+def _held_out_nll(surrogate: _Surrogate, columns: list[int], lines: np.ndarray, held: np.ndarray, n_items: int) -> float:
+    theta = surrogate.fit(columns, *_counts(lines[~held], n_items))
+    with torch.no_grad():
+        return float(surrogate.nll(columns, theta, *_counts(lines[held], n_items)))
+
+
+def _one_standard_error(candidates: dict[str, list[int]], per_fold: dict[str, np.ndarray], names: list[str],
+                        folds: int) -> FeatureChoice:
+    best = min(per_fold, key=lambda k: per_fold[k].sum())
+    table = {}
+    for label, nll in per_fold.items():
+        excess = nll - per_fold[best]
+        table[label] = {"features": [names[k] for k in candidates[label]], "heldout_nll": float(nll.sum()),
+                        "excess": float(excess.sum()), "se": float(excess.std(ddof=1) * np.sqrt(folds))}
+    eligible = [k for k in candidates if table[k]["excess"] <= table[k]["se"]]
+    chosen = min(eligible, key=lambda k: (len(candidates[k]), table[k]["heldout_nll"]))
+    return FeatureChoice(candidates[chosen], [names[k] for k in candidates[chosen]], folds, table)
