@@ -110,7 +110,7 @@ def select_features(tastes: torch.Tensor, items: torch.Tensor, members: np.ndarr
         raise ValueError(f"cross-validation needs at least 2 folds, got {folds}")
     surrogate = _Surrogate(torch.as_tensor(members[:, 0]), torch.as_tensor(members[:, 1]),
                            torch.as_tensor(features, dtype=torch.float64), tastes.detach().double(),
-                           items.detach().double(), int(members[:, 0].max()) + 1, precision)
+                           items.detach().double(), int(max(members[:, 0].max(), group_items[:, 0].max())) + 1, precision)
     fold = _folds(group_items, folds, np.random.default_rng([seed, 2]))
     candidates = {"none": [], **{name: [k] for k, name in enumerate(names)}}
     if len(names) > 1:
