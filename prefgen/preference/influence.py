@@ -22,6 +22,16 @@ features whose cross-validated NLL is within one standard error of the best,
 the standard error being that of the paired per-fold difference to the best.
 Among candidates of equal size the lower NLL wins.
 
+A feature that is the same for every member of each group (the group's size)
+adds one constant to all of a group's logits, so the surrogate scores it exactly
+as "none": it has no evidence either way. The attention itself is an MLP over
+the features and the member's embedding, where such a feature can still sharpen
+or flatten the weights (large groups against small ones). So the choice is made
+among the features the surrogate can judge, and the others are kept, as the
+model configured without the choice reads them (on CAMRa2011 "clicks + group
+size" and "clicks" tied to the last digit and the rule dropped the size on no
+evidence).
+
 Why a surrogate rather than K trainings of the model: one surrogate fit takes
 seconds; the model's epochs take minutes per fold.
 """
@@ -40,13 +50,15 @@ class FeatureChoice:
     columns: list[int]  # chosen columns of the member feature matrix
     names: list[str]  # their names
     folds: int
+    # features the same for every member of each group: the surrogate cannot judge them, so they are kept
+    unjudged: list[str] = field(default_factory=list)
     # per candidate: its feature names, summed held-out NLL over the folds (nats), its excess over the best and
     # that excess's standard error (paired over folds)
     candidates: dict[str, dict] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {"chosen": self.names, "folds": self.folds, "rule": "one standard error, fewest features",
-                "candidates": self.candidates}
+                "kept_unjudged": self.unjudged, "candidates": self.candidates}
 
 
 @dataclass
@@ -111,15 +123,31 @@ def select_features(tastes: torch.Tensor, items: torch.Tensor, members: np.ndarr
     surrogate = _Surrogate(torch.as_tensor(members[:, 0]), torch.as_tensor(members[:, 1]),
                            torch.as_tensor(features, dtype=torch.float64), tastes.detach().double(),
                            items.detach().double(), int(max(members[:, 0].max(), group_items[:, 0].max())) + 1, precision)
+    unjudged = _constant_within_groups(members[:, 0], features)
+    judged = [k for k in range(len(names)) if k not in unjudged]
+    if unjudged:
+        log(f"influence features: kept without judging (the same for every member of a group): "
+            f"{', '.join(names[k] for k in unjudged)}")
+    if not judged:
+        return FeatureChoice(unjudged, [names[k] for k in unjudged], folds, [names[k] for k in unjudged])
     fold = _folds(group_items, folds, np.random.default_rng([seed, 2]))
-    candidates = {"none": [], **{name: [k] for k, name in enumerate(names)}}
-    if len(names) > 1:
-        candidates["all"] = list(range(len(names)))
+    candidates = {"none": [], **{names[k]: [k] for k in judged}}
+    if len(judged) > 1:
+        candidates["all"] = judged
     per_fold = {}
     for n, (label, columns) in enumerate(candidates.items()):
         per_fold[label] = np.array([_held_out_nll(surrogate, columns, group_items, fold == k, len(items)) for k in range(folds)])
         log(f"influence features {n + 1}/{len(candidates)}: {label:<24} held-out NLL {per_fold[label].sum():.1f}")
-    return _one_standard_error(candidates, per_fold, names, folds)
+    return _one_standard_error(candidates, per_fold, names, folds, unjudged)
+
+
+def _constant_within_groups(group: np.ndarray, features: np.ndarray) -> list[int]:
+    """Columns whose value never differs between two members of one group."""
+    order = np.argsort(group, kind="stable")
+    same_group = group[order][1:] == group[order][:-1]
+    sorted_features = features[order]
+    varies = (sorted_features[1:] != sorted_features[:-1])[same_group].any(axis=0)
+    return [k for k in range(features.shape[1]) if not varies[k]]
 
 
 def _folds(group_items: np.ndarray, folds: int, rng: np.random.Generator) -> np.ndarray:
@@ -149,7 +177,7 @@ def _held_out_nll(surrogate: _Surrogate, columns: list[int], lines: np.ndarray, 
 
 
 def _one_standard_error(candidates: dict[str, list[int]], per_fold: dict[str, np.ndarray], names: list[str],
-                        folds: int) -> FeatureChoice:
+                        folds: int, unjudged: list[int] = ()) -> FeatureChoice:
     best = min(per_fold, key=lambda k: per_fold[k].sum())
     table = {}
     for label, nll in per_fold.items():
@@ -158,4 +186,5 @@ def _one_standard_error(candidates: dict[str, list[int]], per_fold: dict[str, np
                         "excess": float(excess.sum()), "se": float(excess.std(ddof=1) * np.sqrt(folds))}
     eligible = [k for k in candidates if table[k]["excess"] <= table[k]["se"]]
     chosen = min(eligible, key=lambda k: (len(candidates[k]), table[k]["heldout_nll"]))
-    return FeatureChoice(candidates[chosen], [names[k] for k in candidates[chosen]], folds, table)
+    columns = sorted([*candidates[chosen], *unjudged])
+    return FeatureChoice(columns, [names[k] for k in columns], folds, [names[k] for k in unjudged], table)

@@ -11,13 +11,13 @@ from prefgen.preference.train import train_model
 from tests.preference.test_train import CFG, planted
 
 
-def group_clicks(driver_weight: float, seed: int = 0, lines_per_group: int = 40):
-    """Groups of 4 whose clicks follow sum_u softmax(driver_weight * driver_u) t_u; a decoy feature correlated
+def group_clicks(driver_weight: float, seed: int = 0, lines_per_group: int = 40, sizes: tuple[int, ...] = (4,)):
+    """Groups (of 4, or of the sizes in turn) whose clicks follow sum_u softmax(driver_weight * driver_u) t_u; a decoy feature correlated
     with the driver (r about 0.7) and a noise feature beside it."""
     rng = np.random.default_rng(seed)
     n_users, n_items, n_groups, dim = 80, 40, 60, 6
     tastes, items = rng.normal(size=(n_users, dim)), rng.normal(size=(n_items, dim))
-    members = np.array([(g, u) for g in range(n_groups) for u in rng.choice(n_users, 4, replace=False)])
+    members = np.array([(g, u) for g in range(n_groups) for u in rng.choice(n_users, sizes[g % len(sizes)], replace=False)])
     driver = rng.normal(size=n_users)
     features = np.stack([driver, driver + rng.normal(size=n_users), rng.normal(size=n_users)], axis=1)[members[:, 1]]
     lines = []
@@ -43,6 +43,25 @@ def test_chooses_no_feature_when_none_moves_the_groups():
     tastes, items, members, features, lines = group_clicks(driver_weight=0.0)
     choice = select_features(tastes, items, members, features, lines, ["driver", "decoy", "noise"], folds=5, log=lambda _: None)
     assert choice.names == [] and choice.columns == []
+
+
+def with_group_size(members: np.ndarray, features: np.ndarray) -> np.ndarray:
+    """The features with a group-size column in front (the same for every member of a group, as in the benchmark)."""
+    size = np.bincount(members[:, 0])[members[:, 0]].astype(float)
+    return np.concatenate([size[:, None], features], axis=1)
+
+
+def test_a_feature_the_same_within_every_group_is_kept_without_judging():
+    tastes, items, members, features, lines = group_clicks(driver_weight=2.0, sizes=(3, 4, 5))
+    features = with_group_size(members, features)
+    names = ["group_size", "driver", "decoy", "noise"]
+    choice = select_features(tastes, items, members, features, lines, names, folds=5, log=lambda _: None)
+    assert choice.unjudged == ["group_size"] and choice.names == ["group_size", "driver"] and choice.columns == [0, 1]
+    assert set(choice.candidates) == {"none", "driver", "decoy", "noise", "all"}  # size not fitted: it would tie "none"
+    assert choice.candidates["all"]["features"] == ["driver", "decoy", "noise"]
+    assert choice.as_dict()["kept_unjudged"] == ["group_size"]
+    only_size = select_features(tastes, items, members, features[:, :1], lines, ["group_size"], log=lambda _: None)
+    assert only_size.names == ["group_size"] and only_size.candidates == {}
 
 
 def test_one_standard_error_rule():
