@@ -30,7 +30,9 @@ or flatten the weights (large groups against small ones). So the choice is made
 among the features the surrogate can judge, and the others are kept, as the
 model configured without the choice reads them (on CAMRa2011 "clicks + group
 size" and "clicks" tied to the last digit and the rule dropped the size on no
-evidence).
+evidence). Keeping it has a price where the size does not help: on world-v1
+influence recovery falls from 0.662 to 0.653 (BENCHMARKS.md); a surrogate
+that can judge it (a group-size temperature on the logits) is not built yet.
 
 Why a surrogate rather than K trainings of the model: one surrogate fit takes
 seconds; the model's epochs take minutes per fold.
@@ -120,9 +122,6 @@ def select_features(tastes: torch.Tensor, items: torch.Tensor, members: np.ndarr
         raise ValueError(f"{features.shape[1]} feature columns but {len(names)} names")
     if folds < 2:
         raise ValueError(f"cross-validation needs at least 2 folds, got {folds}")
-    surrogate = _Surrogate(torch.as_tensor(members[:, 0]), torch.as_tensor(members[:, 1]),
-                           torch.as_tensor(features, dtype=torch.float64), tastes.detach().double(),
-                           items.detach().double(), int(max(members[:, 0].max(), group_items[:, 0].max())) + 1, precision)
     unjudged = _constant_within_groups(members[:, 0], features)
     judged = [k for k in range(len(names)) if k not in unjudged]
     if unjudged:
@@ -130,6 +129,9 @@ def select_features(tastes: torch.Tensor, items: torch.Tensor, members: np.ndarr
             f"{', '.join(names[k] for k in unjudged)}")
     if not judged:
         return FeatureChoice(unjudged, [names[k] for k in unjudged], folds, [names[k] for k in unjudged])
+    surrogate = _Surrogate(torch.as_tensor(members[:, 0]), torch.as_tensor(members[:, 1]),
+                           torch.as_tensor(features, dtype=torch.float64), tastes.detach().double(),
+                           items.detach().double(), int(max(members[:, 0].max(), group_items[:, 0].max())) + 1, precision)
     fold = _folds(group_items, folds, np.random.default_rng([seed, 2]))
     candidates = {"none": [], **{names[k]: [k] for k in judged}}
     if len(judged) > 1:
@@ -177,7 +179,7 @@ def _held_out_nll(surrogate: _Surrogate, columns: list[int], lines: np.ndarray, 
 
 
 def _one_standard_error(candidates: dict[str, list[int]], per_fold: dict[str, np.ndarray], names: list[str],
-                        folds: int, unjudged: list[int] = ()) -> FeatureChoice:
+                        folds: int, unjudged: tuple[int, ...] | list[int] = ()) -> FeatureChoice:
     best = min(per_fold, key=lambda k: per_fold[k].sum())
     table = {}
     for label, nll in per_fold.items():
