@@ -128,7 +128,7 @@ def select_features(tastes: torch.Tensor, items: torch.Tensor, members: np.ndarr
         log(f"influence features: kept without judging (the same for every member of a group): "
             f"{', '.join(names[k] for k in unjudged)}")
     if not judged:
-        return FeatureChoice(unjudged, [names[k] for k in unjudged], folds, [names[k] for k in unjudged])
+        return _choice([], unjudged, names, folds, {})
     surrogate = _Surrogate(torch.as_tensor(members[:, 0]), torch.as_tensor(members[:, 1]),
                            torch.as_tensor(features, dtype=torch.float64), tastes.detach().double(),
                            items.detach().double(), int(max(members[:, 0].max(), group_items[:, 0].max())) + 1, precision)
@@ -188,5 +188,11 @@ def _one_standard_error(candidates: dict[str, list[int]], per_fold: dict[str, np
                         "excess": float(excess.sum()), "se": float(excess.std(ddof=1) * np.sqrt(folds))}
     eligible = [k for k in candidates if table[k]["excess"] <= table[k]["se"]]
     chosen = min(eligible, key=lambda k: (len(candidates[k]), table[k]["heldout_nll"]))
-    columns = sorted([*candidates[chosen], *unjudged])
+    return _choice(candidates[chosen], unjudged, names, folds, table)
+
+
+def _choice(chosen: list[int], unjudged: tuple[int, ...] | list[int], names: list[str], folds: int,
+            table: dict) -> FeatureChoice:
+    """The chosen judged columns with the unjudged ones kept, in the feature matrix's order."""
+    columns = sorted([*chosen, *unjudged])
     return FeatureChoice(columns, [names[k] for k in columns], folds, [names[k] for k in unjudged], table)

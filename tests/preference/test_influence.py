@@ -12,8 +12,8 @@ from tests.preference.test_train import CFG, planted
 
 
 def group_clicks(driver_weight: float, seed: int = 0, lines_per_group: int = 40, sizes: tuple[int, ...] = (4,)):
-    """Groups (of 4, or of the sizes in turn) whose clicks follow sum_u softmax(driver_weight * driver_u) t_u; a decoy feature correlated
-    with the driver (r about 0.7) and a noise feature beside it."""
+    """Groups (of 4, or of the sizes in turn) whose clicks follow sum_u softmax(driver_weight * driver_u) t_u; a
+    decoy feature correlated with the driver (r about 0.7) and a noise feature beside it."""
     rng = np.random.default_rng(seed)
     n_users, n_items, n_groups, dim = 80, 40, 60, 6
     tastes, items = rng.normal(size=(n_users, dim)), rng.normal(size=(n_items, dim))
