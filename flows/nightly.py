@@ -13,8 +13,10 @@ never data.
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import os
+import re
 from dataclasses import asdict, dataclass
 from datetime import date
 from pathlib import Path
@@ -30,11 +32,12 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from prefgen import tracking
 from prefgen.atomic import write_atomic
-from prefgen.config import TrackingConfig, load_params, section_config, tracking_config
+from prefgen.config import ConfigError, TrackingConfig, ingest_config, load_params, section_config, tracking_config
+from prefgen.data.forget import forgotten_hashes
 from prefgen.generation.gallery import write_gallery
 from prefgen.generation.image_sets import BundleRef, sampler_json
 from prefgen.nightly import units as night_units
-from prefgen.nightly.config import Campaign, DaskConfig, NightlyConfig, load_campaign
+from prefgen.nightly.config import Campaign, DaskConfig, NightlyConfig, check_night, load_campaign
 from prefgen.nightly.plan import Plan, Unit, plan
 from prefgen.registry.generate import MANIFEST_ARTIFACT, LoadedBundle, load_version
 
@@ -84,13 +87,23 @@ def _work(the_plan: Plan) -> dict[str, list[dict[str, Any]]]:
     return work
 
 
+MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>])")
+
+
+def markdown_text(value: object) -> str:
+    """`value` as literal text on one Markdown line (a table cell too): ids and names come from users' files,
+    so HTML is escaped and every Markdown punctuation mark backslash-escaped."""
+    return MARKDOWN_PUNCTUATION.sub(r"\\\1", html.escape(" ".join(str(value).split()), quote=True))
+
+
 def _publish(night_dir: Path, gallery, summary: dict[str, Any]) -> None:
     """The night's gallery as a Prefect artifact: one row per segment, with its page."""
-    rows = "\n".join(f"| `{segment}` | {page.relative_to(night_dir)} |" for segment, page in gallery.pages.items())
+    md = markdown_text
+    rows = "\n".join(f"| {md(segment)} | {md(page.relative_to(night_dir))} |" for segment, page in gallery.pages.items())
     create_markdown_artifact(key="nightly-gallery", description=f"nightly {summary['campaign']} {summary['night']}",
-                             markdown=f"# {summary['campaign']} {summary['night']}\n\nbundle {summary['bundle']}, "
+                             markdown=f"# {md(summary['campaign'])} {md(summary['night'])}\n\nbundle {md(summary['bundle'])}, "
                                       f"{summary['images']} images, {len(summary['rejected'])} rejected\n\n"
-                                      f"gallery: `{gallery.index}`\n\n| segment | page |\n|---|---|\n{rows}\n")
+                                      f"gallery: {md(gallery.index)}\n\n| segment | page |\n|---|---|\n{rows}\n")
 
 
 def _record(night_dir: Path, summary: dict[str, Any], gallery) -> None:
@@ -132,7 +145,8 @@ def _prepare(root: str, campaign: str | None, night: str | None) -> Night:
     loaded = load_version(mlflow.MlflowClient(), section_config(params, "registry").model_name, cfg.bundle,
                           cache=repo / cfg.out_dir / ".bundles")
     sampler = sampler_json(section_config(params, "sampler"))
-    units = plan(spec, pl.read_parquet(loaded.bundle.model_dir("graph") / "segments.parquet"), repo, loaded.ref.digest, sampler)
+    units = plan(spec, pl.read_parquet(loaded.bundle.model_dir("graph") / "segments.parquet"), repo, loaded.ref.digest, sampler,
+                 frozenset(forgotten_hashes(repo / ingest_config(params).out_dir)))  # the champion may predate a request
     return Night(repo, cfg, track, spec, loaded, sampler, units, repo / cfg.out_dir / spec.name / (night or date.today().isoformat()))
 
 
@@ -163,6 +177,8 @@ def _summary(night: Night, frame: pl.DataFrame, gallery, run_id: str, results: l
 def nightly(root: str = ".", campaign: str | None = None, night: str | None = None) -> dict[str, Any]:
     """The campaign's image sets from the bundle `params.nightly.bundle` resolves to (once, at the start)."""
     logger = get_run_logger()
+    if night is not None:
+        check_night(night)  # before anything is read or written: it names a folder
     job = _prepare(root, campaign, night)
     _announce(job, logger)
     ref, name = job.loaded.ref, job.folder.name
@@ -192,9 +208,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", nargs="?", default=".")
     parser.add_argument("--campaign", help="campaign spec (default: params.yaml nightly.campaign)")
-    parser.add_argument("--night", help="the night's folder name (default: today, YYYY-MM-DD); a rerun resumes it")
+    parser.add_argument("--night", help="the night's folder name: a date YYYY-MM-DD (default: today) or a slug; a rerun resumes it")
     parser.add_argument("--serve", action="store_true", help="serve a deployment on this process (cron 02:00)")
     args = parser.parse_args()
+    if args.night is not None:
+        try:
+            check_night(args.night)
+        except ConfigError as err:
+            parser.error(str(err))  # one line and exit 2, like the prefgen command
     if args.serve:
         nightly.serve(name="nightly-dev", parameters={"root": str(Path(args.root).resolve()), "campaign": args.campaign},
                       schedule=Cron(CRON, timezone=TIMEZONE, slug=SLUG))

@@ -1,4 +1,4 @@
-"""Reading params.yaml into typed configs: type checks, unknown keys, and profiles.
+"""Reading params.yaml into typed configs: strict YAML, type and range checks, unknown keys, and profiles.
 
 Kept apart from the config classes (prefgen/config.py, prefgen/generation/config.py)
 so that both can build on it without importing each other.
@@ -7,10 +7,12 @@ so that both can build on it without importing each other.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
 
@@ -23,18 +25,92 @@ class ConfigError(ValueError):
     """params.yaml (or a section of it) does not match the typed config."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Bounds:
+    """The range a numeric config field must lie in, checked whenever a section is read."""
+
+    low: float
+    high: float = float("inf")
+    low_open: bool = False  # True: `low` itself is refused (a learning rate of 0 learns nothing)
+
+    def check(self, value: float, where: str) -> None:
+        above_low = value > self.low if self.low_open else value >= self.low
+        if not (math.isfinite(value) and above_low and value <= self.high):  # NaN fails every comparison
+            raise ConfigError(f"{where}: {value!r} is out of range; it must be {self}")
+
+    def __str__(self) -> str:
+        low = f"> {self.low:g}" if self.low_open else f">= {self.low:g}"
+        return low if self.high == float("inf") else f"{low} and <= {self.high:g}"
+
+
+# Field annotations for the config dataclasses: `epochs: PositiveInt = 8` refuses 0 and -3 from params.yaml.
+PositiveInt = Annotated[int, Bounds(1)]
+NonNegativeInt = Annotated[int, Bounds(0)]
+PositiveFloat = Annotated[float, Bounds(0, low_open=True)]
+NonNegativeFloat = Annotated[float, Bounds(0)]
+Fraction = Annotated[float, Bounds(0, 1)]
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but a key given twice in one mapping is an error (safe_load keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` overrides on purpose
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, typing.Hashable):
+                continue  # PyYAML's own construct_mapping refuses it, naming the line
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: Path) -> Any:
+    """A YAML file's content; invalid YAML and duplicate keys are ConfigErrors naming the file and line."""
+    try:
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506 (a SafeLoader)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read: {err}") from None
+
+
 def load_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"params file not found: {path}")
-    params = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    params = read_yaml(path) or {}
     if not isinstance(params, dict):
         raise ConfigError(f"{path}: top level must be a mapping of stage sections")
     return params
 
 
+def check_sections(params: dict[str, Any], known: typing.Collection[str], name: str) -> None:
+    """Refuse a params top-level key that is no section (a misspelling), and a missing section `name`."""
+    unknown = sorted(set(params) - set(known) - {PROFILE_KEY}, key=str)
+    if unknown:
+        close = difflib.get_close_matches(str(unknown[0]), list(known), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else f"; known: {sorted(known)}"
+        raise ConfigError(f"params: unknown section '{unknown[0]}'{hint}")
+    if name not in params:
+        raise ConfigError(f"params: the '{name}' section is missing (every stage reads its own; see the shipped params.yaml)")
+
+
 def _check_type(value: Any, annotation: Any, where: str) -> Any:
     origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        base, *marks = typing.get_args(annotation)
+        value = _check_type(value, base, where)
+        for mark in marks:
+            if isinstance(mark, Bounds):
+                mark.check(value, where)
+        return value
     if origin in (typing.Union, types.UnionType):
         for option in typing.get_args(annotation):
             try:
@@ -55,7 +131,7 @@ def _check_type(value: Any, annotation: Any, where: str) -> Any:
     if annotation is Any:
         return value
     if dataclasses.is_dataclass(annotation):  # a nested section, e.g. one entry of registry.gate_metrics
-        return from_section(annotation, value, where)
+        return from_section(annotation, value, where.removeprefix("params."))
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if annotation is bool and not isinstance(value, bool):
@@ -68,11 +144,10 @@ def _check_type(value: Any, annotation: Any, where: str) -> Any:
 
 
 def from_section(cls: type[T], section: dict[str, Any] | None, name: str) -> T:
-    """Build dataclass `cls` from params section `name`, checking keys and types."""
-    section = section or {}
+    """Build dataclass `cls` from params section `name`, checking keys, types and ranges."""
     if not isinstance(section, dict):
         raise ConfigError(f"params.{name}: expected a mapping, got {section!r}")
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(section) - set(fields))
     if unknown:

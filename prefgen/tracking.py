@@ -2,7 +2,7 @@
 
 Every stage logs one MLflow run with its params, metrics and lineage tags:
 
-    prefgen.stage          the DVC stage name
+    prefgen.stage          the DVC stage name (a standalone run on explicit paths has prefgen.standalone instead)
     git.commit, git.dirty  the code that ran
     prefect.flow_run_id    the orchestrating Prefect flow run (when run by a flow)
     dvc.lock.deps/outs     the stage's dvc.lock digests (added by the flow once DVC wrote them)
@@ -32,6 +32,7 @@ import mlflow
 from prefgen.config import TrackingConfig
 
 FLOW_RUN_ENV = "PREFGEN_FLOW_RUN_ID"  # set by flows/ for the stage subprocesses they start
+STANDALONE_TAG = "prefgen.standalone"  # the stage a standalone run (explicit paths, --mlflow) ran, in place of prefgen.stage
 
 
 def tracking_uri(cfg: TrackingConfig, root: Path) -> str:
@@ -85,13 +86,19 @@ def flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
 @contextmanager
 def stage_run(stage: str, params: Mapping[str, Any], cfg: TrackingConfig, root: Path,
               flow_run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
-    """An MLflow run for one stage execution, tagged with its lineage (the flow run: given, or from the environment)."""
+    """An MLflow run for one stage execution, tagged with its lineage (the flow run: given, or from the environment).
+
+    A standalone run (cfg.standalone: a stage command on explicit paths) is tagged `prefgen.standalone` instead of
+    `prefgen.stage` and with no flow run, so no lineage query for the pipeline's stage can find it."""
     configure(cfg, root)
-    tags = {"prefgen.stage": stage, **git_state(root)}
-    flow_run_id = flow_run_id or os.environ.get(FLOW_RUN_ENV)
-    if flow_run_id:
-        tags["prefect.flow_run_id"] = flow_run_id
-    with mlflow.start_run(run_name=stage, tags=tags) as run:
+    if cfg.standalone:
+        tags, run_name = {STANDALONE_TAG: stage, **git_state(root)}, f"{stage} (standalone)"
+    else:
+        tags, run_name = {"prefgen.stage": stage, **git_state(root)}, stage
+        flow_run_id = flow_run_id or os.environ.get(FLOW_RUN_ENV)
+        if flow_run_id:
+            tags["prefect.flow_run_id"] = flow_run_id
+    with mlflow.start_run(run_name=run_name, tags=tags) as run:
         mlflow.log_params(flatten_params(params))
         yield run
 

@@ -4,7 +4,10 @@ import json
 import subprocess
 import sys
 
-from tests.conftest import SAMPLE_LOG, event, write_jsonl
+import mlflow
+import yaml
+
+from tests.conftest import ROOT, SAMPLE_LOG, event, write_jsonl
 
 
 def prefgen(*args, cwd):
@@ -53,3 +56,41 @@ def test_no_mlflow_skips_the_run_but_not_the_metrics_file(tmp_path):
     done = prefgen("split", cwd=tmp_path)  # a params file and no flag: tracked
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "mlruns.db").exists()
+
+
+def pipeline_params(tmp_path, drop=()) -> None:
+    """The shipped params.yaml in `tmp_path`, less the `drop` sections."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = {k: v for k, v in params.items() if k not in drop}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_a_params_mistake_is_one_line_and_exit_2_never_a_traceback_or_a_default(tmp_path):
+    (tmp_path / "params.yaml").write_text("split:\n  seed: 3\n  val_fraction: 0.1\n  seed: 7\n")
+    done = prefgen("split", cwd=tmp_path)
+    assert (done.returncode, done.stderr.strip()) == (2, "error: params.yaml:4: invalid YAML: duplicate key 'seed'")
+    pipeline_params(tmp_path, drop=("tracking",))  # read only once the stage logs its run: still one line, no default store
+    done = prefgen("split", cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        "error: params: the 'tracking' section is missing (every stage reads its own; see the shipped params.yaml)"]
+    assert not (tmp_path / "mlruns.db").exists()
+
+
+def test_a_standalone_run_leaves_the_pipelines_metrics_and_lineage_alone(tmp_path):
+    """On explicit paths beside the pipeline's params.yaml: no data/metrics/*.json (DVC would rerun the stage), an MLflow
+    run only with --mlflow and then tagged standalone, metrics only where --metrics says."""
+    pipeline_params(tmp_path)
+    for stage in (["ingest", "--raw", str(SAMPLE_LOG), "--out", "tables", "--no-progress"],
+                  ["split", "--tables", "tables", "--out", "split.parquet"]):
+        done = prefgen(*stage, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+    assert not (tmp_path / "data").exists() and not (tmp_path / "mlruns.db").exists()
+    done = prefgen("centrality", "--tables", "tables", "--split", "split.parquet", "--out", "centrality", "--mlflow",
+                   "--metrics", "scratch/centrality.json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert not (tmp_path / "data").exists()
+    written = json.loads((tmp_path / "scratch" / "centrality.json").read_text())
+    assert written and written.items() <= json.loads(done.stdout.strip().splitlines()[-1]).items()
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert [(r.data.tags.get("prefgen.standalone"), r.data.tags.get("prefgen.stage")) for r in runs] == [("centrality", None)]

@@ -60,3 +60,93 @@ def test_profile_mistakes_are_named(params, message):
     with pytest.raises(ConfigError) as err:
         section_config(params, "train_vq")
     assert message in str(err.value)
+
+
+def shipped_params() -> dict:
+    return load_params(ROOT / "params.yaml")
+
+
+def test_every_section_of_the_shipped_params_passes_its_checks_in_both_profiles():
+    from prefgen.config import SECTIONS, section_config
+
+    params = shipped_params()
+    assert sorted(set(params) - {"profile"}) == sorted(SECTIONS)
+    for profile in ("demo", "quality"):
+        for name in SECTIONS:
+            section_config(params | {"profile": profile}, name)  # raises ConfigError on a type or range it refuses
+
+
+def test_a_missing_or_misspelled_section_is_named_not_replaced_by_defaults():
+    from prefgen.config import section_config
+
+    params = shipped_params()
+    without = {k: v for k, v in params.items() if k != "train_w"}
+    with pytest.raises(ConfigError, match="the 'train_w' section is missing"):
+        section_config(without, "train_w")
+    misspelled = without | {"train_ww": params["train_w"]}
+    with pytest.raises(ConfigError, match=r"unknown section 'train_ww' \(did you mean 'train_w'\?\)"):
+        section_config(misspelled, "train_w")
+    with pytest.raises(ConfigError, match=r"params.train_w: expected a mapping, got None"):
+        section_config(without | {"train_w": None}, "train_w")
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "message"),
+    [
+        ("train_graph", "max_epochs", -3, "params.train_graph.max_epochs: -3 is out of range; it must be >= 1"),
+        ("train_graph", "batch_size", 0, "params.train_graph.batch_size: 0 is out of range; it must be >= 1"),
+        ("train_clip", "lr", -0.001, "params.train_clip.lr: -0.001 is out of range; it must be > 0"),
+        ("train_w", "lr", 0, "params.train_w.lr: 0.0 is out of range; it must be > 0"),
+        ("train_mapper", "lr", float("nan"), "params.train_mapper.lr: nan is out of range; it must be > 0"),
+        ("synth", "homophily", 1.5, "params.synth.homophily: 1.5 is out of range; it must be >= 0 and <= 1"),
+        ("train_diffusion", "epochs", 0, "params.train_diffusion.epochs: 0 is out of range; it must be >= 1"),  # a profile key
+        ("nightly", "threads", 0, "params.nightly.threads: 0 is out of range; it must be >= 1"),
+    ],
+)
+def test_nonsense_values_are_named(section, key, value, message):
+    from prefgen.config import section_config
+    from tests.conftest import shrink
+
+    params = shipped_params()
+    shrink(params, section, **{key: value})
+    with pytest.raises(ConfigError) as err:
+        section_config(params, section)
+    assert str(err.value) == message
+
+
+def test_duplicate_keys_and_invalid_yaml_name_the_file_and_line(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("train_w:\n  lr: 0.001\n  hidden: 8\n  lr: 0.1\n")
+    with pytest.raises(ConfigError) as err:
+        load_params(path)
+    assert str(err.value) == f"{path}:4: invalid YAML: duplicate key 'lr'"
+    path.write_text("train_w:\n  lr: 0.001\n  hidden: [8, 16\n")
+    with pytest.raises(ConfigError, match=rf"^{path}:4: invalid YAML: "):
+        load_params(path)
+    path.write_text("base: &b {lr: 0.1}\ntrain_w:\n  <<: *b\n  lr: 0.2\n")  # a merge key overrides on purpose
+    assert load_params(path)["train_w"] == {"lr": 0.2}
+
+
+def test_a_campaign_file_with_a_duplicate_key_is_named(tmp_path):
+    from prefgen.nightly.config import load_campaign
+
+    path = tmp_path / "c.yaml"
+    path.write_text("name: c\nprompts: [a star]\nsegments: {kinds: [group]}\nname: d\n")
+    with pytest.raises(ConfigError, match=rf"^{path}:4: invalid YAML: duplicate key 'name'$"):
+        load_campaign(path)
+
+
+@pytest.mark.parametrize("night", ["2026-11-28", "single", "t1-rerun", "a" * 64])
+def test_a_night_is_a_date_or_a_slug(night):
+    from prefgen.nightly.config import check_night
+
+    assert check_night(night) == night
+
+
+@pytest.mark.parametrize("night", ["../escape", "..", ".", "/tmp/x", "a/b", "Night", "", "x\n", "a" * 65, "-x", "2026-02-30",
+                                   "nuit blanche"])
+def test_a_night_that_is_no_date_or_slug_is_refused(night):
+    from prefgen.nightly.config import check_night
+
+    with pytest.raises(ConfigError, match="night"):
+        check_night(night)

@@ -25,6 +25,20 @@ def test_stage_run_logs_params_metrics_and_lineage(tmp_path, monkeypatch):
     assert run.info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri())
 
 
+def test_a_standalone_run_is_never_taken_for_the_pipelines(tmp_path, monkeypatch):
+    """A stage command on explicit paths with --mlflow: tagged standalone, with no stage or flow run tag, so the flow's
+    lock tagging (and the registry's search for a stage's run) cannot pick it."""
+    monkeypatch.setenv(tracking.FLOW_RUN_ENV, "flow-123")
+    with tracking.stage_run("split", {"seed": 7}, TrackingConfig(experiment="prefgen-test", standalone=True), tmp_path) as active:
+        mlflow.log_metric("images", 3)
+    tags = mlflow.get_run(active.info.run_id).data.tags
+    assert tags[tracking.STANDALONE_TAG] == "split" and "prefgen.stage" not in tags and "prefect.flow_run_id" not in tags
+    assert tracking.tag_with_lock(CFG, tmp_path, "split", "flow-123", {"deps": {}, "outs": {}}) == []
+    with tracking.stage_run("split", {"seed": 7}, CFG, tmp_path) as pipeline_run:  # the pipeline's run of the stage is found
+        pass
+    assert tracking.tag_with_lock(CFG, tmp_path, "split", "flow-123", {"deps": {}, "outs": {}}) == [pipeline_run.info.run_id]
+
+
 def test_model_artifacts_round_trip_without_pickle(tmp_path):
     tensors = {"weight": torch.arange(6, dtype=torch.float32).reshape(2, 3), "bias": torch.zeros(3)}
     with tracking.stage_run("train", {}, CFG, tmp_path):

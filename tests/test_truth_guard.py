@@ -2,22 +2,24 @@
 
 Three guards: dvc.yaml gives the truth folder only to evaluation stages; no
 library module outside prefgen/eval (and the generator that writes it) names
-truth at all; and the training-side stages, run for real, succeed with the
-truth folder moved out of reach while an audit hook records every file Python
-opens (polars opens files from Rust, which the hook cannot see; moving the
-folder covers that).
+truth at all; and every other stage of dvc.yaml (ingest, split, centrality and
+every trainer), run for real by its own command on a tiny world, succeeds with
+the truth folder moved out of reach while an audit hook records every file and
+folder Python opens or lists (polars, safetensors and torch open files from
+native code, which the hook cannot see; moving the folder covers that: such a
+read fails the stage).
 """
 
+import os
+import shlex
 import sys
 from pathlib import Path
 
 import yaml
 
-from prefgen.config import IngestConfig, SplitConfig, SynthConfig
-from prefgen.data import split
-from prefgen.data.ingest import run as ingest
-from prefgen.data.synth import run as synth
-from tests.conftest import ROOT
+from prefgen import pipeline
+from prefgen.cli import app
+from tests.conftest import DEFAULT_WORLD, ROOT, shrink
 
 EVALUATION_STAGES = {"reference", "eval_graph", "eval_mapper", "eval_generation"}  # stages allowed to read truth (plus `synth`, which writes it)
 
@@ -41,33 +43,66 @@ def test_no_library_module_outside_eval_names_truth():
         assert "truth" not in code, f"{path.relative_to(ROOT)} mentions truth"
 
 
-def test_training_side_stages_never_open_truth(tmp_path):
-    cfg = SynthConfig(world="guard", n_individuals=200, n_communities=3, n_groups=20, n_images=60, image_size=16)
-    synth(cfg, tmp_path / "raw", tmp_path / "truth")
-    hidden = tmp_path / "elsewhere"
-    (tmp_path / "truth").rename(hidden)  # out of reach: a stage that needs it fails
-    truth = str((tmp_path / "truth").resolve())
-    opened: list[str] = []
+GUARDED_STAGES = {"ingest", "split", "centrality", "train_graph", "train_clip", "visual_features", "train_mapper",
+                   "train_vq", "train_w", "train_diffusion", "train_oracle"}
+GUARD_WORLD = "world-guard"
 
-    def hook(event, args):
-        if event == "open" and args and isinstance(args[0], str | bytes | Path):
-            path = str(Path(args[0] if not isinstance(args[0], bytes) else args[0].decode()).resolve())
-            if path.startswith(truth):
+
+def tiny_params() -> dict:
+    """params.yaml on a tiny world, every trainer at one or two epochs and one thread, no MLflow run."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text().replace(DEFAULT_WORLD, GUARD_WORLD))
+    shrink(params, "synth", n_individuals=200, n_communities=3, n_groups=20, group_size_max=10, n_images=80)
+    shrink(params, "centrality", threads=1)
+    shrink(params, "train_graph", max_epochs=1, influence_folds=2)
+    shrink(params, "train_clip", epochs=1, vision_width=32, vision_layers=1, vision_heads=2, threads=1)
+    shrink(params, "train_mapper", max_epochs=1)
+    shrink(params, "train_w", max_epochs=2)
+    shrink(params, "train_vq", block_out_channels=[8, 8, 8], norm_num_groups=4, num_vq_embeddings=32, epochs=1, threads=1)
+    shrink(params, "train_diffusion", block_out_channels=[8, 16], norm_num_groups=4, epochs=1, threads=1)
+    shrink(params, "train_oracle", n_train=64, n_test=16, width=4, feature_dim=8, epochs=1, threads=1)
+    params["tracking"]["enabled"] = False
+    return params
+
+
+def run_command(cmd: str) -> None:
+    """A dvc.yaml `python -m prefgen ...` command, run in this process (so the audit hook sees its opens)."""
+    args = shlex.split(cmd)
+    assert args[:3] == ["python", "-m", "prefgen"], cmd
+    code = app(args[3:], standalone_mode=False)  # without standalone mode a failing command returns its exit code
+    assert code in (None, 0), f"{cmd} exited {code}"
+
+
+def test_every_non_evaluation_stage_runs_with_truth_out_of_reach(tmp_path, monkeypatch):
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    guarded = [s for s in pipeline.stage_order(ROOT) if s not in EVALUATION_STAGES | {"synth"}]
+    assert set(guarded) == GUARDED_STAGES  # a new stage is guarded here, or named an evaluation stage above
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    monkeypatch.chdir(tmp_path)
+    run_command(stages["synth"]["cmd"])
+    truth = tmp_path / "data" / "truth"
+    hidden = tmp_path / "elsewhere"
+    truth.rename(hidden)  # out of reach: a stage that reads it fails
+    opened: list[str] = []
+    watching = [True]
+    prefix = str(truth) + os.sep
+
+    def hook(event, args):  # string work only: an exception here would fail the open it watches
+        if watching[0] and event in {"open", "os.listdir", "os.scandir"} and args and isinstance(args[0], str | bytes | os.PathLike):
+            path = os.path.abspath(os.fsdecode(args[0]))
+            if path == str(truth) or path.startswith(prefix):
                 opened.append(path)
 
-    sys.addaudithook(hook)  # hooks cannot be removed; this one only records
-    ingest(IngestConfig(), tmp_path / "raw" / "guard", tmp_path / "tables")
-    split.run(SplitConfig(), tmp_path / "tables", tmp_path / "split.parquet")
-    split.training_events(tmp_path / "tables", tmp_path / "split.parquet").collect()
+    sys.addaudithook(hook)  # hooks cannot be removed: this one stops recording when the test ends
     try:
-        from prefgen.config import CentralityConfig
-        from prefgen.social import centrality
-
-        centrality.run(CentralityConfig(), tmp_path / "tables", tmp_path / "centrality")
-    except ImportError:  # pragma: no cover - centrality lands with its own tests
-        pass
-    assert opened == []
-    # The hook does see opens: reading truth on purpose is recorded.
-    hidden.rename(tmp_path / "truth")
-    (Path(truth) / "guard" / "world.json").read_text()
-    assert opened
+        for stage in guarded:
+            run_command(stages[stage]["cmd"])
+        assert opened == []
+        for out in ("03_features/centrality/individuals.parquet", "04_models/graph", "04_models/mapper", "04_models/w",
+                    "04_models/diffusion/unet", "04_models/oracle"):
+            assert (tmp_path / "data" / out).exists(), out
+        # The hook does see opens: reading truth on purpose is recorded.
+        hidden.rename(truth)
+        (truth / GUARD_WORLD / "world.json").read_text()
+        assert opened == [str(truth / GUARD_WORLD / "world.json")]
+    finally:
+        watching[0] = False

@@ -28,6 +28,7 @@ FOLLOW_TYPES = ("follow", "unfollow")
 MEMBERSHIP_TYPES = ("join", "leave")
 # Types whose actor is an individual: a deletion request (`prefgen forget`) removes these.
 INDIVIDUAL_ACTOR_TYPES = tuple(t for t, (actor, _) in EVENT_KINDS.items() if actor == "individual")
+IMAGE_TARGET_TYPES = tuple(t for t, (_, target) in EVENT_KINDS.items() if target == "image")
 
 EVENT_FIELDS = ("event_id", "ts", "actor_id", "type", "target_id")
 IMAGE_FIELDS = ("image_id", "path", "caption", "owner_id")
@@ -38,10 +39,12 @@ EVENT_ID_FIELDS = ("event_id", "actor_id", "target_id")
 # Quarantine reasons, one per malformed-row kind. The code is stable (tests and
 # dashboards key on it); the `detail` column says which field and value.
 REASONS = (
+    "line_too_long",  # the line is longer than ingest.max_line_bytes; skipped without being loaded whole
     "invalid_utf8",  # the line is not valid UTF-8
-    "bad_json",  # the line does not parse as JSON
+    "bad_json",  # the line does not parse as JSON (or nests deeper than Python's recursion limit)
     "not_object",  # the line parses but is not a JSON object
-    "bad_csv",  # a CSV record with the wrong number of fields
+    "bad_csv",  # a CSV record with the wrong number of fields, or one the csv module rejects
+    "missing_header",  # a CSV whose first row names none of the fields: every record of the file
     "wrong_type",  # a field holds a JSON type the contract does not allow
     "missing_field",  # a required field is absent or null
     "unknown_type",  # `type` is not one of EVENT_TYPES
@@ -52,7 +55,12 @@ REASONS = (
     "timestamp_out_of_range",  # ts before ingest.ts_min or too far in the future
     "self_follow",  # follow/unfollow of oneself
     "bad_path",  # an image path that is absolute or leaves the raw folder
-    "unreadable_file",  # the whole file could not be read (e.g. a corrupt gzip); retried next run
+    "unreadable_file",  # the whole file could not be read (e.g. a corrupt gzip); retried next run, recorded once
+)
+# Files under the raw folder that ingest never opens, listed with these reasons in its counts.
+SKIP_REASONS = (
+    "not_regular_file",  # a FIFO, socket or device: reading it could block forever
+    "symlink_outside_raw",  # a symbolic link whose target is outside the raw folder
 )
 
 TS_TYPE = pa.timestamp("ms", tz="UTC")
@@ -125,6 +133,8 @@ SOURCES_SCHEMA = pa.schema(
         pa.field("duplicates", pa.int64(), nullable=False),
         pa.field("quarantined", pa.int64(), nullable=False),
         pa.field("forgotten", pa.int64(), nullable=False),
+        # Of the duplicates, those whose event_id was known with other content (the first ingested row wins).
+        pa.field("conflicts", pa.int64(), nullable=False),
     ]
 )
 
@@ -139,8 +149,15 @@ FORGOTTEN_SCHEMA = pa.schema(
         pa.field("follows_removed", pa.int64(), nullable=False),
         pa.field("memberships_removed", pa.int64(), nullable=False),
         pa.field("quarantine_removed", pa.int64(), nullable=False),
+        # forget.images when asked: drop (their images and the events on them went) or keep (the owner link went).
+        pa.field("images", pa.string(), nullable=False),
+        pa.field("images_removed", pa.int64(), nullable=False),
     ]
 )
+
+# The sha256 of every image id a `drop` request removed, so that later ingests drop
+# those images' events from new files without keeping the ids of what was deleted.
+FORGOTTEN_IMAGES_SCHEMA = pa.schema([pa.field("image_sha256", pa.string(), nullable=False)])
 
 # Output layout of the ingest stage, relative to its output folder.
 EVENTS_DIR = "events"  # a folder of Parquet parts, one per ingest batch
@@ -150,3 +167,6 @@ MEMBERSHIPS_FILE = "memberships.parquet"
 IMAGES_FILE = "images.parquet"
 SOURCES_FILE = "sources.parquet"
 FORGOTTEN_FILE = "forgotten.parquet"
+FORGOTTEN_IMAGES_FILE = "forgotten_images.parquet"
+# Held (flock) by the ingest writing to the folder: a second one waits or fails, never clears its staging.
+LOCK_FILE = ".ingest.lock"

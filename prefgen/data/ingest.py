@@ -11,6 +11,11 @@
     out_dir/follows.parquet, memberships.parquet   state as of the latest event
     out_dir/images.parquet, sources.parquet (files ingested: the rerun state)
 
+No file can stop the run: a row that fails to parse is quarantined, a file that
+fails to open or decompress is recorded once as `unreadable_file` and retried next
+run (rawfiles.py skips FIFOs and links leaving raw_dir). One run at a time writes
+to out_dir: it holds the folder's lock (rawfiles.output_lock) throughout.
+
 A rerun reads only files whose (path, sha256) is not in sources.parquet, so the
 state lives in the outputs and no side database is needed. The batch id is a
 hash of the new files, so a rerun after a kill rewrites the same part names and
@@ -34,27 +39,16 @@ from tqdm import tqdm
 
 from prefgen.config import IngestConfig
 from prefgen.data import contract as c
-from prefgen.data.forget import forgotten_hashes, forgotten_mask
-from prefgen.data.readers import ParsedChunk, file_format, iter_file
+from prefgen.data.forget import Forgetting
+from prefgen.data.rawfiles import IngestError, RawFile, discover, output_lock, sha256_file
+from prefgen.data.readers import ParsedChunk, iter_file
 from prefgen.data.tables import parts, read_table, rebuild_graph_tables, scan_parts, write_table_atomic
 from prefgen.data.validate import classify_events, classify_images
 
-_IMAGES_NAME = ("images",)
-_ASSET_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp")
 _EVENT_INT_OK = ("event_id", "ts", "actor_id", "target_id")
-
-
-class IngestError(RuntimeError):
-    """The whole input is unusable; nothing was written."""
-
-
-@dataclass
-class RawFile:
-    path: Path
-    source: str  # path relative to raw_dir, POSIX separators: the lineage key
-    kind: str  # events | images
-    sha256: str
-    nbytes: int
+_EVENT_CONTENT = ("ts", "actor_id", "type", "target_id")  # what a re-sent event_id must repeat to be a plain duplicate
+_COUNTS = ("read", "valid", "duplicates", "conflicts", "quarantined", "forgotten")
+__all__ = ["IngestError", "RawFile", "discover", "run", "sha256_file"]
 
 
 @dataclass
@@ -64,34 +58,8 @@ class FileCounts:
     quarantined: int = 0
     forgotten: int = 0
     duplicates: int = 0
+    conflicts: int = 0  # of the duplicates, those with other content than the row that won
     by_reason: Counter = field(default_factory=Counter)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def discover(raw_dir: Path) -> tuple[list[RawFile], list[str]]:
-    """Raw log files under raw_dir (sorted, hidden paths skipped) and the names ignored."""
-    if not raw_dir.is_dir():
-        raise IngestError(f"raw log folder not found: {raw_dir}")
-    found, ignored = [], []
-    for path in sorted(p for p in raw_dir.rglob("*") if p.is_file()):
-        rel = path.relative_to(raw_dir).as_posix()
-        if any(part.startswith(".") for part in rel.split("/")):
-            continue
-        fmt = file_format(path)
-        if fmt is None:
-            if path.suffix.lower() not in _ASSET_SUFFIXES:  # pixels beside a manifest are expected
-                ignored.append(rel)
-            continue
-        kind = "images" if path.name.startswith(_IMAGES_NAME) and fmt == "jsonl" else "events"
-        found.append(RawFile(path, rel, kind, sha256_file(path), path.stat().st_size))
-    return found, ignored
 
 
 def _quarantine_frame(rows: list[tuple[int, str, str, str]], source: str, batch: str) -> pl.DataFrame:
@@ -124,10 +92,11 @@ class _Batch:
         key = "\n".join(f"{f.source}\t{f.sha256}" for f in files)
         self.id = hashlib.sha256(key.encode()).hexdigest()[:16]
         self.staging = out_dir / f".staging-{self.id}"
-        self.forgotten = forgotten_hashes(out_dir)
+        self.forgetting = Forgetting(out_dir)
         self.counts: dict[str, FileCounts] = {}
         self.images: list[pl.DataFrame] = []
         self.unreadable: list[str] = []
+        self.recorded_unreadable = _recorded_unreadable(out_dir, exclude=out_dir / c.QUARANTINE_DIR / f"part-{self.id}.parquet")
         self._seq = 0
 
     def _stage(self, frame: pl.DataFrame, prefix: str) -> None:
@@ -139,17 +108,17 @@ class _Batch:
         classified = classify_events(chunk.frame, self.cfg, self.now)
         good, bad = _split_chunk(chunk, classified, rf, self.id, counts)
         good = good.select(*c.EVENT_FIELDS[:1], pl.col("ts_parsed").alias("ts"), *c.EVENT_FIELDS[2:], "source", "line")
-        if self.forgotten:
-            drop = forgotten_mask(good, self.forgotten)
-            counts.forgotten += int(drop.sum())
-            good = good.filter(~drop)
+        good, forgotten = self.forgetting.events(good)
+        counts.forgotten += forgotten
         self._stage(good, "events")
         self._stage(bad, "quarantine")
 
     def _images_chunk(self, chunk: ParsedChunk, rf: RawFile, counts: FileCounts) -> None:
         classified = classify_images(chunk.frame, self.cfg)
         good, bad = _split_chunk(chunk, classified, rf, self.id, counts)
-        self.images.append(good.with_columns(pl.col("path", "caption").fill_null("")).select(c.IMAGES_SCHEMA.names))
+        good, forgotten = self.forgetting.images(good.with_columns(pl.col("path", "caption").fill_null("")))
+        counts.forgotten += forgotten
+        self.images.append(good.select(c.IMAGES_SCHEMA.names))
         self._stage(bad, "quarantine")
 
     def read_file(self, rf: RawFile, bar: tqdm) -> None:
@@ -158,18 +127,29 @@ class _Batch:
         handle = self._events_chunk if rf.kind == "events" else self._images_chunk
         seq_before, images_before = self._seq, len(self.images)
         try:
-            for chunk in iter_file(rf.path, fields, int_ok, self.cfg.chunk_bytes):
+            if rf.error:
+                raise OSError(rf.error)
+            for chunk in iter_file(rf.path, fields, int_ok, self.cfg.chunk_bytes, self.cfg.max_line_bytes):
                 handle(chunk, rf, counts)
                 bar.update(chunk.lines_read)
-        except (OSError, EOFError, UnicodeError) as err:  # corrupt gzip, unreadable file
-            for stale in sorted(self.staging.glob("*.parquet"))[seq_before:]:
-                stale.unlink()
+        except Exception as err:  # opening or decompressing failed (rows' own errors are quarantined as rows)
+            self._drop_staged_since(seq_before)
             del self.images[images_before:]
-            self.unreadable.append(rf.source)
-            counts = FileCounts(quarantined=1, by_reason=Counter(unreadable_file=1))
-            row = [(0, "unreadable_file", f"{type(err).__name__}: {err}"[:500], "")]
-            self._stage(_quarantine_frame(row, rf.source, self.id), "quarantine")
+            self._record_unreadable(rf, f"{type(err).__name__}: {err}")
+            counts = FileCounts()
         self.counts[rf.source] = counts
+
+    def _drop_staged_since(self, seq: int) -> None:
+        for stale in self.staging.glob("*.parquet"):
+            if int(stale.stem.rsplit("-", 1)[1]) >= seq:
+                stale.unlink()
+
+    def _record_unreadable(self, rf: RawFile, detail: str) -> None:
+        """Not marked ingested, so retried next run; quarantined once per (source, sha256)."""
+        self.unreadable.append(rf.source)
+        key = f"sha256:{rf.sha256}"
+        if (rf.source, key) not in self.recorded_unreadable:
+            self._stage(_quarantine_frame([(0, "unreadable_file", detail[:500], key)], rf.source, self.id), "quarantine")
 
     def read_all(self) -> None:
         clear_leftovers(self.out_dir)
@@ -186,10 +166,12 @@ class _Batch:
 
     def commit(self) -> dict[str, int]:
         """Deduplicate and write every table; sources.parquet last. Returns table sizes."""
+        self.forgetting.purge_staged(sorted(self.staging.glob("events-*.parquet")), self.counts)
         added = self._commit_events()
         self._commit_quarantine()
         images = self._commit_images()
         graph = rebuild_graph_tables(self.out_dir)
+        self.forgetting.save(self.out_dir)
         self._commit_sources()
         shutil.rmtree(self.staging, ignore_errors=True)
         return {"events_added": added, "images": images, **graph}
@@ -200,14 +182,19 @@ class _Batch:
         if not staged:
             target.unlink(missing_ok=True)
             return 0
-        known = scan_parts(self.out_dir / c.EVENTS_DIR, c.EVENTS_SCHEMA, exclude=target).select("event_id")
+        known = scan_parts(self.out_dir / c.EVENTS_DIR, c.EVENTS_SCHEMA, exclude=target)
         fresh = pl.scan_parquet(staged).unique(subset="event_id", keep="first", maintain_order=True)
-        new = fresh.join(known, on="event_id", how="anti", maintain_order="left").with_columns(batch=pl.lit(self.id)).collect()
+        new = fresh.join(known.select("event_id"), on="event_id", how="anti", maintain_order="left").with_columns(batch=pl.lit(self.id)).collect()
         per_source = dict(new.group_by("source").len().iter_rows())
+        events = [self.counts[f.source] for f in self.files if f.kind == "events"]
         for f in self.files:
             if f.kind == "events":
                 counts = self.counts[f.source]
                 counts.duplicates = counts.valid - counts.forgotten - per_source.get(f.source, 0)
+        conflicts = _conflicts(staged, known) if any(n.duplicates for n in events) else {}
+        for f in self.files:
+            if f.kind == "events":
+                self.counts[f.source].conflicts = conflicts.get(f.source, 0)
         if new.height:
             write_table_atomic(new, target, c.EVENTS_SCHEMA)
         return new.height
@@ -238,12 +225,42 @@ class _Batch:
         rows = [
             {"source": f.source, "sha256": f.sha256, "bytes": f.nbytes, "kind": f.kind, "batch": self.id,
              "ingested_at": self.now, "read": n.read, "valid": n.valid, "duplicates": n.duplicates,
-             "quarantined": n.quarantined, "forgotten": n.forgotten}
+             "quarantined": n.quarantined, "forgotten": n.forgotten, "conflicts": n.conflicts}
             for f in self.files if f.source not in self.unreadable for n in [self.counts[f.source]]
         ]
         existing = read_table(path, c.SOURCES_SCHEMA)
+        if "conflicts" not in existing.columns:  # written before conflicts were counted apart
+            existing = existing.with_columns(conflicts=pl.lit(0, dtype=pl.Int64))
         new = pl.DataFrame(rows, schema=existing.schema) if rows else existing.clear()
         write_table_atomic(pl.concat([existing, new]), path, c.SOURCES_SCHEMA)
+
+
+def _conflicts(staged: list[Path], known: pl.LazyFrame) -> dict[str, int]:
+    """Per source, the duplicates whose content differs from the row kept for their event_id.
+
+    The kept row is the first ingested: an earlier batch's, else the first in this
+    batch's file and line order. Later rows never overwrite it. Only rows whose id
+    repeats are loaded, and only when the batch has duplicates at all.
+    """
+    rows = (pl.scan_parquet(staged).select("event_id", *_EVENT_CONTENT, "source")
+            .with_row_index("_order").with_columns(pl.col("_order").cast(pl.Int64)))
+    earlier = known.select("event_id", *_EVENT_CONTENT).join(rows.select("event_id"), on="event_id", how="semi")
+    repeated = pl.concat([earlier.select("event_id"), rows.filter(pl.col("event_id").is_duplicated()).select("event_id")])
+    rows = rows.join(repeated.unique(), on="event_id", how="semi", maintain_order="left").collect()
+    before = earlier.collect().with_columns(_order=pl.lit(-1, dtype=pl.Int64))
+    firsts = rows.filter(pl.col("event_id").is_first_distinct()).drop("source")
+    kept = pl.concat([before.select(firsts.columns), firsts]).unique(subset="event_id", keep="first", maintain_order=True)
+    losers = rows.join(kept.select("event_id", "_order"), on=["event_id", "_order"], how="anti")
+    differs = pl.any_horizontal(pl.col(f) != pl.col(f"{f}_kept") for f in _EVENT_CONTENT)
+    clashing = losers.join(kept.drop("_order"), on="event_id", suffix="_kept").filter(differs)
+    return dict(clashing.group_by("source").len().iter_rows())
+
+
+def _recorded_unreadable(out_dir: Path, exclude: Path) -> set[tuple[str, str]]:
+    """(source, "sha256:<hex>") of every unreadable file already in quarantine, outside this batch's own part."""
+    recorded = (scan_parts(out_dir / c.QUARANTINE_DIR, c.QUARANTINE_SCHEMA, exclude=exclude)
+                .filter(pl.col("reason") == "unreadable_file").select("source", "raw").collect())
+    return set(recorded.iter_rows())
 
 
 def clear_leftovers(out_dir: Path) -> None:
@@ -258,7 +275,7 @@ def _totals(counts: list[FileCounts]) -> dict[str, Any]:
     by_reason: Counter = Counter()
     for n in counts:
         by_reason.update(n.by_reason)
-    total = {k: sum(getattr(n, k) for n in counts) for k in ("read", "valid", "duplicates", "quarantined", "forgotten")}
+    total = {k: sum(getattr(n, k) for n in counts) for k in _COUNTS}
     total["added"] = total["valid"] - total["duplicates"] - total["forgotten"]
     return total | {"quarantined_by_reason": dict(sorted(by_reason.items()))}
 
@@ -280,30 +297,43 @@ def new_files(files: list[RawFile], out_dir: Path) -> list[RawFile]:
     return [f for f in files if (f.source, f.sha256) not in done]
 
 
+def _open_output(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise IngestError(f"cannot create output folder {out_dir}: {err.strerror or err}") from err
+
+
 def run(cfg: IngestConfig, raw_dir: Path, out_dir: Path, now: datetime | None = None,
         progress: bool = False) -> dict[str, Any]:
     """Ingest the raw files under raw_dir not yet in out_dir; return the run's counts."""
     now = now or datetime.now(UTC)
-    files, ignored = discover(raw_dir)
+    files, ignored, skipped = discover(raw_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise IngestError(f"output folder {out_dir} is a file, not a folder")
     if not files and not (out_dir / c.SOURCES_FILE).is_file():
         raise IngestError(f"no raw log files under {raw_dir} (expected *.jsonl, *.ndjson or *.csv, optionally .gz)")
-    todo = new_files(files, out_dir)
-    batch = _Batch(cfg, out_dir, todo, now, progress)
-    if todo:
-        batch.read_all()
-        batch.commit()
-    elif not (out_dir / c.FOLLOWS_FILE).is_file():  # e.g. tables removed by hand: rebuild from events
-        rebuild_graph_tables(out_dir)
+    _open_output(out_dir)
+    with output_lock(out_dir, cfg.lock_timeout_s):
+        todo = new_files(files, out_dir)
+        batch = _Batch(cfg, out_dir, todo, now, progress)
+        if todo:
+            batch.read_all()
+            batch.commit()
+        elif not (out_dir / c.FOLLOWS_FILE).is_file():  # e.g. tables removed by hand: rebuild from events
+            rebuild_graph_tables(out_dir)
+        tables = _table_sizes(out_dir)
     kind_of = {f.source: f.kind for f in todo}
     events = [n for s, n in batch.counts.items() if kind_of[s] == "events"]
     images = [n for s, n in batch.counts.items() if kind_of[s] == "images"]
     return _totals(list(batch.counts.values())) | {
         "batch": batch.id if todo else None,
         "files": {"read": len(todo) - len(batch.unreadable), "unchanged": len(files) - len(todo),
-                  "unreadable": len(batch.unreadable), "ignored": len(ignored)},
+                  "unreadable": len(batch.unreadable), "ignored": len(ignored), "skipped": len(skipped)},
         "ignored_files": ignored,
+        "skipped_files": skipped,
         "unreadable_files": batch.unreadable,
         "events": _totals(events),
         "images": _totals(images),
-        "tables": _table_sizes(out_dir),
+        "tables": tables,
     }

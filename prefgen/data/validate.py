@@ -8,7 +8,7 @@ has a test of its own in tests/data/test_validate.py.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
@@ -19,6 +19,7 @@ _CONTROL_CHARS = r"[\x00-\x1f\x7f]"
 # Calendar check at ISO precision: chrono's "%+" accepts "T" or " ", fractional
 # seconds, and "Z" or "+hh:mm"; it rejects a missing offset and impossible dates.
 _ISO_FORMAT = "%+"
+_RENDER_MIN, _RENDER_MAX = datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, tzinfo=UTC)
 
 
 def _first_failure(rules: list[tuple[pl.Expr, str, pl.Expr]]) -> tuple[pl.Expr, pl.Expr]:
@@ -65,6 +66,11 @@ def parse_ts(ts: pl.Series) -> pl.Series:
     return parsed.alias("ts_parsed")
 
 
+def _renderable(ts: pl.Expr) -> pl.Expr:
+    """`ts` clipped to years 1-9999: polars holds epoch ms far past them but panics rendering one."""
+    return ts.clip(_RENDER_MIN, _RENDER_MAX)
+
+
 def classify_events(frame: pl.DataFrame, cfg: IngestConfig, now: datetime) -> pl.DataFrame:
     """Add `ts_parsed`, `reason` and `detail` to a frame of raw event fields."""
     ts_min = datetime.fromisoformat(cfg.ts_min.replace("Z", "+00:00"))
@@ -75,7 +81,7 @@ def classify_events(frame: pl.DataFrame, cfg: IngestConfig, now: datetime) -> pl
     rules += _id_rules(EVENT_ID_FIELDS, cfg.max_id_len)
     rules += [
         (ts.is_null(), "bad_timestamp", pl.format("ts '{}' is neither ISO-8601 with an offset nor epoch ms", pl.col("ts"))),
-        ((ts < ts_min) | (ts > ts_max), "timestamp_out_of_range", pl.format(f"ts {{}} outside [{cfg.ts_min}, ingest time + {cfg.max_future_s}s]", ts)),
+        ((ts < ts_min) | (ts > ts_max), "timestamp_out_of_range", pl.format(f"ts '{{}}' ({{}}) outside [{cfg.ts_min}, ingest time + {cfg.max_future_s}s]", pl.col("ts"), _renderable(ts))),
         (pl.col("type").is_in(FOLLOW_TYPES) & (pl.col("actor_id") == pl.col("target_id")), "self_follow", pl.format("{} of oneself", pl.col("type"))),
     ]
     reason, detail = _first_failure(rules)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prefgen.params import ConfigError
+from prefgen.params import ConfigError, NonNegativeFloat, PositiveFloat, PositiveInt
 
 
 @dataclass(frozen=True)
@@ -12,18 +12,18 @@ class TrainOracleConfig:
     """Stage `train_oracle`: the shape and pattern classifier of the evaluation oracle (prefgen/eval/oracle.py)."""
 
     profile: str = "demo"  # set by params.yaml's top-level `profile` (the section has profiles); recorded with every run
-    n_train: int = 6000  # renders drawn with `seed`; the world's own images are never used
-    n_test: int = 2000  # a second, disjoint seed: the accuracy the metrics report
-    image_size: int = 64  # the world's (synth.image_size)
-    width: int = 16  # channels of the first conv block (doubling twice)
-    feature_dim: int = 64  # the penultimate layer: the Fréchet distance's feature space
-    epochs: int = 8
-    batch_size: int = 128
-    lr: float = 0.002
-    blur_max: float = 1.5  # sigma of a random Gaussian blur per batch: generated images are softer than renders
-    noise_max: float = 0.05  # std of additive pixel noise per image
+    n_train: PositiveInt = 6000  # renders drawn with `seed`; the world's own images are never used
+    n_test: PositiveInt = 2000  # a second, disjoint seed: the accuracy the metrics report
+    image_size: PositiveInt = 64  # the world's (synth.image_size)
+    width: PositiveInt = 16  # channels of the first conv block (doubling twice)
+    feature_dim: PositiveInt = 64  # the penultimate layer: the Fréchet distance's feature space
+    epochs: PositiveInt = 8
+    batch_size: PositiveInt = 128
+    lr: PositiveFloat = 0.002
+    blur_max: NonNegativeFloat = 1.5  # sigma of a random Gaussian blur per batch: generated images are softer than renders
+    noise_max: NonNegativeFloat = 0.05  # std of additive pixel noise per image
     seed: int = 424242  # not the world's seed: a separately drawn set of renders
-    threads: int = 2  # ~6x faster than 1 for these convs here (measured: 7 s against 45 s an epoch)
+    threads: PositiveInt = 2  # ~6x faster than 1 for these convs here (measured: 7 s against 45 s an epoch)
     out_dir: str = "data/04_models/oracle"
     metrics: str = "data/metrics/train_oracle.json"
 
@@ -39,24 +39,24 @@ class EvalGenerationConfig:
     profile: str = "demo"  # set by params.yaml's top-level `profile` (the section has profiles); recorded with every run
     # Each prompt names one attribute (a hue, a shape or a pattern) and leaves the others to the segment's taste.
     prompts: list[str] = field(default_factory=lambda: ["a star", "a circle", "a square", "a triangle"])
-    pairs_per_prompt: int = 25  # disjoint segment pairs per prompt: every image set is judged in exactly one pair
-    images_per_segment: int = 2  # per side of a pair
+    pairs_per_prompt: PositiveInt = 25  # disjoint segment pairs per prompt: every image set is judged in exactly one pair
+    images_per_segment: PositiveInt = 2  # per side of a pair
     # Pairs are drawn only between segments whose true tastes differ: 1 - Pearson correlation of
     # their utilities over the 128 attribute classes, at least this (1.0 = not positively correlated).
-    min_taste_distance: float = 1.0
+    min_taste_distance: NonNegativeFloat = 1.0
     segment_kinds: list[str] = field(default_factory=lambda: ["grp", "ind"])  # namespaces segments are drawn from
     arms: list[str] = field(default_factory=lambda: ["none", "cfg", "text_grad", "pref_grad", "fused"])
-    bootstrap: int = 2000  # resamples of pairs for the 95% intervals
-    reference_images: int = 400  # cold images for PSNR and as the Fréchet distance's reference set
+    bootstrap: PositiveInt = 2000  # resamples of pairs for the 95% intervals
+    reference_images: PositiveInt = 400  # cold images for PSNR and as the Fréchet distance's reference set
     seed: int = 0
-    threads: int = 2  # in all: the workers share them
+    threads: PositiveInt = 2  # in all: the workers share them
     # Processes that sample (threads // workers torch threads each). On 2 cores two one-thread workers sample
     # more images per second than one process with two threads: these small models' ops split badly (BENCHMARKS.md).
-    workers: int = 2
+    workers: PositiveInt = 2
     # Image sets sampled together in one batch (at least one set per call). 8 instead of 2 per call cut the
     # unguided arm from 0.27 to 0.18 s/image; guided arms gain little (BENCHMARKS.md, 2026-12-05).
     # Each set keeps its own starting noise, so the batch size changes the images only in rounding.
-    images_per_batch: int = 8
+    images_per_batch: PositiveInt = 8
     diffusion_dir: str = "data/04_models/diffusion"
     vq_dir: str = "data/04_models/vq"
     w_dir: str = "data/04_models/w"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prefgen.params import ConfigError
+from prefgen.params import ConfigError, Fraction, NonNegativeFloat, PositiveFloat, PositiveInt
 
 
 def _check_blocks(section: str, channels: list[int], groups: int) -> None:
@@ -23,27 +23,27 @@ class TrainVQConfig:
     """Stage `train_vq` (METHOD.md 3.1): a diffusers VQModel on the `train` images."""
 
     profile: str = "demo"  # set by params.yaml's top-level `profile`; recorded with every run
-    image_size: int = 64
+    image_size: PositiveInt = 64
     # One block per resolution; diffusers' encoder halves the size between blocks, so three
     # blocks take 64x64 pixels to a 16x16 latent grid, small enough for a CPU UNet.
     block_out_channels: list[int] = field(default_factory=lambda: [16, 32, 64])
-    layers_per_block: int = 1
-    norm_num_groups: int = 8
-    latent_channels: int = 4  # n_z; also the UNet's input channels
-    num_vq_embeddings: int = 256  # K codebook entries (diffusers' commitment weight is its fixed 0.25)
+    layers_per_block: PositiveInt = 1
+    norm_num_groups: PositiveInt = 8
+    latent_channels: PositiveInt = 4  # n_z; also the UNet's input channels
+    num_vq_embeddings: PositiveInt = 256  # K codebook entries (diffusers' commitment weight is its fixed 0.25)
     # Codes no batch picked during an epoch are moved onto random encoder outputs: without it
     # a small codebook collapses onto a few codes (the usage metric shows it).
     restart_dead_codes: bool = True
-    epochs: int = 8
-    lr: float = 0.001
+    epochs: PositiveInt = 8
+    lr: PositiveFloat = 0.001
     # Cosine decay to lr/100: at a constant rate val PSNR swings by 2 dB from epoch to epoch
     # (quality profile: 22.9 dB at epoch 14, 20.6 at the last), so where training stops decided quality.
     lr_schedule: str = "cosine"  # or "constant"
     # The epoch with the best val PSNR is the one saved, not the last (its weights ride in the checkpoint).
     keep_best: bool = True
-    batch_size: int = 32
+    batch_size: PositiveInt = 32
     seed: int = 0
-    threads: int = 2  # conv nets gain ~1.7x from the second core (measured); 1 for bit-for-bit repeats across machines
+    threads: PositiveInt = 2  # conv nets gain ~1.7x from the second core (measured); 1 for bit-for-bit repeats across machines
     pretrained: str = ""  # a local diffusers VQModel folder (config.json + safetensors): loaded, not trained
     tables_dir: str = "data/02_tables"
     images_dir: str = "data/01_raw/world-v1"
@@ -65,13 +65,13 @@ class TrainVQConfig:
 class TrainWConfig:
     """Stage `train_w` (METHOD.md 3.2): W maps G(v_i) into the text space, by cosine to the image's semantic feature."""
 
-    hidden: int = 256
-    lr: float = 0.001
-    weight_decay: float = 0.0001
-    max_epochs: int = 1000  # full-batch epochs: the train split is ~1.4k rows, each epoch is milliseconds
-    patience: int = 30  # epochs without a better validation cosine before stopping
+    hidden: PositiveInt = 256
+    lr: PositiveFloat = 0.001
+    weight_decay: NonNegativeFloat = 0.0001
+    max_epochs: PositiveInt = 1000  # full-batch epochs: the train split is ~1.4k rows, each epoch is milliseconds
+    patience: PositiveInt = 30  # epochs without a better validation cosine before stopping
     seed: int = 0
-    threads: int = 1
+    threads: PositiveInt = 1
     mapper_dir: str = "data/04_models/mapper"  # G (Step 2)
     features_dir: str = "data/03_features/visual"  # v = s + t + c of every image, and s itself
     split: str = "data/03_features/split.parquet"
@@ -86,22 +86,22 @@ class TrainDiffusionConfig:
     profile: str = "demo"
     # UNet2DConditionModel: one cross-attention down/up block per entry (latents 16x16 -> 8x8 ...).
     block_out_channels: list[int] = field(default_factory=lambda: [32, 64])
-    layers_per_block: int = 1
-    norm_num_groups: int = 16
-    attention_head_dim: int = 8
-    num_train_timesteps: int = 1000
+    layers_per_block: PositiveInt = 1
+    norm_num_groups: PositiveInt = 16
+    attention_head_dim: PositiveInt = 8
+    num_train_timesteps: PositiveInt = 1000
     beta_schedule: str = "squaredcos_cap_v2"  # cosine: keeps signal in small latents longer than linear
     # Each condition is zeroed on its own with this probability, so classifier-free
     # guidance can act on the text, on the preference, or on both.
-    text_dropout: float = 0.1
-    pref_dropout: float = 0.1
-    ema_decay: float = 0.999  # the cap; diffusers' EMAModel ramps decay as (1+n)/(10+n), so short runs still average
+    text_dropout: Fraction = 0.1
+    pref_dropout: Fraction = 0.1
+    ema_decay: Fraction = 0.999  # the cap; diffusers' EMAModel ramps decay as (1+n)/(10+n), so short runs still average
     flip_augment: bool = True  # mirrored train images double the data; captions and tastes are mirror-invariant
-    epochs: int = 20
-    lr: float = 0.0003
-    batch_size: int = 64  # the global batch: each of N DDP ranks takes batch_size / N
+    epochs: PositiveInt = 20
+    lr: PositiveFloat = 0.0003
+    batch_size: PositiveInt = 64  # the global batch: each of N DDP ranks takes batch_size / N
     seed: int = 0
-    threads: int = 2
+    threads: PositiveInt = 2
     vq_dir: str = "data/04_models/vq"
     w_dir: str = "data/04_models/w"
     mapper_dir: str = "data/04_models/mapper"
@@ -128,23 +128,23 @@ class GuidanceConfig:
     """Params section `sampler`: how the guided sampler runs (METHOD.md 3.5); the evaluation's ablations switch parts off."""
 
     profile: str = "demo"  # set by params.yaml's top-level `profile` (the section has profiles); recorded with every run
-    steps: int = 20  # DDIM steps (eta = 0)
+    steps: PositiveInt = 20  # DDIM steps (eta = 0)
     # Classifier-free guidance: eps = (1 - w_s) eps(0,0) + (w_s - w_p) eps(s,0) + w_p eps(s,p~);
     # w_s = w_p = 1 is the plain conditional model (no CFG).
     text_scale: float = 3.0  # w_s
     pref_scale: float = 2.0  # w_p
-    lambda_pref: float = 1.0  # lambda_p: weight of the preference-score gradient (0 = off)
-    lambda_text: float = 1.0  # lambda_s: weight of the text-score gradient (0 = off)
-    guide_from: float = 0.2  # the gradient guidance acts on steps in [guide_from, guide_until) of the run:
-    guide_until: float = 0.8  # the earliest x0-predictions are too blurred to score, the last steps change little
+    lambda_pref: NonNegativeFloat = 1.0  # lambda_p: weight of the preference-score gradient (0 = off)
+    lambda_text: NonNegativeFloat = 1.0  # lambda_s: weight of the text-score gradient (0 = off)
+    guide_from: Fraction = 0.2  # the gradient guidance acts on steps in [guide_from, guide_until) of the run:
+    guide_until: Fraction = 0.8  # the earliest x0-predictions are too blurred to score, the last steps change little
     # The final decode snaps latents to the codebook, as in training; a small codebook can snap away
     # what guidance moved (measured with tiny models), so it can be switched off.
     quantize_output: bool = True
-    prototype_tau: float = 0.1  # softmax temperature of the preference prototype (METHOD.md 3.4)
+    prototype_tau: PositiveFloat = 0.1  # softmax temperature of the preference prototype (METHOD.md 3.4)
     # How much the prompt weighs in the prototype: its weights become softmax(D/tau + k * CLIP's logit of
     # <W(e^_i), s>), the segment's favourites among the images that show what the prompt says (0 = METHOD.md
     # 3.4's prototype over the whole catalogue, whose condition can contradict the prompt; BENCHMARKS.md).
-    prototype_prompt_weight: float = 0.0
+    prototype_prompt_weight: NonNegativeFloat = 0.0
 
     def __post_init__(self) -> None:
         if self.steps < 1 or not 0 <= self.guide_from <= self.guide_until <= 1 or self.prototype_tau <= 0 or self.prototype_prompt_weight < 0:

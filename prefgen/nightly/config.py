@@ -4,14 +4,28 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
-import yaml
-
-from prefgen.params import ConfigError, from_section
+from prefgen.params import ConfigError, PositiveInt, from_section, read_yaml
 
 SEGMENT_KINDS = ("group", "individual")  # the `kind` column of the graph stage's segments table
-CAMPAIGN_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")  # it names a folder, so it is a slug, never free text
+CAMPAIGN_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # it names a folder, so it is a slug, never free text
+NIGHT_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")  # a night's folder: a date (YYYY-MM-DD) or a slug
+DATE_SHAPED = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def check_night(night: str) -> str:
+    """`night` as the name of its folder inside the campaign's: a date (YYYY-MM-DD) or a slug, never a path."""
+    if not NIGHT_NAME.fullmatch(night):
+        raise ConfigError(f"night {night!r}: give a date (YYYY-MM-DD) or a slug of lowercase letters, digits and '-' "
+                          "(it names a folder)")
+    if DATE_SHAPED.fullmatch(night):
+        try:
+            date.fromisoformat(night)
+        except ValueError:
+            raise ConfigError(f"night {night!r} is shaped like a date but is no calendar day") from None
+    return night
 
 
 @dataclass(frozen=True)
@@ -37,7 +51,7 @@ class NightlyConfig:
     out_dir: str = "data/07_nightly"  # <out_dir>/<campaign>/<night>/: images, manifest, gallery
     # torch threads per segment task, the same on every path: a kernel's rounding may depend on its
     # thread count, and the Dask run must give the very bytes of the single-process run.
-    threads: int = 1
+    threads: PositiveInt = 1
     dask: DaskConfig = field(default_factory=DaskConfig)
 
 
@@ -75,7 +89,7 @@ class Campaign:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not CAMPAIGN_NAME.match(self.name):
+        if not CAMPAIGN_NAME.fullmatch(self.name):
             raise ConfigError(f"campaign name {self.name!r}: lowercase letters, digits, '-' and '_' only (it names a folder)")
         if self.images_per_prompt < 1:
             raise ConfigError("campaign images_per_prompt must be >= 1")
@@ -87,4 +101,4 @@ def load_campaign(path: Path) -> Campaign:
     """Read and type-check a campaign YAML file."""
     if not path.is_file():
         raise ConfigError(f"campaign spec not found: {path}")
-    return from_section(Campaign, yaml.safe_load(path.read_text(encoding="utf-8")), f"campaign[{path}]")
+    return from_section(Campaign, read_yaml(path), f"campaign[{path}]")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import polars as pl
 
+from prefgen.data.forget import subject_hash
 from prefgen.generation.image_sets import BatchRequest, prompt_problem
 from prefgen.nightly.config import Campaign
 
@@ -58,8 +59,16 @@ def unit_key(bundle_digest: str, segment: str, prompt: str, seeds: tuple[int, ..
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
-def select_segments(campaign: Campaign, known: pl.DataFrame, root: Path) -> tuple[list[str], list[Rejected]]:
-    """The campaign's segments that the bundle knows, in id order, and the unknown ones as rejections."""
+def _forgotten(segment: str, forgotten: frozenset[str]) -> str | None:
+    """sha256 of the individual behind an `ind:` segment when they asked to be forgotten."""
+    digest = subject_hash(segment[len("ind:"):]) if segment.startswith("ind:") else ""
+    return digest if digest in forgotten else None
+
+
+def select_segments(campaign: Campaign, known: pl.DataFrame, root: Path,
+                    forgotten: frozenset[str] = frozenset()) -> tuple[list[str], list[Rejected]]:
+    """The campaign's segments that the bundle knows, in id order, and the others as rejections: unknown
+    ones, and those of forgotten individuals (named by the id's sha256, since the bundle predates the request)."""
     chosen = campaign.segments
     wanted = list(chosen.ids)
     wanted += known.filter(pl.col("kind").is_in(chosen.kinds))["segment_id"].to_list() if chosen.kinds else []
@@ -67,8 +76,11 @@ def select_segments(campaign: Campaign, known: pl.DataFrame, root: Path) -> tupl
         wanted += _table_ids(root / chosen.table)
     known_ids = set(known["segment_id"].to_list())
     unique = sorted(set(wanted))
-    rejected = [Rejected("segment", s, "unknown segment: not in the bundle's segments table") for s in unique if s not in known_ids]
-    found = [s for s in unique if s in known_ids]
+    gone = {s: digest for s in unique if (digest := _forgotten(s, forgotten))}
+    rejected = [Rejected("segment", f"ind:sha256:{digest}", "forgotten") for digest in sorted(set(gone.values()))]
+    rejected += [Rejected("segment", s, "unknown segment: not in the bundle's segments table") for s in unique
+                 if s not in known_ids and s not in gone]
+    found = [s for s in unique if s in known_ids and s not in gone]
     return (found[: chosen.limit] if chosen.limit else found), rejected
 
 
@@ -93,9 +105,11 @@ def valid_prompts(campaign: Campaign) -> tuple[list[str], list[Rejected]]:
     return good, rejected
 
 
-def plan(campaign: Campaign, known: pl.DataFrame, root: Path, bundle_digest: str, sampler: str) -> Plan:
-    """Every (segment, prompt) unit of the campaign, segments in id order and prompts in campaign order."""
-    segments, bad_segments = select_segments(campaign, known, root)
+def plan(campaign: Campaign, known: pl.DataFrame, root: Path, bundle_digest: str, sampler: str,
+         forgotten: frozenset[str] = frozenset()) -> Plan:
+    """Every (segment, prompt) unit of the campaign, segments in id order and prompts in campaign order;
+    `forgotten`: sha256 of the individuals whose segments are refused (prefgen/data/forget.py)."""
+    segments, bad_segments = select_segments(campaign, known, root, forgotten)
     prompts, bad_prompts = valid_prompts(campaign)
     seeds = tuple(range(campaign.seed, campaign.seed + campaign.images_per_prompt))
     units = [Unit(s, p, seeds, unit_key(bundle_digest, s, p, seeds, sampler)) for s in segments for p in prompts]

@@ -49,13 +49,40 @@ def _client(loaded: dict[str, Any]):
     return tracking.mlflow.MlflowClient()
 
 
+def _registry(loaded: dict[str, Any], name: str):
+    """The store's client; None when no bundle was ever registered under `name` (MLflow answers with a traceback)."""
+    from mlflow.exceptions import MlflowException
+
+    from prefgen import tracking
+
+    uri = tracking.tracking_uri(tracking_config(loaded), Path.cwd())
+    local_db = uri.removeprefix("sqlite:///")
+    if local_db != uri and not Path(local_db).exists():  # no store yet: asking would create an empty one
+        return None
+    client = _client(loaded)
+    try:
+        client.get_registered_model(name)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        return None
+    return client
+
+
+def _no_bundle_yet(name: str) -> str:
+    return f"no bundle registered yet: the registry has no model {name!r} (the retrain flow or `prefgen register` makes one)"
+
+
 def _errors():
+    from mlflow.exceptions import MlflowException
+
     from prefgen.generation.image_sets import RequestError
     from prefgen.pipeline import StageError
     from prefgen.registry.bundle import BundleError
     from prefgen.registry.store import RegistryError
 
-    return RegistryError, BundleError, RequestError, StageError, FileNotFoundError
+    # MlflowException: e.g. a version number the registry does not hold; its message names it in one line.
+    return RegistryError, BundleError, RequestError, StageError, FileNotFoundError, MlflowException
 
 
 def _log(line: str) -> None:
@@ -79,7 +106,10 @@ def bundles(params: ParamsOpt = DEFAULT_PARAMS) -> None:
     from prefgen.registry import store
 
     loaded, cfg = _load(params)
-    client = _client(loaded)
+    client = _registry(loaded, cfg.model_name)
+    if client is None:
+        _log(_no_bundle_yet(cfg.model_name))
+        return
     for row in store.versions(client, cfg.model_name):
         metrics = " ".join(f"{k}={v:.4f}" for k, v in sorted(row.metrics.items()))
         typer.echo(f"v{row.version:<4} {','.join(row.aliases) or '-':<20} {row.gate or '-':<8} {row.digest}  {row.created}  {metrics}")
@@ -94,8 +124,11 @@ def promote(bundle: Annotated[str, typer.Option(help="Version number (or alias) 
     from prefgen.registry import store
 
     loaded, cfg = _load(params)
+    client = _registry(loaded, cfg.model_name)
+    if client is None:
+        fail(_no_bundle_yet(cfg.model_name))
     try:
-        entry = store.promote(_client(loaded), cfg.model_name, bundle, reason)
+        entry = store.promote(client, cfg.model_name, bundle, reason)
     except _errors() as err:
         fail(str(err))
     _log(f"champion: v{entry['previous'] or '-'} -> v{entry['version']} (by {entry['by']} at {entry['at']})")
@@ -108,8 +141,11 @@ def rollback(reason: Annotated[str, typer.Option(help="Why (default: 'rollback f
     from prefgen.registry import store
 
     loaded, cfg = _load(params)
+    client = _registry(loaded, cfg.model_name)
+    if client is None:
+        fail(_no_bundle_yet(cfg.model_name))
     try:
-        entry = store.rollback(_client(loaded), cfg.model_name, reason)
+        entry = store.rollback(client, cfg.model_name, reason)
     except _errors() as err:
         fail(str(err))
     _log(f"champion: v{entry['previous']} -> v{entry['version']} (rolled back by {entry['by']} at {entry['at']})")
@@ -157,19 +193,27 @@ def regenerate(target: Annotated[str, typer.Argument(help="An image's sha256 (>=
                manifest: ManifestOpt = None,
                out: Annotated[Path | None, typer.Option(help="Also write the regenerated PNG here.")] = None,
                params: ParamsOpt = DEFAULT_PARAMS) -> None:
-    """Make an image again from its manifest row and check its sha256 (exit 1 when it differs)."""
+    """Make an image again from its manifest row and check its sha256 (exit 1 when it differs, when the file's bytes
+    are not the image made, or when the bundle version that made it changed since)."""
+    from prefgen.registry.generate import BundleChanged
     from prefgen.registry.generate import regenerate as again
 
     loaded, _ = _load(params)
     try:
         result = again(tracking_config(loaded), Path.cwd(), target, manifest, out)
+    except BundleChanged as err:
+        _log(f"MISMATCH: {err}")
+        raise typer.Exit(code=1) from err
     except _errors() as err:
         fail(str(err))
     if not result["same_kind_of_machine"]:
         _log(f"warning: made on '{result['made_on']}', now on '{result['now_on']}': byte equality is promised on the same kind only")
     _log(("match: " if result["match"] else "MISMATCH: ") + f"{result['image_sha256']} -> {result['regenerated_sha256']}")
+    if not result["file_matches_manifest"]:
+        _log(f"MISMATCH: {target} is not the image its manifest recorded (file sha256 {result['file_sha256']}, made as "
+             f"{result['image_sha256']}): the file was edited or corrupted since it was made")
     sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
-    if not result["match"]:
+    if not (result["match"] and result["file_matches_manifest"]):
         raise typer.Exit(code=1)
 
 

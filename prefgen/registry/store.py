@@ -9,6 +9,8 @@ Version tags carry what the gate and the audit need:
     gate.metrics         JSON {metric: value}
     gate.decision        passed | refused, with gate.reasons
     register.run_id      the MLflow run that logged it (its artefacts hold lineage/lineage.json)
+    prefgen.forgotten    JSON list of the sha256 of forgotten individuals it was trained on (forgotten.py);
+                         such a version may not become champion again
 
 The alias `champion` is what generation uses; `challenger` marks a bundle the gate
 refused. Every move of `champion` is appended to the registered model's tag
@@ -59,6 +61,19 @@ def requirements() -> list[str]:
 
 
 INPUTS_TAG = "bundle.inputs_sha256"  # what the bundle was built from: dvc.lock and the settings it copies
+FORGOTTEN_TAG = "prefgen.forgotten"
+
+
+def forgotten_subjects(version: ModelVersion) -> list[str]:
+    """The sha256 of each forgotten individual the version was trained on."""
+    return json.loads(version.tags.get(FORGOTTEN_TAG, "[]"))
+
+
+def _refuse_forgotten(version: ModelVersion) -> None:
+    held = forgotten_subjects(version)
+    if held:
+        raise RegistryError(f"version {version.version} was trained on {len(held)} individual(s) who asked to be forgotten "
+                            f"(tag {FORGOTTEN_TAG}); it may not serve again: retrain and register a new bundle")
 
 
 def find_by_digest(client: MlflowClient, name: str, digest: str, tag: str = "bundle.digest") -> ModelVersion | None:
@@ -154,6 +169,7 @@ def promote(client: MlflowClient, name: str, version: str, reason: str, by: str 
     if not reason.strip():
         raise RegistryError("say why: --reason is required and may not be empty")
     target = resolve(client, name, version)
+    _refuse_forgotten(target)
     current = version_by_alias(client, name, CHAMPION)
     if current is not None and current.version == target.version:
         raise RegistryError(f"version {target.version} is already champion")
@@ -165,6 +181,7 @@ def rollback(client: MlflowClient, name: str, reason: str = "", by: str | None =
     stack = _read_json_tag(client, name, STACK)
     if len(stack) < 2:
         raise RegistryError(f"{name}: no earlier champion to roll back to (champion history: {stack or 'empty'})")
+    _refuse_forgotten(client.get_model_version(name, stack[-2]))
     return _move_champion(client, name, stack[-2], "rollback", reason or f"rollback from version {stack[-1]}", by or who())
 
 

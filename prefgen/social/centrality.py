@@ -58,6 +58,15 @@ Activity counts in individuals.parquet: `<type>s_made` = events of that type
 events, by anyone, on images whose `owner_id` is the individual (an owner's own
 activity on their image counts in both; `group_click` is a group's and is not
 counted).
+
+Split discipline: centrality is a training input (Step 1 reads it), so it reads
+events only through `training_events` (prefgen/data/split.py), like every
+trainer: an interaction with a val or cold image (or one the split file does not
+list) is dropped before anything is counted, and the individual index is built
+from what remains, so such an interaction changes no output at all (not even
+PageRank, whose teleport spreads over every indexed node). Follow, unfollow,
+join and leave events, the follows and memberships tables and image ownership
+(`images.owner_id`) are not interactions with an image and are all read.
 """
 
 from __future__ import annotations
@@ -74,7 +83,8 @@ import pyarrow as pa
 
 from prefgen.config import CentralityConfig
 from prefgen.data import contract as c
-from prefgen.data.tables import read_table, scan_parts, write_table_atomic
+from prefgen.data.split import training_events
+from prefgen.data.tables import read_table, write_table_atomic
 from prefgen.social.graph import (
     block_sums,
     build_igraph,
@@ -221,13 +231,18 @@ def _harmonic(g, n, s, d, plan, order, rank, threads) -> np.ndarray:
     return h
 
 
-def run(cfg: CentralityConfig, tables_dir: Path, out_dir: Path, on_feature: OnFeature | None = None) -> dict[str, Any]:
-    """Read ingest's tables, write individuals.parquet and group_members.parquet, return metrics."""
+def run(cfg: CentralityConfig, tables_dir: Path, out_dir: Path, split_path: Path,
+        on_feature: OnFeature | None = None) -> dict[str, Any]:
+    """Read ingest's tables (image interactions: train-split images only), write
+    individuals.parquet and group_members.parquet, return metrics."""
+    if not split_path.is_file():
+        raise FileNotFoundError(f"split file {split_path} not found: centrality counts activity only on train-split "
+                                "images (run `prefgen split` first, or pass --split)")
     started = time.perf_counter()
     follows = read_table(tables_dir / c.FOLLOWS_FILE, c.FOLLOWS_SCHEMA).select("follower_id", "followee_id")
     memberships = read_table(tables_dir / c.MEMBERSHIPS_FILE, c.MEMBERSHIPS_SCHEMA).select("group_id", "member_id")
     images = read_table(tables_dir / c.IMAGES_FILE, c.IMAGES_SCHEMA).select("image_id", "owner_id")
-    events = scan_parts(tables_dir / c.EVENTS_DIR, c.EVENTS_SCHEMA).select("actor_id", "type", "target_id")
+    events = training_events(tables_dir, split_path).select("actor_id", "type", "target_id")
     index = _individual_index(follows, memberships, events, images)
     n = index.height
     src = _node_of(follows, "follower_id", index)

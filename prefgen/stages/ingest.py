@@ -10,7 +10,7 @@ from prefgen.data import ingest
 from prefgen.stages.common import run_stage
 
 # Lists and ids are useful in the JSON printed to the user but are not metrics.
-_NOT_METRICS = ("batch", "ignored_files", "unreadable_files")
+_NOT_METRICS = ("batch", "ignored_files", "skipped_files", "unreadable_files")
 
 
 def run(cfg: IngestConfig, raw_dir: Path, out_dir: Path, params: dict[str, Any] | None,

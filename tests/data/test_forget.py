@@ -1,5 +1,6 @@
 """`forget`: a deletion request removes an individual and stays honoured on later ingests."""
 
+import json
 from datetime import UTC, datetime
 
 import polars as pl
@@ -7,7 +8,7 @@ import pytest
 
 from prefgen.config import IngestConfig
 from prefgen.data import contract as c
-from prefgen.data.forget import ForgetError, forget, subject_hash
+from prefgen.data.forget import ForgetError, forget, forgotten_hashes, subject_hash
 from prefgen.data.ingest import run
 from tests.conftest import event, write_jsonl
 
@@ -59,3 +60,126 @@ def test_forget_refuses_bad_requests(tmp_path):
         forget(tmp_path, "alice", requested_by="x")
     with pytest.raises(ForgetError, match="empty"):
         forget(tmp_path, " ", requested_by="x")
+
+
+# --- The promise: after `forget`, the tables equal those built from the raw log without the person's lines. ---
+
+def _ev(i, kind, actor, target):
+    return event(event_id=f"e{i:02d}", ts=f"2026-03-01T10:{i:02d}:00Z", type=kind, actor_id=actor, target_id=target)
+
+
+def _img(image_id, owner):
+    return {"image_id": image_id, "path": "", "caption": f"picture {image_id}", "owner_id": owner}
+
+
+FIRST = {  # alice: an actor, a followee, a member, the owner of img1 and img2; "alice" is also a group's id
+    "a.jsonl": [_ev(1, "click", "alice", "img1"), _ev(2, "follow", "alice", "bob"), _ev(3, "follow", "bob", "alice"),
+                _ev(4, "join", "alice", "g1"), _ev(5, "join", "bob", "g1"), _ev(6, "click", "bob", "img1"),
+                _ev(7, "group_click", "alice", "img3"), _ev(8, "follow", "carol", "bob"), _ev(9, "favorite", "carol", "img2"),
+                _ev(10, "group_click", "g1", "img2"), _ev(11, "click", "carol", "img3"), _ev(12, "follow", "carol", "alice"),
+                _ev(13, "unfollow", "carol", "alice"), _ev(14, "repost", "bob", "img3"), _ev(15, "join", "carol", "g1"),
+                _ev(16, "follow", "bob", "carol"), _ev(17, "comment", "alice", "img3")],
+    "images.jsonl": [_img("img1", "alice"), _img("img2", "alice"), _img("img3", "bob"), _img("img4", None)],
+}
+LATER = {  # after the request; the events file sorts before the manifest that brings alice's img9
+    "b.jsonl": [_ev(20, "click", "alice", "img3"), _ev(21, "click", "dan", "img9"), _ev(22, "click", "dan", "img1"),
+                _ev(23, "follow", "dan", "alice"), _ev(24, "click", "dan", "img3"), _ev(25, "comment", "dan", "img2"),
+                _ev(26, "follow", "dan", "bob")],
+    "images2.jsonl": [_img("img9", "alice"), _img("img10", "dan")],
+}
+
+
+def _without(files, who, images):
+    """The raw log with `who`'s lines removed, by the rule DATA.md states (independent of forget.py)."""
+    owned = {r["image_id"] for rows in (FIRST | LATER).values() for r in rows if "image_id" in r and r["owner_id"] == who}
+    out = {}
+    for name, rows in files.items():
+        if name.startswith("images"):
+            out[name] = [r for r in rows if r["owner_id"] != who] if images == "drop" else \
+                [r | {"owner_id": None} if r["owner_id"] == who else r for r in rows]
+            continue
+        kinds = c.EVENT_KINDS
+        out[name] = [r for r in rows if not ((kinds[r["type"]][0] == "individual" and r["actor_id"] == who)
+                                             or (r["type"] in c.FOLLOW_TYPES and r["target_id"] == who)
+                                             or (images == "drop" and kinds[r["type"]][1] == "image" and r["target_id"] in owned))]
+    return out
+
+
+def _write(raw, files):
+    for name, rows in files.items():
+        write_jsonl(raw / name, rows)
+
+
+def _tables(out):
+    lineage = ["source", "line", "batch"]
+    return {"events": pl.read_parquet(out / c.EVENTS_DIR).drop(lineage).sort("event_id"),
+            "follows": pl.read_parquet(out / c.FOLLOWS_FILE), "memberships": pl.read_parquet(out / c.MEMBERSHIPS_FILE),
+            "images": pl.read_parquet(out / c.IMAGES_FILE).drop("source", "line").sort("image_id")}
+
+
+def _centrality_bytes(tables, work):
+    from prefgen.config import CentralityConfig, SplitConfig
+    from prefgen.data import split
+    from prefgen.social import centrality
+
+    split.run(SplitConfig(val_fraction=0.0, cold_fraction=0.0), tables, work / "split.parquet")  # every image is train
+    centrality.run(CentralityConfig(), tables, work / "centrality", work / "split.parquet")
+    return {p.name: p.read_bytes() for p in sorted((work / "centrality").glob("*.parquet"))}
+
+
+@pytest.mark.parametrize("images", ["drop", "keep"])
+def test_forget_equals_never_having_ingested_the_person(tmp_path, images):
+    """Forget, then ingest later files: tables and centrality equal those of the raw log without alice's lines."""
+    raw, out, ref_raw, ref_out = tmp_path / "raw", tmp_path / "out", tmp_path / "ref_raw", tmp_path / "ref_out"
+    _write(raw, FIRST)
+    _write(ref_raw, _without(FIRST, "alice", images))
+    run(IngestConfig(), raw, out, now=NOW)
+    run(IngestConfig(), ref_raw, ref_out, now=NOW)
+    record = forget(out, "alice", requested_by="dpo", now=NOW, images=images)
+    assert record["images"] == images and record["images_removed"] == 2
+    for name, expected in _tables(ref_out).items():
+        assert _tables(out)[name].equals(expected), name
+
+    _write(raw, LATER)
+    _write(ref_raw, _without(LATER, "alice", images))
+    counts = run(IngestConfig(), raw, out, now=NOW)
+    run(IngestConfig(), ref_raw, ref_out, now=NOW)
+    assert counts["forgotten"] == (6 if images == "drop" else 2)
+    got, expected = _tables(out), _tables(ref_out)
+    for name in expected:
+        assert got[name].equals(expected[name]), f"{name}:\n{got[name]}\n!=\n{expected[name]}"
+    assert "alice" not in got["images"]["owner_id"].to_list()
+    assert _centrality_bytes(out, tmp_path / "a") == _centrality_bytes(ref_out, tmp_path / "b")
+    stored = b"".join(p.read_bytes() for p in out.glob("forgotten*.parquet"))
+    assert b"alice" not in stored and b"img1" not in stored and b"img9" not in stored
+
+
+def _snapshot(folder):
+    return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_unknown_id_is_an_error_unless_forced_and_a_repeat_changes_nothing(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from prefgen.cli import app
+
+    monkeypatch.chdir(tmp_path)  # no params.yaml here: the tables alone
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    _world(raw)
+    run(IngestConfig(), raw, out, now=NOW)
+    cli = lambda *args: CliRunner().invoke(app, ["forget", *args, "--tables", str(out), "--by", "dpo"])  # noqa: E731
+    before = _snapshot(out)
+    typo = cli("alcie")
+    assert typo.exit_code == 2 and typo.stderr.startswith("error: no individual with that id") and "--force" in typo.stderr
+    assert _snapshot(out) == before and not (out / c.FORGOTTEN_FILE).exists()
+
+    forced = cli("zed", "--force")
+    assert forced.exit_code == 0 and json.loads(forced.stdout)["events_removed"] == 0
+    assert forgotten_hashes(out) == {subject_hash("zed")}
+
+    assert cli("alice").exit_code == 0
+    done = _snapshot(out)
+    again = cli("alice")
+    assert again.exit_code == 0 and again.stdout == "" and len(again.stderr.splitlines()) == 1
+    assert again.stderr.startswith(f"already forgotten (sha256 {subject_hash('alice')[:12]}")
+    assert _snapshot(out) == done  # nothing rewritten: DVC sees no change

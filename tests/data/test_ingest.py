@@ -116,7 +116,7 @@ def test_reingest_adds_nothing_and_reads_no_file(tmp_path):
     snapshot = {p.name: p.read_bytes() for p in (tmp_path / "out").rglob("*.parquet")}
     second = ingest(tmp_path / "raw", tmp_path / "out")
     assert first["added"] == 5 and first["quarantined"] == 1
-    assert second["files"] == {"read": 0, "unchanged": 1, "unreadable": 0, "ignored": 0}
+    assert second["files"] == {"read": 0, "unchanged": 1, "unreadable": 0, "ignored": 0, "skipped": 0}
     assert second["read"] == 0 and second["tables"]["events"] == 5 and second["tables"]["quarantine"] == 1
     assert {p.name: p.read_bytes() for p in (tmp_path / "out").rglob("*.parquet")} == snapshot
 
@@ -206,8 +206,10 @@ def test_corrupt_gzip_is_quarantined_and_retried_later(tmp_path):
     payload = gzip.compress("".join(json.dumps(event(event_id=f"x{i}")) + "\n" for i in range(2000)).encode())
     (raw / "broken.jsonl.gz").write_bytes(payload[: len(payload) // 2])
     counts = ingest(raw, tmp_path / "out")
-    assert counts["unreadable_files"] == ["broken.jsonl.gz"]
-    assert counts["quarantined_by_reason"] == {"unreadable_file": 1} and counts["added"] == 1
+    assert counts["unreadable_files"] == ["broken.jsonl.gz"] and counts["files"]["unreadable"] == 1
+    # A file is not a row: the run's row counts hold only the readable file's.
+    assert (counts["read"], counts["quarantined"], counts["added"]) == (1, 0, 1)
+    assert quarantine(tmp_path / "out").select("source", "line", "reason").rows() == [("broken.jsonl.gz", 0, "unreadable_file")]
     with gzip.open(raw / "broken.jsonl.gz", "wt") as handle:
         handle.write(json.dumps(event(event_id="e2")) + "\n")
     again = ingest(raw, tmp_path / "out")

@@ -17,7 +17,7 @@ def classify(**fields):
     row = OK | fields
     frame = pl.DataFrame([row | {"_line": 1, "_wrong_type": fields.get("_wrong_type")}],
                          schema={**{k: pl.String for k in OK}, "_line": pl.Int64, "_wrong_type": pl.String})
-    out = classify_events(frame, CFG, NOW).row(0, named=True)
+    out = classify_events(frame, CFG, NOW).select("reason", "detail").row(0, named=True)
     return out["reason"], out["detail"]
 
 
@@ -42,6 +42,7 @@ def test_valid_row_has_no_reason():
         ({"ts": "1999-12-31T23:59:59Z"}, "timestamp_out_of_range", "1999"),
         ({"ts": "2026-11-29T00:00:01Z"}, "timestamp_out_of_range", "ingest time"),
         ({"ts": "1767225"}, "timestamp_out_of_range", "1970"),  # seconds where ms belong
+        ({"ts": "8300000000000000"}, "timestamp_out_of_range", "8300000000000000"),  # past year 9999: no crash
         ({"type": "follow", "target_id": "u1"}, "self_follow", "follow"),
         ({"type": "unfollow", "target_id": "u1"}, "self_follow", "unfollow"),
     ],

@@ -20,10 +20,10 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.settings import PREFECT_API_URL
 from typer.testing import CliRunner
 
-from flows.nightly import nightly
+from flows.nightly import markdown_text, nightly
 from prefgen import tracking
 from prefgen.cli import app
-from prefgen.config import load_params, tracking_config
+from prefgen.config import ConfigError, load_params, tracking_config
 
 pytestmark = pytest.mark.slow
 
@@ -45,6 +45,21 @@ def write_campaign(project: Path, name: str, segments: list[str], prompts: list[
 def known_segments(project: Path, k: int) -> list[str]:
     table = pl.read_parquet(project / "data" / "04_models" / "graph" / "segments.parquet")
     return table.filter(pl.col("kind") == "group")["segment_id"].head(k).to_list() + table.filter(pl.col("kind") == "individual")["segment_id"].head(1).to_list()
+
+
+# Beside the trained project's tests under xdist: this module's Prefect server is already up on that worker.
+@pytest.mark.xdist_group("trained_project")
+def test_a_night_that_would_leave_the_campaign_folder_is_refused_before_anything_is_read(tmp_path):
+    with pytest.raises(ConfigError, match=r"^night '\.\./\.\./outside': give a date \(YYYY-MM-DD\) or a slug"):
+        nightly(str(tmp_path), None, "../../outside")  # no params.yaml here: the night is checked first
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.xdist_group("trained_project")
+def test_the_gallery_artifact_shows_ids_as_text_never_as_markdown_or_html():
+    hostile = "grp:a|b <img src=x onerror=alert(1)> [x](javascript:1) `c` *d*\n# e"
+    assert markdown_text(hostile) == (r"grp:a\|b &lt;img src=x onerror=alert\(1\)&gt; \[x\]\(javascript:1\) \`c\` \*d\* \# e")
+    assert markdown_text("data/07_nightly/t1/single/gallery/index.html") == r"data/07\_nightly/t1/single/gallery/index\.html"
 
 
 def test_nightly_makes_image_sets_reports_what_it_refused_and_is_the_same_on_dask(trained_project, monkeypatch):
@@ -73,7 +88,7 @@ def test_nightly_makes_image_sets_reports_what_it_refused_and_is_the_same_on_das
     assert {"manifest", "rejected.json", "gallery", "gallery/index.html", "gallery/segments"} <= logged
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["nightly-gallery"])))
-    assert artifacts and night["gallery"] in artifacts[0].data
+    assert artifacts and markdown_text(night["gallery"]) in artifacts[0].data
 
     monkeypatch.chdir(project)  # an image of the night traces back by its sha256 alone, through the run's manifest
     traced = CliRunner().invoke(app, ["lineage", manifest["image_sha256"][0][:16], "--json"])

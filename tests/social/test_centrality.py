@@ -11,10 +11,14 @@ import networkx as nx
 import numpy as np
 import polars as pl
 import pytest
+import yaml
+from polars.testing import assert_frame_equal
 from scipy.stats import spearmanr
 
+from prefgen.cli import app
 from prefgen.config import CentralityConfig
 from prefgen.data import contract as c
+from prefgen.data.split import SPLIT_SCHEMA
 from prefgen.data.tables import write_table_atomic
 from prefgen.social import graph
 from prefgen.social.centrality import (
@@ -27,6 +31,7 @@ from prefgen.social.centrality import (
     run,
 )
 from prefgen.stages import centrality as stage
+from tests.conftest import ROOT
 
 EXACT = CentralityConfig()
 
@@ -232,7 +237,7 @@ def test_sampled_groups_equal_networkx_on_their_pivots():
         assert_features({f: v[rows] for f, v in got.items()}, want)
 
 
-def write_tables(folder) -> None:
+def write_tables(folder, extra_images=(), extra_events=()) -> None:
     ts = datetime(2026, 3, 1, tzinfo=UTC)
     follows = [("u1", "u2"), ("u2", "u3"), ("u3", "u1"), ("9", "u1"), ("10", "u2"), ("u3", "u2")]
     write_table_atomic(pl.DataFrame({"follower_id": [a for a, _ in follows], "followee_id": [b for _, b in follows],
@@ -240,13 +245,13 @@ def write_tables(folder) -> None:
     members = [("g1", "u1"), ("g1", "u2"), ("g1", "u3"), ("3", "u3"), ("3", "u2"), ("g2", "u5")]
     write_table_atomic(pl.DataFrame({"group_id": [g for g, _ in members], "member_id": [m for _, m in members],
                                "since": [ts] * len(members)}), folder / c.MEMBERSHIPS_FILE, c.MEMBERSHIPS_SCHEMA)
-    images = [("img1", "u3"), ("img2", None), ("img3", "u10")]
+    images = [("img1", "u3"), ("img2", None), ("img3", "u10"), *extra_images]
     write_table_atomic(pl.DataFrame({"image_id": [i for i, _ in images], "path": "", "caption": "",
-                               "owner_id": [o for _, o in images], "source": "images.jsonl", "line": [1, 2, 3]},
+                               "owner_id": [o for _, o in images], "source": "images.jsonl", "line": list(range(1, len(images) + 1))},
                               schema_overrides={"owner_id": pl.String}), folder / c.IMAGES_FILE, c.IMAGES_SCHEMA)
     events = [("u1", "click", "img1"), ("u1", "click", "img1"), ("u1", "repost", "img3"), ("u2", "comment", "img1"),
               ("u2", "favorite", "img2"), ("u3", "favorite", "img1"), ("u7", "join", "g9"), ("u7", "leave", "g9"),
-              ("u8", "follow", "u9"), ("u8", "unfollow", "u9"), ("g1", "group_click", "img1")]
+              ("u8", "follow", "u9"), ("u8", "unfollow", "u9"), ("g1", "group_click", "img1"), *extra_events]
     write_table_atomic(pl.DataFrame({"event_id": [f"e{i}" for i in range(len(events))], "ts": [ts] * len(events),
                                "actor_id": [a for a, _, _ in events], "type": [t for _, t, _ in events],
                                "target_id": [x for _, _, x in events], "source": "log.jsonl",
@@ -254,10 +259,18 @@ def write_tables(folder) -> None:
                  folder / c.EVENTS_DIR / "part-b1.parquet", c.EVENTS_SCHEMA)
 
 
+def write_split(path, splits: dict[str, str]) -> None:
+    write_table_atomic(pl.DataFrame({"image_id": list(splits), "split": list(splits.values())}), path, SPLIT_SCHEMA)
+
+
+ALL_TRAIN = {"img1": "train", "img2": "train", "img3": "train"}
+
+
 def test_run_writes_documented_tables(tmp_path):
     tables, out = tmp_path / "tables", tmp_path / "out"
     write_tables(tables)
-    metrics = run(EXACT, tables, out)
+    write_split(tmp_path / "split.parquet", ALL_TRAIN)
+    metrics = run(EXACT, tables, out, tmp_path / "split.parquet")
     ind = pl.read_parquet(out / "individuals.parquet")
     assert ind.columns == INDIVIDUALS_SCHEMA.names == ["segment_id", "individual_id", *FEATURES, *ACTIVITY]
     assert ACTIVITY == ("reposts_made", "comments_made", "favorites_made", "clicks_made",
@@ -289,9 +302,73 @@ def test_run_writes_documented_tables(tmp_path):
     assert not list(out.glob(".*"))  # atomic writes leave no temporary file
 
 
+# Images that are not train: img4 cold, img5 val, img6 in no split. Interactions with them, by known
+# individuals and by one (u20) seen nowhere else, would change counts, the node set and so PageRank.
+HELD_OUT_IMAGES = [("img4", "u1"), ("img5", "u2"), ("img6", None)]
+HELD_OUT_EVENTS = [("u2", "click", "img4"), ("u2", "click", "img5"), ("u3", "repost", "img5"), ("u1", "favorite", "img4"),
+                   ("u20", "click", "img5"), ("u2", "comment", "img6"), ("g1", "group_click", "img4")]
+
+
+def test_interactions_with_val_and_cold_images_change_nothing(tmp_path):
+    split = tmp_path / "split.parquet"
+    write_split(split, ALL_TRAIN | {"img4": "cold", "img5": "val"})
+    write_tables(tmp_path / "train_only", extra_images=HELD_OUT_IMAGES)
+    write_tables(tmp_path / "with_held_out", extra_images=HELD_OUT_IMAGES, extra_events=HELD_OUT_EVENTS)
+    base = run(EXACT, tmp_path / "train_only", tmp_path / "base", split)
+    held = run(EXACT, tmp_path / "with_held_out", tmp_path / "held", split)
+    for name in ("individuals.parquet", "group_members.parquet"):
+        assert_frame_equal(pl.read_parquet(tmp_path / "held" / name), pl.read_parquet(tmp_path / "base" / name))
+    assert held["individuals"] == base["individuals"] == 10
+    rows = {r["individual_id"]: r for r in pl.read_parquet(tmp_path / "held" / "individuals.parquet").iter_rows(named=True)}
+    assert "u20" not in rows
+    assert (rows["u2"]["clicks_made"], rows["u2"]["comments_made"], rows["u3"]["reposts_made"]) == (0, 1, 0)
+    assert (rows["u1"]["favorites_made"], rows["u1"]["clicks_received"], rows["u2"]["clicks_received"]) == (0, 0, 0)
+    assert (rows["u1"]["clicks_made"], rows["u3"]["clicks_received"]) == (2, 2)  # train images still count
+
+
+def test_activity_moves_with_the_split(tmp_path):
+    """The same tables under a split where img1 is cold: its clicks, comment and favourite stop counting."""
+    write_tables(tmp_path / "tables")
+    write_split(tmp_path / "split.parquet", ALL_TRAIN | {"img1": "cold"})
+    run(EXACT, tmp_path / "tables", tmp_path / "out", tmp_path / "split.parquet")
+    rows = {r["individual_id"]: r for r in pl.read_parquet(tmp_path / "out" / "individuals.parquet").iter_rows(named=True)}
+    assert (rows["u1"]["clicks_made"], rows["u1"]["reposts_made"], rows["u2"]["comments_made"]) == (0, 1, 0)
+    assert sum(rows["u3"][f"{t}s_received"] for t in ("click", "comment", "favorite")) == 0
+    assert rows["u10"]["reposts_received"] == 1 and rows["u2"]["favorites_made"] == 1
+
+
+def test_run_without_the_split_file_is_a_clear_error(tmp_path):
+    write_tables(tmp_path / "tables")
+    with pytest.raises(FileNotFoundError, match="split file .*missing.parquet not found: centrality counts activity only"):
+        run(EXACT, tmp_path / "tables", tmp_path / "out", tmp_path / "missing.parquet")
+    assert not (tmp_path / "out").exists()
+
+
+def test_pipeline_gives_centrality_the_split():
+    """DVC reruns centrality when the split changes: it depends on the file the split stage writes."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert "${split.out}" in stages["split"]["outs"] and "${centrality.split}" in stages["centrality"]["deps"]
+    assert params["centrality"]["split"] == params["split"]["out"]
+
+
+def test_cli_on_explicit_tables_needs_the_split(tmp_path, monkeypatch, capsys):
+    """`prefgen centrality --tables T --out O` (no params.yaml here): without --split, one clear line and exit 2."""
+    write_tables(tmp_path / "tables")
+    write_split(tmp_path / "split.parquet", ALL_TRAIN)
+    monkeypatch.chdir(tmp_path)
+    base = ["centrality", "--tables", "tables", "--out", "out"]
+    assert app(base, standalone_mode=False) == 2  # without standalone mode the exit code is returned
+    assert capsys.readouterr().err.startswith("error: --tables needs --split") and not (tmp_path / "out").exists()
+    assert app([*base, "--split", "split.parquet"], standalone_mode=False) in (None, 0)
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["individuals"] == 10
+    assert pl.read_parquet(tmp_path / "out" / "individuals.parquet").height == 10
+
+
 def test_run_samples_above_the_threshold(tmp_path):
     write_tables(tmp_path / "tables")
-    metrics = run(CentralityConfig(exact_threshold=4, pivots=3), tmp_path / "tables", tmp_path / "out")
+    write_split(tmp_path / "split.parquet", ALL_TRAIN)
+    metrics = run(CentralityConfig(exact_threshold=4, pivots=3), tmp_path / "tables", tmp_path / "out", tmp_path / "split.parquet")
     assert metrics["individual"]["mode"] == "sampled" and metrics["individual"]["pivots"] == 3
     assert metrics["group"]["mode"] == "exact" and metrics["group"]["sampled_blocks"] == 0
 
@@ -301,7 +378,8 @@ def test_run_with_only_follows(tmp_path):
     ts = datetime(2026, 3, 1, tzinfo=UTC)
     write_table_atomic(pl.DataFrame({"follower_id": ["a", "b"], "followee_id": ["b", "c"], "since": [ts, ts]}),
                  tmp_path / "tables" / c.FOLLOWS_FILE, c.FOLLOWS_SCHEMA)
-    metrics = run(EXACT, tmp_path / "tables", tmp_path / "out")
+    write_split(tmp_path / "split.parquet", {})
+    metrics = run(EXACT, tmp_path / "tables", tmp_path / "out", tmp_path / "split.parquet")
     ind = pl.read_parquet(tmp_path / "out" / "individuals.parquet")
     assert ind["individual_id"].to_list() == ["a", "b", "c"] and ind["betweenness"].to_list() == [0.0, 1.0, 0.0]
     assert ind.select(ACTIVITY).sum().row(0) == (0,) * len(ACTIVITY)
@@ -312,9 +390,10 @@ def test_run_with_only_follows(tmp_path):
 
 def test_stage_writes_metrics_logs_mlflow_and_progress(tmp_path, capsys):
     write_tables(tmp_path / "tables")
+    write_split(tmp_path / "split.parquet", ALL_TRAIN)
     params = {"centrality": {"pivots": 256}, "tracking": {"experiment": "prefgen-test"}}
     metrics_path = tmp_path / "metrics" / "centrality.json"
-    result = stage.run(EXACT, tmp_path / "tables", tmp_path / "out", params, metrics_path, tmp_path)
+    result = stage.run(EXACT, tmp_path / "tables", tmp_path / "out", tmp_path / "split.parquet", params, metrics_path, tmp_path)
     assert json.loads(metrics_path.read_text()) == json.loads(json.dumps(result))
     err = capsys.readouterr().err
     for f in FEATURES:
