@@ -6,12 +6,14 @@ import json
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.request
+import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import pytest
@@ -48,6 +50,22 @@ def write_jsonl(path: Path, rows: list) -> Path:
 def _isolated_env(tmp_path_factory, monkeypatch):
     """No test touches the user's Prefect home or MLflow store."""
     isolate_env(monkeypatch, tmp_path_factory)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """torch's global generator starts every test, its fixtures included, from the run's seed (pytest-randomly's, printed
+    in the header; it reseeds random and numpy, not torch): a test's draws never depend on which tests ran before it."""
+    import torch
+
+    seed = item.config.getoption("randomly_seed", 0)
+    torch.manual_seed((seed + zlib.crc32(item.nodeid.encode())) % 2**32)
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    """The order's seed at the end of every run, `-q` included (pytest-randomly prints it only in the header)."""
+    seed = config.getoption("randomly_seed", None)
+    if seed is not None:
+        terminalreporter.write_line(f"tests ran in random order: --randomly-seed={seed} repeats it, -p no:randomly keeps file order")
 
 
 def isolate_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
@@ -117,18 +135,18 @@ def make_project(repo: Path) -> Path:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test on `trained_project` goes to one xdist worker (`make test` runs `-n 2 --dist loadgroup`): each
+    """Every test on the trained project goes to one xdist worker (`make test` runs `-n 2 --dist loadgroup`): each
     worker is its own session and would train the project again. Without xdist the mark does nothing."""
     for item in items:
-        if "trained_project" in getattr(item, "fixturenames", ()):
+        if "trained_original" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.xdist_group("trained_project"))
 
 
 @pytest.fixture(scope="session")
-def trained_project(tmp_path_factory):
+def trained_original(tmp_path_factory):
     """(project, first retrain's result): the tiny project after one real retrain flow, bundle version 1 the champion.
 
-    Shared by the flow tests (retrain, nightly, deployments) and the DVC test: training every stage is the slow part.
+    Trained once per session (training every stage is the slow part); tests never touch it, they get `trained_project`.
     """
     from prefect.testing.utilities import prefect_test_harness
 
@@ -140,6 +158,41 @@ def trained_project(tmp_path_factory):
         with prefect_test_harness(server_startup_timeout=None):
             first = retrain(str(repo))
     return repo, first
+
+
+@pytest.fixture
+def trained_project(trained_original, tmp_path):
+    """(project, first retrain's result): this test's own copy of the trained project, for the flow tests (retrain,
+    nightly, deployments) and the DVC test. A test that forgets someone, runs a night or edits params.yaml changes only
+    its copy, so every test starts from the project as the retrain left it, in any order."""
+    original, first = trained_original
+    return copy_project(original, tmp_path / "repo"), first
+
+
+def copy_project(original: Path, copy: Path) -> Path:
+    """A copy of a project with its MLflow store repointed at the copy: MLflow keeps absolute artefact locations."""
+    shutil.copytree(original, copy, symlinks=True, copy_function=link_dvc_cache_copy_rest)
+    for store in copy.glob("*.db"):
+        repoint_sqlite(store, str(original.resolve()), str(copy.resolve()))
+    return copy
+
+
+def link_dvc_cache_copy_rest(src: str, dst: str) -> None:
+    # DVC never changes a cache file in place (it writes new ones, named by hash): a copy may share them.
+    if f"{os.sep}.dvc{os.sep}cache{os.sep}" in src:
+        os.link(src, dst)
+    else:
+        shutil.copy2(src, dst)
+
+
+def repoint_sqlite(store: Path, old: str, new: str) -> None:
+    """Replace `old` by `new` in every text value of every table of a SQLite database."""
+    with closing(sqlite3.connect(store)) as db, db:
+        tables = [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in tables:
+            texts = [row[1] for row in db.execute(f'PRAGMA table_info("{table}")') if any(t in row[2].upper() for t in ("CHAR", "TEXT"))]
+            for column in texts:
+                db.execute(f'UPDATE "{table}" SET "{column}" = replace("{column}", ?, ?) WHERE instr("{column}", ?) > 0', (old, new, old))
 
 
 def free_port() -> int:

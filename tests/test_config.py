@@ -8,7 +8,8 @@ from tests.conftest import ROOT
 
 def test_shipped_params_load_into_typed_configs():
     params = load_params(ROOT / "params.yaml")
-    assert isinstance(ingest_config(params), IngestConfig)
+    cfg = ingest_config(params)
+    assert {key: getattr(cfg, key) for key in params["ingest"]} == params["ingest"]  # every value from the file, none defaulted
     assert tracking_config(params).experiment == "prefgen"
 
 

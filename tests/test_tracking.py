@@ -59,5 +59,7 @@ def test_tracking_uri_override_reaches_a_real_server(tmp_path, monkeypatch):
         assert not (tmp_path / "mlruns.db").exists()
         client = mlflow.MlflowClient(tracking_uri=url)
         assert client.get_run(active.info.run_id).data.metrics == {"read": 3.0}
-        tracking.tag_with_lock(CFG, tmp_path, "ingest", "flow-x", {"deps": {"a": "1"}, "outs": {}})  # no matching run: no-op
-        assert json.loads(json.dumps(client.get_run(active.info.run_id).data.tags))["prefgen.stage"] == "ingest"
+        # The run was logged outside any flow run, so another flow run's lineage must not claim it.
+        assert tracking.tag_with_lock(CFG, tmp_path, "ingest", "flow-x", {"deps": {"a": "1"}, "outs": {}}) == []
+        tags = client.get_run(active.info.run_id).data.tags
+        assert tags["prefgen.stage"] == "ingest" and "dvc.lock.sha256" not in tags

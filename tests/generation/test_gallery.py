@@ -131,13 +131,35 @@ def test_missing_column_or_image_is_a_clear_error(tmp_path):
     assert not (tmp_path / "out").exists()  # nothing half-written
 
 
+def require_chromium(path: Path) -> Path:
+    """`path` if it exists; else a skip with the reason, or a failure under CI (env CI set), where the browser test must run."""
+    if not path.exists():
+        reason = f"{path} is absent; install Debian's chromium with .ci/install-chromium"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the browser test: {reason}")
+        pytest.skip(reason)
+    return path
+
+
+def test_a_missing_chromium_fails_in_ci_and_skips_with_the_reason_elsewhere(tmp_path, monkeypatch):
+    absent = tmp_path / "chromium"
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match=re.escape(f"CI must run the browser test: {absent} is absent")):
+        require_chromium(absent)
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match=re.escape(f"{absent} is absent; install Debian's chromium")):
+        require_chromium(absent)
+    absent.write_bytes(b"")
+    assert require_chromium(absent) == absent  # once it exists it is handed back
+
+
 @pytest.mark.browser
-@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is absent; install Debian's chromium with .ci/install-chromium")
 def test_pages_in_headless_chromium(gallery):
     from playwright.sync_api import sync_playwright
 
+    chromium = require_chromium(CHROMIUM)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page()
             failed: list[str] = []

@@ -77,7 +77,12 @@ def test_soft_feature_has_a_finite_nonzero_gradient():
     assert pixels.grad.abs().sum() > 0
 
 
-def test_deterministic():
+def test_an_image_gets_the_same_feature_alone_in_any_batch_and_from_a_fresh_module():
+    """No state in the module and no mixing across the batch: the feature is a function of the image alone."""
     module = ColourHistogram()
-    pixels = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(4))
-    assert torch.equal(module(pixels), module(pixels))
+    pixels = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(4))
+    batch = module(pixels)
+    assert torch.allclose(batch[1:2], module(pixels[1:2]), atol=1e-6)
+    assert torch.allclose(batch.flip(0), module(pixels.flip(0)), atol=1e-6)
+    assert torch.equal(ColourHistogram()(pixels), batch)
+    assert not torch.allclose(batch[0], batch[1])  # the images differ, so must their features
