@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import State, flow, get_run_logger, task
 from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
@@ -23,7 +23,15 @@ from prefgen.config import load_params, section_config, tracking_config
 from prefgen.registry import register
 
 
-@task(retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=10), retry_jitter_factor=0.5)
+def retry_if_transient(stage_task: Any, task_run: Any, state: State) -> bool:
+    """Retry a stage only when its failure may not repeat (pipeline.StageError.transient): a stage's own error
+    (a bug, bad data, a bad setting) fails the same way again, and each retry would cost minutes of backoff."""
+    error = state.data
+    return not isinstance(error, pipeline.StageError) or error.transient
+
+
+@task(retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=10), retry_jitter_factor=0.5,
+      retry_condition_fn=retry_if_transient)
 def dvc_stage(stage: str, root: str, stale: bool) -> dict[str, Any]:
     """Reproduce one stage when the flow found it stale; return its dvc.lock digests and whether they changed."""
     logger = get_run_logger()
@@ -34,8 +42,7 @@ def dvc_stage(stage: str, root: str, stale: bool) -> dict[str, Any]:
         return {"stage": stage, "ran": False, "changed": False, "lock": before}
     run_id = str(flow_run.get_id() or "")
     logger.info("stage %s is stale: running dvc repro --single-item %s", stage, stage)
-    for line in pipeline.repro(repo, stage, flow_run_id=run_id)[-20:]:
-        logger.info("%s: %s", stage, line)
+    pipeline.repro(repo, stage, flow_run_id=run_id, on_line=lambda line: logger.info("%s: %s", stage, line))
     lock = pipeline.lock_entry(repo, stage)
     tagged = tracking.tag_with_lock(tracking_config(load_params(repo / "params.yaml")), repo, stage, run_id, lock)
     logger.info("stage %s done; lineage tags on MLflow run(s) %s", stage, ", ".join(tagged) or "(none logged)")

@@ -12,6 +12,8 @@ import json
 import os
 import subprocess
 import sys
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -21,7 +23,18 @@ from prefgen.tracking import FLOW_RUN_ENV
 
 
 class StageError(RuntimeError):
-    """A DVC command failed; the message carries the tail of its output."""
+    """A DVC command failed; the message carries the tail of its output.
+    `transient`: the failure may not repeat (DVC's lock held, the stage killed by a signal), so a retry can help."""
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+# What DVC prints when another DVC process holds the repo, or when the stage was killed (the OOM killer, a
+# preemption): only these can pass on a retry; a stage's own error would repeat, so retrying it only costs time.
+_TRANSIENT = ("Unable to acquire lock", "exited with -9", "exited with 137", "exited with -15", "exited with 143")
+_TAIL_LINES = 60  # lines of a failed command's output kept for its StageError
 
 
 def _stages(root: Path) -> dict[str, dict[str, Any]]:
@@ -93,16 +106,40 @@ def read_lock(root: Path) -> dict[str, Any]:
     return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("stages", {}) if path.is_file() else {}
 
 
-def _dvc(root: Path, *args: str, env: dict[str, str] | None = None, merge_stderr: bool = False) -> str:
+def _env(extra: dict[str, str] | None) -> dict[str, str]:
     # Stage commands say `python`: make it this interpreter (the project's virtualenv)
     # even when the caller did not activate it, e.g. `.venv/bin/python -m flows.retrain`.
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    # Unbuffered: a Python stage writing to a pipe would otherwise hold its lines back until it ends.
+    return {**os.environ, "PATH": path, "PYTHONUNBUFFERED": "1", **(extra or {})}
+
+
+def _failed(args: tuple[str, ...], code: int, tail: str) -> StageError:
+    return StageError(f"`dvc {' '.join(args)}` failed (exit {code}):\n{tail}",
+                      transient=code < 0 or any(marker in tail for marker in _TRANSIENT))
+
+
+def _dvc(root: Path, *args: str) -> str:
     done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True,
-                          env={**os.environ, "PATH": path, **(env or {})}, check=False)
+                          env=_env(None), check=False)
     if done.returncode != 0:
-        tail = (done.stdout + done.stderr).strip()[-3000:]
-        raise StageError(f"`dvc {' '.join(args)}` failed (exit {done.returncode}):\n{tail}")
-    return done.stdout + done.stderr if merge_stderr else done.stdout
+        raise _failed(args, done.returncode, (done.stdout + done.stderr).strip()[-3000:])
+    return done.stdout
+
+
+def _dvc_streamed(root: Path, args: tuple[str, ...], on_line: Callable[[str], None], env: dict[str, str] | None) -> None:
+    """Run DVC, handing each line of its output (and its stage's) to `on_line` as soon as it is written."""
+    tail: deque[str] = deque(maxlen=_TAIL_LINES)
+    with subprocess.Popen([sys.executable, "-m", "dvc", *args], cwd=root, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, env=_env(env)) as process:
+        for raw in process.stdout:
+            # A progress bar redraws its line with carriage returns: keep what a terminal would show last.
+            line = raw.decode("utf-8", errors="replace").rstrip("\r\n").split("\r")[-1].strip()
+            if line:
+                tail.append(line)
+                on_line(line)
+    if process.returncode != 0:
+        raise _failed(args, process.returncode, "\n".join(tail))
 
 
 def is_changed(root: Path, stage: str) -> bool:
@@ -121,11 +158,20 @@ def stale_stages(root: Path) -> list[str]:
 _DVC_HINTS = ("To track the changes", "git add", "auto staging", "autostage", "dvc push", "dvc config")
 
 
-def repro(root: Path, stage: str, flow_run_id: str | None = None) -> list[str]:
-    """Run exactly one stage with `dvc repro --single-item`; returns the output lines worth logging."""
+def repro(root: Path, stage: str, flow_run_id: str | None = None, on_line: Callable[[str], None] | None = None) -> list[str]:
+    """Run exactly one stage with `dvc repro --single-item`; returns the output lines worth logging.
+    `on_line` gets each of those lines while the stage runs (a flow logs them as they come)."""
     env = {FLOW_RUN_ENV: flow_run_id} if flow_run_id else None
-    output = _dvc(root, "repro", "--single-item", stage, env=env, merge_stderr=True)
-    return [line.strip() for line in output.splitlines() if line.strip() and not any(h in line for h in _DVC_HINTS)]
+    kept: list[str] = []
+
+    def keep(line: str) -> None:
+        if not any(hint in line for hint in _DVC_HINTS):
+            kept.append(line)
+            if on_line is not None:
+                on_line(line)
+
+    _dvc_streamed(root, ("repro", "--single-item", stage), keep, env)
+    return kept
 
 
 def lock_entry(root: Path, stage: str) -> dict[str, Any]:

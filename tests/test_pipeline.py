@@ -44,6 +44,21 @@ def test_flow_helpers_run_stages_without_an_activated_virtualenv(project, monkey
     assert not pipeline.is_changed(project, "ingest")
 
 
+def test_only_a_stage_killed_by_a_signal_is_a_failure_worth_retrying(tmp_path, monkeypatch):
+    """The retrain flow retries a stage only on a transient StageError: a stage's own error would fail again."""
+    monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
+    run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], tmp_path)
+    (tmp_path / "dvc.yaml").write_text("stages:\n"
+                                       "  crash:\n    cmd: python -c \"import sys; sys.exit('bad input')\"\n"
+                                       "  killed:\n    cmd: python -c \"import os, signal; os.kill(os.getpid(), signal.SIGKILL)\"\n")
+    with pytest.raises(pipeline.StageError, match="(?s)bad input.*failed to reproduce 'crash'") as own:
+        pipeline.repro(tmp_path, "crash")
+    assert not own.value.transient
+    with pytest.raises(pipeline.StageError, match="failed to reproduce 'killed'") as killed:
+        pipeline.repro(tmp_path, "killed")
+    assert killed.value.transient
+
+
 def test_repro_then_noop_then_forget_reruns(trained_project):
     """On the project the retrain flow trained (tests/conftest.py): plain `dvc repro` agrees it is up to date;
     a deletion request then makes DVC plan exactly the stages downstream of the tables, and Step 1's chain reruns."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,9 +33,13 @@ from prefgen.generation.image_sets import (
     machine,
 )
 from prefgen.registry import store
-from prefgen.registry.bundle import Bundle, sha256_file
+from prefgen.registry.bundle import Bundle, BundleError, sha256_file
 
 MANIFEST_ARTIFACT = "manifest"  # run artefact folder holding manifest.parquet
+
+
+class BundleChanged(store.RegistryError):
+    """The bundle version that made an image no longer holds the same bundle: the image cannot be made again."""
 
 
 @dataclass(frozen=True)
@@ -94,22 +99,41 @@ def _manifests_in_runs(client: MlflowClient) -> list[tuple[str, pl.DataFrame]]:
     return found
 
 
+def _looked_up_by(path: Path, target: str) -> list[str]:
+    """The sha256 (prefixes) to find an image's row by: a file's bytes, then its name (images are saved as <sha256>.png),
+    so a file edited since it was made is still found, and then told apart; else the sha256 given."""
+    if not path.is_file():
+        return [target.lower()]
+    named = [path.stem.lower()] if re.fullmatch(r"[0-9a-f]{64}", path.stem.lower()) else []
+    return [sha256_file(path)] + named
+
+
 def locate(target: str, client: MlflowClient, manifest: Path | None = None) -> tuple[dict[str, Any], str]:
     """(manifest row, where it was found) of an image given by file path or (a prefix of) its sha256."""
     path = Path(target)
-    sha = sha256_file(path) if path.is_file() else target.lower()
+    shas = _looked_up_by(path, target)
     candidates = [manifest] if manifest else ([path.parent.parent / MANIFEST, path.parent / MANIFEST] if path.is_file() else [])
-    for candidate in candidates:
-        if candidate and candidate.is_file():
-            row = find_row(pl.read_parquet(candidate), sha)
+    nearby = [(str(c), pl.read_parquet(c)) for c in candidates if c and c.is_file()]
+    for frames in (lambda: nearby, lambda: _manifests_in_runs(client)):  # the runs' manifests only when needed
+        for where, frame in frames():
+            row = next(filter(None, (find_row(frame, sha) for sha in shas)), None)
             if row:
-                return row, str(candidate)
-    for where, frame in _manifests_in_runs(client):
-        row = find_row(frame, sha)
-        if row:
-            return row, where
-    raise store.RegistryError(f"no manifest row for image {sha[:16]} (looked in {[str(c) for c in candidates if c]} "
+                return row, where
+    raise store.RegistryError(f"no manifest row for image {shas[0][:16]} (looked in {[str(c) for c in candidates if c]} "
                               "and every generation run's manifest)")
+
+
+def _load_maker(client: MlflowClient, row: dict[str, Any]) -> LoadedBundle:
+    """The bundle version that made the image, refused as BundleChanged when it no longer holds that bundle."""
+    made_by = f"{row['bundle_model']} version {row['bundle_version']}"
+    try:
+        loaded = load_version(client, row["bundle_model"], str(row["bundle_version"]))
+    except (store.RegistryError, BundleError) as err:
+        raise BundleChanged(f"{made_by}, which made the image, changed since: {err}") from err
+    if loaded.ref.digest != row["bundle_digest"]:
+        raise BundleChanged(f"{made_by} now has digest {loaded.ref.digest[:12]}, the image was made by "
+                            f"{row['bundle_digest'][:12]}: the same version no longer holds the same models")
+    return loaded
 
 
 def regenerate(cfg_tracking: TrackingConfig, root: Path, target: str, manifest: Path | None = None,
@@ -118,10 +142,7 @@ def regenerate(cfg_tracking: TrackingConfig, root: Path, target: str, manifest: 
     tracking.configure(cfg_tracking, root)
     client = MlflowClient()
     row, where = locate(target, client, manifest)
-    loaded = load_version(client, row["bundle_model"], str(row["bundle_version"]))
-    if loaded.ref.digest != row["bundle_digest"]:
-        raise store.RegistryError(f"version {row['bundle_version']} now has digest {loaded.ref.digest[:12]}, "
-                                  f"the image was made by {row['bundle_digest'][:12]}")
+    loaded = _load_maker(client, row)
     pipe = loaded.bundle.pipeline(GuidanceConfig(**json.loads(row["sampler"])))
     request = BatchRequest(row["segment"], row["prompt"], tuple(int(s) for s in row["batch_seeds"]))
     data, again = generate_batch(pipe, request, loaded.ref)[int(row["batch_index"])]
@@ -129,6 +150,8 @@ def regenerate(cfg_tracking: TrackingConfig, root: Path, target: str, manifest: 
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(data)
     same_machine = row.get("machine") == machine()
+    file_sha = sha256_file(Path(target)) if Path(target).is_file() else row["image_sha256"]
     return {"image_sha256": row["image_sha256"], "regenerated_sha256": again["image_sha256"],
             "match": again["image_sha256"] == row["image_sha256"], "manifest": where,
+            "file_sha256": file_sha, "file_matches_manifest": file_sha == row["image_sha256"],
             "same_kind_of_machine": same_machine, "made_on": row.get("machine"), "now_on": machine()}

@@ -10,12 +10,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import mlflow
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
 
 from prefgen import pipeline, tracking
 from prefgen.config import ingest_config, section_config, tracking_config
@@ -29,6 +35,40 @@ from prefgen.registry.store import RegistryError
 from prefgen.stages.common import world_tags
 
 EVAL_STAGES = ("eval_graph", "eval_mapper", "eval_generation")
+PROBE_TIMEOUT_S = 5  # MLflow's client retries an unreachable server for minutes before it gives up
+# While registering, MLflow's client gives up on a lost server within seconds (unless the environment sets these).
+FAIL_FAST = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+
+
+def unreachable(uri: str) -> str:
+    """Why the tracking server at `uri` does not answer ("" when it does, or when `uri` is no server)."""
+    if not uri.startswith(("http://", "https://")):
+        return ""
+    try:
+        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=PROBE_TIMEOUT_S).close()
+    except urllib.error.HTTPError:
+        return ""  # it answered: a server without /health is still a server
+    except (OSError, ValueError) as err:
+        return str(getattr(err, "reason", err))
+    return ""
+
+
+@contextmanager
+def _fail_fast(uri: str) -> Iterator[None]:
+    """A tracking server lost mid-way fails the registration within seconds, with an error that says what to do."""
+    added = {key: value for key, value in FAIL_FAST.items() if key not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    except MlflowException as err:
+        reason = unreachable(uri)
+        if reason:
+            raise RegistryError(f"the MLflow tracking server {uri} stopped answering while registering ({reason}): run "
+                                "register again once it answers; a version registered but not judged is judged then") from err
+        raise
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
 
 
 def eval_set_digest(cfg: RegistryConfig, params: dict[str, Any], root: Path) -> str:
@@ -100,14 +140,23 @@ def run(cfg: RegistryConfig, params: dict[str, Any], root: Path, log=print, flow
     if stale:
         raise RegistryError(f"the pipeline is not up to date (stale: {stale}): a bundle would mix models or metrics of "
                             "different runs; run the retrain flow (python -m flows.retrain) or dvc repro first")
+    uri = tracking.tracking_uri(tracking_config(params), root)
+    reason = unreachable(uri)
+    if reason:
+        raise RegistryError(f"the MLflow tracking server {uri} does not answer ({reason}): nothing was registered; start "
+                            "it, or point MLFLOW_TRACKING_URI (or params.tracking) at one that runs")
+    with _fail_fast(uri):
+        return _register(cfg, params, root, log, flow_run_id)
+
+
+def _register(cfg: RegistryConfig, params: dict[str, Any], root: Path, log, flow_run_id: str) -> dict[str, Any]:
     tracking.configure(tracking_config(params), root)
     client = mlflow.MlflowClient()
     inputs = inputs_digest(cfg, params, root)
     same = store.find_by_digest(client, cfg.model_name, inputs, tag=store.INPUTS_TAG)
     if same is not None:
         log(f"nothing changed since {cfg.model_name} version {same.version} was registered (same dvc.lock and settings)")
-        return {"version": str(same.version), "created": False, "digest": same.tags.get("bundle.digest", ""),
-                "aliases": list(same.aliases)}
+        return _judged(client, cfg, same, log)
     parts = {name: root / cfg.parts[name] for name in PARTS}
     catalogue = mapped_embeddings(parts["mapper"], root / cfg.features_dir, split_ids(root / cfg.split, "train"))
     lineage = collect_lineage(cfg, params, root, flow_run_id)
@@ -117,7 +166,7 @@ def run(cfg: RegistryConfig, params: dict[str, Any], root: Path, log=print, flow
     if existing is not None:
         client.set_model_version_tag(cfg.model_name, existing.version, store.INPUTS_TAG, inputs)  # next time: no assembly
         log(f"bundle {digest[:12]} is already {cfg.model_name} version {existing.version}: nothing registered")
-        return {"version": str(existing.version), "created": False, "digest": digest, "aliases": list(existing.aliases)}
+        return _judged(client, cfg, existing, log)
     metrics, eval_set = read_gate_metrics(root / cfg.metrics_dir, cfg.gate_metrics), eval_set_digest(cfg, params, root)
     with tracking.stage_run("register", {"registry": asdict(cfg)}, tracking_config(params), root, flow_run_id):
         mlflow.set_tags(world_tags(params, root))
@@ -129,3 +178,16 @@ def run(cfg: RegistryConfig, params: dict[str, Any], root: Path, log=print, flow
     aliases = list(client.get_model_version(cfg.model_name, version.version).aliases)
     return {"version": str(version.version), "created": True, "digest": digest, "gate": "passed" if decision.passed else "refused",
             "reasons": decision.reasons, "aliases": aliases, "metrics": metrics, "eval_set_sha256": eval_set}
+
+
+def _judged(client: mlflow.MlflowClient, cfg: RegistryConfig, version: ModelVersion, log) -> dict[str, Any]:
+    """An already registered version, as it stands; one whose registration lost the server before the champion gate
+    judged it is judged now, so no version stays half-registered."""
+    found = {"version": str(version.version), "created": False, "digest": version.tags.get("bundle.digest", "")}
+    if "gate.decision" in version.tags:
+        return found | {"aliases": list(version.aliases)}
+    log(f"{cfg.model_name} version {version.version} was registered, but its registration stopped before the champion gate")
+    decision = store.gate(client, cfg, version)
+    log(f"champion gate: {decision.summary()}")
+    return found | {"gate": "passed" if decision.passed else "refused", "reasons": decision.reasons,
+                    "aliases": list(client.get_model_version(cfg.model_name, version.version).aliases)}
