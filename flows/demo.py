@@ -17,6 +17,7 @@ from typing import Any
 from prefect import flow
 
 from flows import nightly as nightly_flow
+from flows import params_or_exit
 from flows import retrain as retrain_flow
 
 
@@ -28,6 +29,7 @@ def demo(root: str = ".") -> dict[str, Any]:
 
 
 def main(root: str = ".") -> None:
+    params_or_exit(root)
     done = demo(root)
     retrain_flow.report(done["retrain"], Path(root).resolve())
     nightly_flow.report(done["nightly"])

@@ -30,6 +30,7 @@ from prefect.runtime import flow_run
 from prefect.schedules import Cron
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows import params_or_exit
 from prefgen import tracking
 from prefgen.atomic import write_atomic
 from prefgen.config import ConfigError, TrackingConfig, ingest_config, load_params, section_config, tracking_config
@@ -216,6 +217,7 @@ def main() -> None:
             check_night(args.night)
         except ConfigError as err:
             parser.error(str(err))  # one line and exit 2, like the prefgen command
+    params_or_exit(args.root)
     if args.serve:
         nightly.serve(name="nightly-dev", parameters={"root": str(Path(args.root).resolve()), "campaign": args.campaign},
                       schedule=Cron(CRON, timezone=TIMEZONE, slug=SLUG))

@@ -18,6 +18,7 @@ from prefect import State, flow, get_run_logger, task
 from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
+from flows import params_or_exit
 from prefgen import pipeline, tracking
 from prefgen.config import load_params, section_config, tracking_config
 from prefgen.registry import register
@@ -99,6 +100,7 @@ def report(summary: list[dict[str, Any]], repo: Path) -> None:
 
 
 def main(root: str = ".") -> None:
+    params_or_exit(root)
     report(retrain(root), Path(root).resolve())
 
 

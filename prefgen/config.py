@@ -354,6 +354,14 @@ def section_config(params: dict[str, Any] | None, name: str) -> Any:
     return from_section(SECTIONS[name], resolve_profile(params, name), name)
 
 
+def checked_params(path: Path) -> dict[str, Any]:
+    """params.yaml with every section built into its typed config, so a flow names a mistake before it starts."""
+    params = load_params(path)
+    for name in SECTIONS:
+        section_config(params, name)
+    return params
+
+
 def train_graph_config(params: dict[str, Any]) -> TrainGraphConfig:
     return section_config(params, "train_graph")
 

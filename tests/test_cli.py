@@ -94,3 +94,15 @@ def test_a_standalone_run_leaves_the_pipelines_metrics_and_lineage_alone(tmp_pat
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns.db'}")
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert [(r.data.tags.get("prefgen.standalone"), r.data.tags.get("prefgen.stage")) for r in runs] == [("centrality", None)]
+
+
+def test_a_flow_names_a_params_mistake_in_one_line_before_it_starts(tmp_path):
+    """The flows check every section first: a bad value is one line and exit 2, not a flow's traceback."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["train_vq"]["profiles"]["demo"]["epochs"] = -1
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for flow in ("retrain", "nightly"):  # demo calls the same check
+        done = subprocess.run([sys.executable, "-m", f"flows.{flow}", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
+        lines = done.stderr.strip().splitlines()
+        assert (done.returncode, len(lines)) == (2, 1), done.stderr
+        assert lines[0].startswith("error: params.train_vq.epochs") and "Traceback" not in done.stderr
