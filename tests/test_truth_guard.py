@@ -11,15 +11,13 @@ read fails the stage).
 """
 
 import os
-import shlex
 import sys
-from pathlib import Path
 
 import yaml
 
 from prefgen import pipeline
-from prefgen.cli import app
-from tests.conftest import DEFAULT_WORLD, ROOT, shrink
+from tests.conftest import ROOT
+from tests.tiny_pipeline import TINY_WORLD, run_command, tiny_params, write_params
 
 EVALUATION_STAGES = {"reference", "eval_graph", "eval_mapper", "eval_generation"}  # stages allowed to read truth (plus `synth`, which writes it)
 
@@ -45,38 +43,14 @@ def test_no_library_module_outside_eval_names_truth():
 
 GUARDED_STAGES = {"ingest", "split", "centrality", "train_graph", "train_clip", "visual_features", "train_mapper",
                    "train_vq", "train_w", "train_diffusion", "train_oracle"}
-GUARD_WORLD = "world-guard"
-
-
-def tiny_params() -> dict:
-    """params.yaml on a tiny world, every trainer at one or two epochs and one thread, no MLflow run."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text().replace(DEFAULT_WORLD, GUARD_WORLD))
-    shrink(params, "synth", n_individuals=200, n_communities=3, n_groups=20, group_size_max=10, n_images=80)
-    shrink(params, "centrality", threads=1)
-    shrink(params, "train_graph", max_epochs=1, influence_folds=2)
-    shrink(params, "train_clip", epochs=1, vision_width=32, vision_layers=1, vision_heads=2, threads=1)
-    shrink(params, "train_mapper", max_epochs=1)
-    shrink(params, "train_w", max_epochs=2)
-    shrink(params, "train_vq", block_out_channels=[8, 8, 8], norm_num_groups=4, num_vq_embeddings=32, epochs=1, threads=1)
-    shrink(params, "train_diffusion", block_out_channels=[8, 16], norm_num_groups=4, epochs=1, threads=1)
-    shrink(params, "train_oracle", n_train=64, n_test=16, width=4, feature_dim=8, epochs=1, threads=1)
-    params["tracking"]["enabled"] = False
-    return params
-
-
-def run_command(cmd: str) -> None:
-    """A dvc.yaml `python -m prefgen ...` command, run in this process (so the audit hook sees its opens)."""
-    args = shlex.split(cmd)
-    assert args[:3] == ["python", "-m", "prefgen"], cmd
-    code = app(args[3:], standalone_mode=False)  # without standalone mode a failing command returns its exit code
-    assert code in (None, 0), f"{cmd} exited {code}"
+GUARD_WORLD = TINY_WORLD
 
 
 def test_every_non_evaluation_stage_runs_with_truth_out_of_reach(tmp_path, monkeypatch):
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     guarded = [s for s in pipeline.stage_order(ROOT) if s not in EVALUATION_STAGES | {"synth"}]
     assert set(guarded) == GUARDED_STAGES  # a new stage is guarded here, or named an evaluation stage above
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    write_params(tmp_path, tiny_params())
     monkeypatch.chdir(tmp_path)
     run_command(stages["synth"]["cmd"])
     truth = tmp_path / "data" / "truth"
