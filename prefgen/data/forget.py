@@ -92,6 +92,7 @@ class Forgetting:
         self.dropping = set(log.filter(pl.col("images") == "drop")["subject_sha256"].to_list())
         self.dropped_images = dropped_image_hashes(out_dir)
         self.new_dropped: set[str] = set()  # images of forgotten owners first seen in this batch
+        self._new_dropped_ids: set[str] = set()  # their ids, in memory only: to purge events committed before
 
     def events(self, frame: pl.DataFrame) -> tuple[pl.DataFrame, int]:
         """(the rows to keep, how many went)."""
@@ -106,10 +107,20 @@ class Forgetting:
             return frame, 0
         owner = _hashes_of(frame["owner_id"])
         drop = owner.is_in(list(self.dropping)).fill_null(False)
-        self.new_dropped |= set(_hashes_of(frame.filter(drop)["image_id"]).to_list()) - self.dropped_images
+        dropped = frame.filter(drop)["image_id"]
+        self.new_dropped |= set(_hashes_of(dropped).to_list()) - self.dropped_images
+        self._new_dropped_ids |= set(dropped.to_list())
         unlink = owner.is_in(list(self.subjects - self.dropping)).fill_null(False)
         kept = frame.with_columns(owner_id=pl.when(unlink).then(None).otherwise(pl.col("owner_id")))
         return kept.filter(~drop), int(drop.sum())
+
+    def checkpoint(self) -> tuple[frozenset[str], frozenset[str]]:
+        """The images dropped so far in this batch, to restore if the file being read fails."""
+        return frozenset(self.new_dropped), frozenset(self._new_dropped_ids)
+
+    def restore(self, checkpoint: tuple[frozenset[str], frozenset[str]]) -> None:
+        """Undo what a file that failed dropped: its rows are discarded, and it is read again next run."""
+        self.new_dropped, self._new_dropped_ids = set(checkpoint[0]), set(checkpoint[1])
 
     def purge_staged(self, staged: list[Path], counts: dict[str, Any]) -> None:
         """Drop from staged event files the events on images dropped in this batch (a manifest may come
@@ -124,8 +135,13 @@ class Forgetting:
                     counts[source].forgotten += n
                 frame.filter(~on_image).write_parquet(path, compression="lz4")
 
-    def save(self, out_dir: Path) -> None:
+    def save(self, out_dir: Path) -> int:
+        """Record this batch's dropped images and remove the events earlier batches committed on them (a manifest
+        may come runs after the events, e.g. one retried after it failed); returns how many events went."""
+        on_image = pl.col("target_id").is_in(list(self._new_dropped_ids)) & pl.col("type").is_in(c.IMAGE_TARGET_TYPES)
+        removed = _rewrite_parts(out_dir / c.EVENTS_DIR, ~on_image, c.EVENTS_SCHEMA) if self._new_dropped_ids else 0
         _add_dropped_images(out_dir, self.new_dropped)
+        return removed
 
 
 def _rewrite_parts(folder: Path, keep: pl.Expr, schema) -> int:

@@ -125,7 +125,7 @@ class _Batch:
         counts = FileCounts()
         fields, int_ok = (c.EVENT_FIELDS, _EVENT_INT_OK) if rf.kind == "events" else (c.IMAGE_FIELDS, ("image_id", "owner_id"))
         handle = self._events_chunk if rf.kind == "events" else self._images_chunk
-        seq_before, images_before = self._seq, len(self.images)
+        seq_before, images_before, dropped_before = self._seq, len(self.images), self.forgetting.checkpoint()
         try:
             if rf.error:
                 raise OSError(rf.error)
@@ -135,6 +135,7 @@ class _Batch:
         except Exception as err:  # opening or decompressing failed (rows' own errors are quarantined as rows)
             self._drop_staged_since(seq_before)
             del self.images[images_before:]
+            self.forgetting.restore(dropped_before)
             self._record_unreadable(rf, f"{type(err).__name__}: {err}")
             counts = FileCounts()
         self.counts[rf.source] = counts

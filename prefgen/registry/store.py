@@ -108,16 +108,14 @@ def register(client: MlflowClient, cfg: RegistryConfig, folder: Path, metrics: d
     if existing is not None:
         return existing, False
     info = mlflow.pyfunc.log_model(name="bundle", loader_module="prefgen.registry.pyfunc", data_path=str(folder),
-                                   registered_model_name=cfg.model_name, pip_requirements=requirements(),
-                                   metadata={"bundle_digest": digest})
+                                   pip_requirements=requirements(), metadata={"bundle_digest": digest})
     mlflow.log_dict(lineage, "lineage/lineage.json")
-    version = str(info.registered_model_version)
     tags = {"bundle.digest": digest, "eval_set.sha256": eval_set, "gate.metrics": json.dumps(metrics, sort_keys=True),
             "register.run_id": mlflow.active_run().info.run_id, "git.commit": lineage.get("git", {}).get("git.commit", ""),
             INPUTS_TAG: inputs}
-    for key, value in tags.items():
-        client.set_model_version_tag(cfg.model_name, version, key, value)
-    return client.get_model_version(cfg.model_name, version), True
+    # The version is created with its tags in one request: a server lost mid-way leaves a tagged version or none.
+    version = mlflow.register_model(info.model_uri, cfg.model_name, tags=tags)
+    return client.get_model_version(cfg.model_name, version.version), True
 
 
 def _read_json_tag(client: MlflowClient, name: str, key: str) -> list:

@@ -1,5 +1,7 @@
 """`forget`: a deletion request removes an individual and stays honoured on later ingests."""
 
+import gzip
+import hashlib
 import json
 from datetime import UTC, datetime
 
@@ -8,7 +10,7 @@ import pytest
 
 from prefgen.config import IngestConfig
 from prefgen.data import contract as c
-from prefgen.data.forget import ForgetError, forget, forgotten_hashes, subject_hash
+from prefgen.data.forget import ForgetError, dropped_image_hashes, forget, forgotten_hashes, subject_hash
 from prefgen.data.ingest import run
 from tests.conftest import event, write_jsonl
 
@@ -183,3 +185,30 @@ def test_unknown_id_is_an_error_unless_forced_and_a_repeat_changes_nothing(tmp_p
     assert again.exit_code == 0 and again.stdout == "" and len(again.stderr.splitlines()) == 1
     assert again.stderr.startswith(f"already forgotten (sha256 {subject_hash('alice')[:12]}")
     assert _snapshot(out) == done  # nothing rewritten: DVC sees no change
+
+
+def test_a_manifest_failing_midway_drops_no_image_until_it_reads_whole(tmp_path):
+    """alice's img9 in the first chunk of a gzip manifest whose body breaks later: the file's rows are discarded and
+    so is img9's drop (the file is read again next run); once it reads, the tables equal those without alice's lines."""
+    raw, out, ref_raw, ref_out = tmp_path / "raw", tmp_path / "out", tmp_path / "ref_raw", tmp_path / "ref_out"
+    cfg = IngestConfig(chunk_bytes=1024)
+    _write(raw, FIRST)
+    run(cfg, raw, out, now=NOW)
+    forget(out, "alice", requested_by="dpo", now=NOW)
+    dropped = dropped_image_hashes(out)
+    others = [_img(hashlib.sha256(str(i).encode()).hexdigest(), "dan") for i in range(2000)]  # hex: gzip keeps it long
+    later = {"b.jsonl": LATER["b.jsonl"], "images2.jsonl": LATER["images2.jsonl"] + others}
+    write_jsonl(raw / "b.jsonl", later["b.jsonl"])
+    whole = gzip.compress(write_jsonl(tmp_path / "manifest.jsonl", later["images2.jsonl"]).read_bytes())
+    (raw / "images2.jsonl.gz").write_bytes(whole[: len(whole) // 2])
+    counts = run(cfg, raw, out, now=NOW)
+    assert counts["unreadable_files"] == ["images2.jsonl.gz"]
+    assert dropped_image_hashes(out) == dropped  # img9's drop came from rows that were discarded
+
+    (raw / "images2.jsonl.gz").write_bytes(whole)
+    assert run(cfg, raw, out, now=NOW)["unreadable_files"] == []
+    _write(ref_raw, _without(FIRST, "alice", "drop") | _without(later, "alice", "drop"))
+    run(cfg, ref_raw, ref_out, now=NOW)
+    got, expected = _tables(out), _tables(ref_out)
+    for name in expected:  # the click on img9, committed while its manifest failed, went when the manifest read
+        assert got[name].equals(expected[name]), f"{name}:\n{got[name]}\n!=\n{expected[name]}"

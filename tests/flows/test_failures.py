@@ -20,6 +20,7 @@ import yaml
 from prefect import flow
 from typer.testing import CliRunner
 
+from flows.nightly import _prepare as nightly_prepare
 from flows.retrain import dvc_stage, register_bundle, retrain
 from prefgen import tracking
 from prefgen.cli import app
@@ -215,3 +216,31 @@ def test_regenerate_exits_1_and_says_why_when_the_file_or_its_bundle_changed(tra
     changed = CliRunner().invoke(app, ["regenerate", str(image)])
     assert changed.exit_code == 1, changed.output
     assert "MISMATCH: prefgen-bundle version 1, which made the image, changed since" in changed.output
+
+
+def test_a_worse_bundle_becomes_challenger_and_the_champion_keeps_serving(trained_project):
+    project, first = trained_project
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    tolerance = next(m["tolerance"] for m in params["registry"]["gate_metrics"] if m["name"] == "eval_graph.influence_spearman")
+    champion_rho = first[-1]["metrics"]["eval_graph.influence_spearman"]
+    assert champion_rho > tolerance  # what makes the bundle below worse by construction, not by its seed
+    # Without the influence attention every member of a group weighs the same; a constant within every group scores
+    # Spearman 0 there (eval/reference.group_spearman), so influence_spearman is exactly 0, below champion - tolerance.
+    # train_graph and what reads its models rerun; ingest, split, centrality, clip, features, vq and oracle do not.
+    params["train_graph"]["use_influence"] = False
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    with task_logs() as messages:
+        result = retrain(str(project))
+    assert [r["stage"] for r in result[:-1] if r["ran"]] == ["train_graph", "eval_graph", "train_mapper", "eval_mapper",
+                                                              "train_w", "train_diffusion", "eval_generation"]
+    bundle = result[-1]
+    assert (bundle["version"], bundle["created"], bundle["gate"], bundle["aliases"]) == ("2", True, "refused", ["challenger"])
+    assert bundle["metrics"]["eval_graph.influence_spearman"] == 0.0
+    assert bundle["reasons"][0].startswith(f"eval_graph.influence_spearman 0.0000 vs champion {champion_rho:.4f} (WORSE")
+    assert any(m.startswith("champion gate refused version 2 (now challenger)") for m in messages)
+    assert bundle_versions(project) == {"1": ["champion"], "2": ["challenger"]}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(project)
+        night = nightly_prepare(str(project), None, "after-a-worse-retrain")  # how the nightly flow resolves its bundle
+    assert (night.cfg.bundle, night.loaded.ref.version) == ("champion", "1")

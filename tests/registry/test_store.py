@@ -1,7 +1,11 @@
 """The registry against a real `mlflow server` process: the champion gate, promote, rollback, one version per bundle."""
 
+import sqlite3
+from contextlib import closing
+
 import mlflow
 import pytest
+from mlflow.exceptions import MlflowException
 
 from prefgen.registry import store
 from prefgen.registry.config import GateMetric, RegistryConfig
@@ -74,3 +78,23 @@ def test_the_gate_refuses_a_worse_bundle_and_champion_moves_by_hand_and_back(tmp
         v4, _ = register(client, make_bundle(tmp_path, 4)[0], 0.99, 0.99, eval_set="E2")  # better, but on another set
         decision = store.gate(client, CFG, v4)
         assert not decision.passed and "not comparable" in decision.reasons[0] and champion(client) == v1.version
+
+
+def test_a_store_failing_mid_registration_leaves_no_version_without_its_tags(tmp_path):
+    db = tmp_path / "mlflow.db"
+    mlflow.set_tracking_uri(f"sqlite:///{db}")
+    client = mlflow.MlflowClient()
+    mlflow.set_experiment(experiment_id=client.create_experiment("registry-test", artifact_location=str(tmp_path / "art")))
+    folder = make_bundle(tmp_path, 1)[0]
+    with closing(sqlite3.connect(db)) as conn, conn:  # the store fails once a version's gate metrics are written
+        conn.execute("CREATE TRIGGER lost BEFORE INSERT ON model_version_tags WHEN NEW.key = 'gate.metrics' "
+                     "BEGIN SELECT RAISE(ABORT, 'the store went away'); END")
+    with pytest.raises(MlflowException):
+        register(client, folder, 0.8, 0.7)
+    assert client.search_model_versions(f"name = '{CFG.model_name}'") == []  # no version that no digest can find again
+
+    with closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("DROP TRIGGER lost")
+    version, created = register(client, folder, 0.8, 0.7)
+    metrics = '{"eval_generation.win_rate": 0.7, "eval_mapper.cold_auc": 0.8}'
+    assert (created, str(version.version), version.tags["gate.metrics"]) == (True, "1", metrics)
