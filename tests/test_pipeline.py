@@ -9,6 +9,7 @@ import torch
 
 from prefgen import pipeline
 from prefgen.config import VisualFeaturesConfig
+from prefgen.eval.generation import named_attribute
 from prefgen.generation.assemble import pipeline_from_outputs
 from prefgen.generation.sampling import GuidanceConfig
 from tests.conftest import ROOT, run
@@ -118,6 +119,17 @@ def test_repro_then_noop_then_forget_reruns(trained_project):
     assert old.scheduler.config.clip_sample is False
 
 
+def fused_figures(rows: pl.DataFrame) -> tuple[float, float]:
+    """The headline win rate and text consistency recomputed from the per-image table: the fused arm's pairs,
+    A winning when its images' mean utility for A is higher (a tie half), and the share of images read as the prompt says."""
+    fused = rows.filter(pl.col("arm") == "fused")
+    means = {(pair, side): u for pair, side, u in fused.group_by("pair", "side").agg(pl.col("utility_for_a").mean()).iter_rows()}
+    pairs = sorted({pair for pair, _ in means})
+    wins = [1.0 if means[p, "A"] > means[p, "B"] else 0.5 if means[p, "A"] == means[p, "B"] else 0.0 for p in pairs]
+    consistent = [row[named_attribute(row["prompt"])[0]] == named_attribute(row["prompt"])[1] for row in fused.iter_rows(named=True)]
+    return sum(wins) / len(wins), sum(consistent) / len(consistent)
+
+
 def check_stage_outputs(project):
     """Stages wrote what they promise: Step 1's refit, Step 3's evaluation table, images and figures, VQ and W metrics."""
     graph = json.loads((project / "data" / "metrics" / "train_graph.json").read_text())
@@ -129,8 +141,8 @@ def check_stage_outputs(project):
     assert shape["feature_names"] == choice["chosen"] and shape["n_features"] == len(choice["chosen"])
     judged = json.loads((project / "data" / "metrics" / "eval_generation.json").read_text())
     assert judged["pairs"] == 4 and sorted(judged["ablation"]) == ["cfg", "fused", "none", "pref_grad", "text_grad"]
-    assert 0 <= judged["win_rate"] <= 1 and 0 <= judged["text_consistency"] <= 1
     rows = pl.read_parquet(project / "data" / "05_eval" / "generation" / "images.parquet")
+    assert (judged["win_rate"], judged["text_consistency"]) == pytest.approx(fused_figures(rows))
     assert rows.height == 5 * 4 * 2 and (project / "data" / "05_eval" / "generation" / "fused_pairs.png").is_file()
     vq = json.loads((project / "data" / "metrics" / "train_vq.json").read_text())
     assert vq["val_psnr"] > 5 and 0 < vq["codebook_usage"] <= 1

@@ -81,8 +81,11 @@ def check_images_from_the_champion(project, monkeypatch):
     assert again["match"] and again["regenerated_sha256"] == image.stem
 
     model = mlflow.pyfunc.load_model("models:/prefgen-bundle@champion")  # the pyfunc flavour, no pickle involved
-    out = model.predict(pd.DataFrame({"segment": [segment], "prompt": ["a star"], "seed": [0]}))
-    assert out["png"][0].startswith(b"\x89PNG") and 0 < out["preference_score"][0] < 1
+    out = model.predict(pd.DataFrame({"segment": [segment] * 2, "prompt": ["a star"] * 2, "seed": [0, 1]}))
+    made_rows = pl.read_parquet(project / "out" / "manifest.parquet").sort("seed")  # the same request through the CLI
+    assert out["png"][0].startswith(b"\x89PNG")  # its bytes differ: the PNG's metadata names the pyfunc, not version 1
+    assert out["preference_score"].tolist() == pytest.approx(made_rows["preference_score"].to_list())
+    assert out["text_score"].tolist() == pytest.approx(made_rows["text_score"].to_list())
     assert model.get_raw_model().digest == made["bundle_digest"]
 
     params = (project / "params.yaml").read_text()
