@@ -10,7 +10,7 @@ params.yaml (synth.world) and add its hash here.
 from __future__ import annotations
 
 FROZEN: dict[str, str] = {
-    # 3,000 individuals, 400 groups, 2,000 images, ~113k events (params.yaml as of 2026-11-27).
+    # The default world of params.yaml (its size: docs/WORLD.md).
     "world-v1": "86748a17db13776a944d4d21464544a720b6dbf2bf125675ba0c77b7267812fe",
 }
 

@@ -53,8 +53,8 @@ class EvalGenerationConfig:
     # Processes that sample (threads // workers torch threads each). On 2 cores two one-thread workers sample
     # more images per second than one process with two threads: these small models' ops split badly (BENCHMARKS.md).
     workers: PositiveInt = 2
-    # Image sets sampled together in one batch (at least one set per call). 8 instead of 2 per call cut the
-    # unguided arm from 0.27 to 0.18 s/image; guided arms gain little (BENCHMARKS.md, 2026-12-05).
+    # Image sets sampled together in one batch (at least one set per call): larger batches sample faster per image
+    # (BENCHMARKS.md).
     # Each set keeps its own starting noise, so the batch size changes the images only in rounding.
     images_per_batch: PositiveInt = 8
     diffusion_dir: str = "data/04_models/diffusion"
