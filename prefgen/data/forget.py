@@ -62,9 +62,10 @@ def dropped_image_hashes(out_dir: Path) -> set[str]:
 
 
 def _add_dropped_images(out_dir: Path, hashes: Iterable[str]) -> None:
-    new = set(hashes) - dropped_image_hashes(out_dir)
+    known = dropped_image_hashes(out_dir)
+    new = set(hashes) - known
     if new:
-        table = pl.DataFrame({"image_sha256": sorted(dropped_image_hashes(out_dir) | new)})
+        table = pl.DataFrame({"image_sha256": sorted(known | new)})
         write_table_atomic(table, out_dir / c.FORGOTTEN_IMAGES_FILE, c.FORGOTTEN_IMAGES_SCHEMA)
 
 
