@@ -37,12 +37,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from prefgen.config import CentralityConfig  # noqa: E402
 from prefgen.social.centrality import FEATURES, individual_features  # noqa: E402
+from prefgen.social.config import CentralityConfig  # noqa: E402
 
 PIVOTS = 256
 SEED = 0
-NETWORKX_MAX_NODES = 100_000  # networkx needs ~10 minutes here; 1M would take hours
+NETWORKX_MAX_NODES = 100_000  # networkx finishes in minutes here; at 1M it would take hours
 ROWS = ("setup", "graph", *FEATURES)  # setup: prefgen's edge dedupe, pivot draw and relabelling
 
 

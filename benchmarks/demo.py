@@ -26,7 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from prefgen.generation.image_sets import machine  # noqa: E402  (the CPU's kernel extensions move timings and bits)
+from prefgen.serving.image_sets import machine  # noqa: E402  (the CPU's kernel extensions move timings and bits)
+
 EMPTY_FLOW = "from prefect import flow\n@flow\ndef empty():\n    return 1\nempty()\n"
 
 

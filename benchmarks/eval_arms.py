@@ -28,20 +28,24 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from prefgen.config import load_params, section_config  # noqa: E402
+from sampling import trained_profile  # noqa: E402  (benchmarks/sampling.py)
+
+from prefgen.config import section_config  # noqa: E402
 from prefgen.eval.generation import ARMS  # noqa: E402
 from prefgen.eval.sample_arms import Workers, sample_arms  # noqa: E402
-from prefgen.generation.image_sets import machine  # noqa: E402
+from prefgen.params import load_params
+from prefgen.paths import Paths  # noqa: E402
+from prefgen.serving.image_sets import machine  # noqa: E402
 from prefgen.stages.eval_generation import candidate_segments, pipeline_factory  # noqa: E402
-from sampling import trained_profile  # noqa: E402  (benchmarks/sampling.py)
 
 
 def factory(root: Path, params_path: Path):
-    """(a picklable pipeline factory, the sampler config, the eval config, the UNet's training profile)."""
+    """(a picklable pipeline factory, the sampler config, the eval config, the catalogue, the UNet's training profile)."""
     params = load_params(params_path)
     sampler, ev = section_config(params, "sampler"), section_config(params, "eval_generation")
-    make = pipeline_factory(ev, section_config(params, "visual_features"), sampler, root)
-    return make, sampler, ev, trained_profile(root, ev)
+    paths = Paths.from_params(params).rooted(root)
+    make = pipeline_factory(paths, section_config(params, "visual_features"), sampler)
+    return make, sampler, ev, paths, trained_profile(paths)
 
 
 def sample(workers: Workers, arms: dict, jobs: list, ev, shape, together: bool) -> tuple[dict, float]:
@@ -63,9 +67,9 @@ def main() -> None:
     args = parser.parse_args()
     root = args.root.resolve()
     torch.set_num_threads(args.threads)
-    make, sampler, ev, profile = factory(root, args.params or root / "params.yaml")
+    make, sampler, ev, paths, profile = factory(root, args.params or root / "params.yaml")
     local = make()
-    segments = candidate_segments(root / ev.graph_dir, ev.segment_kinds)
+    segments = candidate_segments(paths.graph, ev.segment_kinds)
     jobs = [(segments[(7 * j) % len(segments)], ev.prompts[j % len(ev.prompts)]) for j in range(args.jobs)]
     arms = {arm: replace(sampler, **ARMS[arm]) for arm in ev.arms}
     old, old_s = sample(Workers(make, 1, args.threads, local=local), arms, jobs, ev, local.latent_shape, together=False)

@@ -41,7 +41,7 @@ def make_log(path: Path, events: int) -> Path:
 
 def child(impl: str, raw_file: Path, out_dir: Path) -> None:
     """Run one side in this process and print its counts, seconds and peak RSS as JSON."""
-    from prefgen.config import IngestConfig
+    from prefgen.data.config import IngestConfig
 
     shutil.rmtree(out_dir, ignore_errors=True)
     started = time.perf_counter()

@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from prefgen.config import IngestConfig
+from prefgen.data.config import IngestConfig
 from prefgen.data.contract import EVENT_TYPES, FOLLOW_TYPES, MEMBERSHIP_TYPES
 
 FIELDS = ["event_id", "ts", "actor_id", "type", "target_id"]

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +26,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from prefgen.config import load_params, section_config  # noqa: E402
+from prefgen.config import section_config  # noqa: E402
 from prefgen.eval.generation import named_attribute  # noqa: E402
 from prefgen.eval.truth import load_truth  # noqa: E402
 from prefgen.generation.conditioning import preference_prototype  # noqa: E402
 from prefgen.generation.data import load_w, mapped_embeddings, split_ids  # noqa: E402
+from prefgen.params import load_params
+from prefgen.paths import Paths  # noqa: E402
 from prefgen.vision import semantic  # noqa: E402
 from prefgen.vision.scorer import PreferenceScorer  # noqa: E402
 
@@ -39,14 +40,13 @@ from prefgen.vision.scorer import PreferenceScorer  # noqa: E402
 def measure(root: Path, params_path: Path, weights: list[float], every: int = 34) -> dict:
     params = load_params(params_path)
     sampler, ev = section_config(params, "sampler"), section_config(params, "eval_generation")
-    visual = section_config(params, "visual_features")
-    visual = replace(visual, clip_dir=str(root / visual.clip_dir), out_dir=str(root / visual.out_dir))
-    ids = split_ids(root / ev.split, "train")  # the sampler's catalogue
-    catalogue = mapped_embeddings(root / ev.mapper_dir, Path(visual.out_dir), ids)
-    clip, clip_cfg = semantic.load_model(Path(visual.clip_dir))
+    visual, paths = section_config(params, "visual_features"), Paths.from_params(params).rooted(root)
+    ids = split_ids(paths.split, "train")  # the sampler's catalogue
+    catalogue = mapped_embeddings(paths.mapper, paths.visual, ids)
+    clip, clip_cfg = semantic.load_model(paths.clip)
     tokenizer = semantic.build_tokenizer(clip_cfg)
-    scorer = PreferenceScorer.from_outputs(root / ev.mapper_dir, root / ev.graph_dir, visual)
-    truth = load_truth(root / ev.truth_dir, params["synth"]["world"])
+    scorer = PreferenceScorer.from_outputs(paths.mapper, paths.graph, paths.clip, visual)
+    truth = load_truth(paths.truth)
     segments = sorted(scorer.segment_row)[::every]
     attributes = {r["image_id"]: r for r in truth.images.iter_rows(named=True)}
     hue, pattern, shape = (np.array([attributes[i][a] for i in ids]) for a in ("hue", "pattern", "shape"))
@@ -54,7 +54,7 @@ def measure(root: Path, params_path: Path, weights: list[float], every: int = 34
     with torch.no_grad():
         p = scorer.p[scorer.rows(segments)]
         logits = scorer.d(p[:, None, :].expand(-1, len(catalogue), -1), catalogue[None].expand(len(segments), -1, -1))
-        catalogue_text, scale = load_w(root / ev.w_dir)(catalogue), clip.logit_scale.exp()
+        catalogue_text, scale = load_w(paths.w)(catalogue), clip.logit_scale.exp()
         rows = []
         for prompt in ev.prompts:
             attribute, value = named_attribute(prompt)

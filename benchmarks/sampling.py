@@ -27,21 +27,23 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from prefgen.config import load_params, section_config  # noqa: E402
+from prefgen.config import section_config  # noqa: E402
+from prefgen.params import load_params
+from prefgen.paths import Paths  # noqa: E402
+from prefgen.serving.image_sets import machine  # noqa: E402
 from prefgen.stages.eval_generation import pipeline_factory  # noqa: E402
-from prefgen.generation.image_sets import machine  # noqa: E402
 
 
-def trained_profile(root: Path, ev) -> str:
+def trained_profile(paths: Paths) -> str:
     """The profile the UNet was trained with, as its stage recorded it (not params.yaml's current choice)."""
-    return json.loads((root / ev.diffusion_dir / "conditioning.json").read_text())["train_diffusion"]["profile"]
+    return json.loads((paths.diffusion / "conditioning.json").read_text())["train_diffusion"]["profile"]
 
 
 def build(root: Path, params_path: Path):
     params = load_params(params_path)
-    sampler, ev = section_config(params, "sampler"), section_config(params, "eval_generation")
-    pipe = pipeline_factory(ev, section_config(params, "visual_features"), sampler, root)()
-    return pipe, sampler, trained_profile(root, ev)
+    sampler, paths = section_config(params, "sampler"), Paths.from_params(params).rooted(root)
+    pipe = pipeline_factory(paths, section_config(params, "visual_features"), sampler)()
+    return pipe, sampler, trained_profile(paths)
 
 
 def time_call(pipe, guidance, segment: str, prompt: str, batch: int, seed: int) -> float:

@@ -45,15 +45,19 @@ from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from prefgen.config import TrainGraphConfig, load_params, reference_config, synth_config, train_graph_config  # noqa: E402
-from prefgen.data import contract as c  # noqa: E402
-from prefgen.data import render  # noqa: E402
+from prefgen.data import (
+    contract as c,  # noqa: E402
+    render,  # noqa: E402
+)
 from prefgen.data.split import training_events  # noqa: E402
 from prefgen.data.tables import scan_parts  # noqa: E402
 from prefgen.data.tastes import N_H, N_P, N_S, Tastes  # noqa: E402
-from prefgen.eval import ranking  # noqa: E402
 from prefgen.eval.reference import ColdTask, cold_task, summarise_auc  # noqa: E402
+from prefgen.metrics import ranking  # noqa: E402
+from prefgen.params import load_params, section  # noqa: E402
+from prefgen.paths import Paths  # noqa: E402
 from prefgen.preference import stage_data  # noqa: E402
+from prefgen.preference.config import TrainGraphConfig  # noqa: E402
 from prefgen.preference.train import carve_validation  # noqa: E402
 
 TEMPERATURE, NOISE, INFLUENCE_TEMPERATURE = 0.7, 0.15, 0.6  # the world's click and influence model (synth.py)
@@ -90,7 +94,8 @@ def within_group_spearman(score: np.ndarray, truth: np.ndarray, group: np.ndarra
                              for g in np.unique(group) if (group == g).sum() >= 3]))
 
 
-def influence_study(cfg: TrainGraphConfig, truth_dir: Path, reg: float) -> dict:
+def influence_study(paths: Paths, reg: float) -> dict:
+    truth_dir = paths.truth
     ind, gm = pl.read_parquet(truth_dir / "individuals.parquet"), pl.read_parquet(truth_dir / "group_members.parquet")
     cls = class_of(pl.read_parquet(truth_dir / "images.parquet"))
     size = torch.tensor(np.bincount(list(cls.values()), minlength=render.N_CLASSES), dtype=torch.float64)
@@ -108,9 +113,9 @@ def influence_study(cfg: TrainGraphConfig, truth_dir: Path, reg: float) -> dict:
 
     def clicks(train_only: bool) -> tuple[torch.Tensor, torch.Tensor]:
         if train_only:
-            events = training_events(Path(cfg.tables_dir), Path(cfg.split)).collect()
+            events = training_events(paths.tables, paths.split).collect()
         else:
-            events = scan_parts(Path(cfg.tables_dir) / c.EVENTS_DIR, c.EVENTS_SCHEMA).collect()
+            events = scan_parts(paths.tables / c.EVENTS_DIR, c.EVENTS_SCHEMA).collect()
         events = events.filter(pl.col("type") == "group_click")
         return torch.tensor([gids[a] for a in events["actor_id"]]), torch.tensor([cls[b] for b in events["target_id"]])
 
@@ -132,19 +137,18 @@ def influence_study(cfg: TrainGraphConfig, truth_dir: Path, reg: float) -> dict:
     out = {"pagerank_alone": within_group_spearman(z_pr.numpy(), truth, group), "map_reg": reg}
     for name, train_only in (("true_tastes_all_group_clicks", False), ("true_tastes_train_group_clicks", True)):
         out[name] = learn(true_utility, *clicks(train_only), scale_free=False)
-    step1 = step1_class_utility(cfg, cls)
+    step1 = step1_class_utility(paths.graph, cls)
     estimated = torch.tensor(np.stack([step1[f"ind:{u}"] for u in sorted(member_index)]), dtype=torch.float64)
     estimated = (estimated - estimated.mean(1, keepdim=True)) / estimated.std()
     out["step1_tastes_train_group_clicks"] = learn(estimated, *clicks(True), scale_free=True)
-    attention = pl.read_parquet(Path(cfg.out_dir) / "attention.parquet")
+    attention = pl.read_parquet(paths.graph / "attention.parquet")
     learned = dict(zip(zip(attention["group_segment_id"], attention["member_segment_id"]), attention["attention"]))
     out["step1_attention"] = within_group_spearman(np.array([learned[(f"grp:{g}", f"ind:{u}")] for g, u in zip(gm["group_id"], gm["member_id"])]), truth, group)
     return out
 
 
-def step1_class_utility(cfg: TrainGraphConfig, cls: dict[str, int]) -> dict[str, np.ndarray]:
-    """Step 1's estimated taste of every segment over the classes: its score averaged over the train images of each."""
-    folder = Path(cfg.out_dir)
+def step1_class_utility(folder: Path, cls: dict[str, int]) -> dict[str, np.ndarray]:
+    """Step 1's estimated taste of every segment over the classes (its model in `folder`): its score averaged over the train images of each."""
     vectors, segments = load_file(folder / "vectors.safetensors"), pl.read_parquet(folder / "segments.parquet")
     item_class = torch.tensor([cls[i] for i in pl.read_parquet(folder / "items.parquet")["image_id"]])
     scores = (vectors["p"] @ vectors["project"].T) @ vectors["items"].T
@@ -159,13 +163,14 @@ def structured_utility(theta: torch.Tensor) -> torch.Tensor:
     return (hue[:, :, None, None] + pattern[:, None, :, None] + shape[:, None, None, :] + combo[:, :, None, :]).reshape(len(theta), -1)
 
 
-def cold_start_study(cfg: TrainGraphConfig, truth_dir: Path) -> dict:
+def cold_start_study(paths: Paths) -> dict:
+    truth_dir = paths.truth
     ind, images = pl.read_parquet(truth_dir / "individuals.parquet"), pl.read_parquet(truth_dir / "images.parquet")
     cls, index = class_of(images), {u: k for k, u in enumerate(ind["individual_id"])}
-    split = pl.read_parquet(cfg.split)
+    split = pl.read_parquet(paths.split)
     train_images = split.filter(pl.col("split") == "train")["image_id"].to_list()
     size = torch.tensor(np.bincount([cls[i] for i in train_images], minlength=render.N_CLASSES), dtype=torch.float64)
-    events = training_events(Path(cfg.tables_dir), Path(cfg.split)).collect()
+    events = training_events(paths.tables, paths.split).collect()
     events = events.filter(pl.col("type").is_in(INDIVIDUAL_TYPES) & pl.col("actor_id").is_in(list(index)))
     rows, classes = torch.tensor([index[a] for a in events["actor_id"]]), torch.tensor([cls[b] for b in events["target_id"]])
     true = Tastes.from_flat(np.stack(ind["taste"].to_numpy()))
@@ -182,7 +187,7 @@ def cold_start_study(cfg: TrainGraphConfig, truth_dir: Path) -> dict:
         return utility(theta).numpy()
 
     structured_sd = torch.tensor([0.6] * N_H + [0.5] * N_P + [0.5] * N_S + [1.0] * (N_H * N_S), dtype=torch.float64)
-    task = cold_task(ranking.segment_interactions(scan_parts(Path(cfg.tables_dir) / c.EVENTS_DIR, c.EVENTS_SCHEMA).collect()), split)
+    task = cold_task(ranking.segment_interactions(scan_parts(paths.tables / c.EVENTS_DIR, c.EVENTS_SCHEMA).collect()), split)
     keep = [k for k, s in enumerate(task.segments) if s.startswith("ind:")]
     task = ColdTask(task.cold_ids, [task.segments[k] for k in keep], [task.train_images[k] for k in keep], task.positives[keep])
     who, cold_classes = [index[s[4:]] for s in task.segments], np.array([cls[i] for i in task.cold_ids])
@@ -195,17 +200,17 @@ def cold_start_study(cfg: TrainGraphConfig, truth_dir: Path) -> dict:
             "free_class_map": auc(fit(render.N_CLASSES, lambda t: t, torch.full((render.N_CLASSES,), 1.0, dtype=torch.float64)))}
 
 
-def influence_refit_study(cfg: TrainGraphConfig, truth_dir: Path, prec: float) -> dict:
+def influence_refit_study(cfg: TrainGraphConfig, paths: Paths, prec: float) -> dict:
     from torch_geometric.utils import scatter, softmax
 
-    ix = stage_data.load_for(cfg)
-    data, vectors = ix.data, load_file(Path(cfg.out_dir) / "vectors.safetensors")
+    ix = stage_data.load_for(cfg, paths)
+    data, vectors = ix.data, load_file(paths.graph / "vectors.safetensors")
     tastes = (vectors["p"][data.n_groups :] @ vectors["project"].T).double()  # rows follow ix.users, as segments.parquet does
     items = vectors["items"].double()
     group, user = torch.as_tensor(data.members[:, 0]), torch.as_tensor(data.members[:, 1])
     features = torch.as_tensor(data.features, dtype=torch.float64)
     fit_rows, held = map(torch.as_tensor, carve_validation(data.group_items, np.random.default_rng(0)))  # one click per group of >= 2
-    gm = pl.read_parquet(truth_dir / "group_members.parquet")
+    gm = pl.read_parquet(paths.truth / "group_members.parquet")
     truth = dict(zip(zip(gm["group_id"], gm["member_id"]), gm["influence"]))
     true_influence = np.array([truth[(ix.groups[g], ix.users[u])] for g, u in data.members.tolist()])
 
@@ -239,9 +244,9 @@ def influence_refit_study(cfg: TrainGraphConfig, truth_dir: Path, prec: float) -
             "chosen_spearman": rows[chosen]["spearman"], "fits": rows}
 
 
-def trained_step1(params: dict) -> tuple[TrainGraphConfig, Path]:
-    """The train_graph stage's typed config and the world's truth folder, relative to the project root as the stages'."""
-    return train_graph_config(params), Path(reference_config(params).truth_dir) / synth_config(params).world
+def trained_step1(params: dict, root: Path) -> tuple[TrainGraphConfig, Paths]:
+    """The train_graph stage's typed config and the pipeline's catalogue, its relative paths taken from `root` as the stages' are."""
+    return section(params, TrainGraphConfig, "train_graph"), Paths.from_params(params).rooted(root)
 
 
 def main() -> None:
@@ -253,11 +258,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("PREFGEN_THREADS", "1")))
     json_path = args.json.resolve() if args.json else None
-    cfg, truth_dir = trained_step1(load_params(args.root / "params.yaml"))
-    os.chdir(args.root)  # the config's paths are relative to the project root, as for the stages themselves
-    result = {"influence": influence_study(cfg, truth_dir, args.reg),
-              "influence_refit": influence_refit_study(cfg, truth_dir, args.refit_prec),
-              "cold_start": cold_start_study(cfg, truth_dir)}
+    cfg, paths = trained_step1(load_params(args.root / "params.yaml"), args.root)
+    result = {"influence": influence_study(paths, args.reg),
+              "influence_refit": influence_refit_study(cfg, paths, args.refit_prec),
+              "cold_start": cold_start_study(paths)}
     print(json.dumps(result, indent=2))
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
-from prefgen.config import ConfigError, checked_params
+# Flows are entry points (python -m flows.X, a Prefect worker): they, not the library, keep the process off the
+# Hugging Face hub, set here because huggingface_hub reads these once, at its import.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from prefgen.config import checked_params  # noqa: E402
+from prefgen.params import ConfigError  # noqa: E402
 
 
 def params_or_exit(root: str) -> None:

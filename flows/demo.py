@@ -16,9 +16,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows import nightly as nightly_flow
-from flows import params_or_exit
-from flows import retrain as retrain_flow
+from flows import nightly as nightly_flow, params_or_exit, retrain as retrain_flow
 
 
 @flow(name="demo", log_prints=True)

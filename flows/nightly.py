@@ -1,7 +1,7 @@
 """Prefect flow `nightly`: the champion bundle's image sets for every segment of a campaign, and their gallery.
 
-Thin by design: the plan, the idempotent units and the gallery live in prefgen/nightly and
-prefgen/generation; this flow resolves the bundle once, fans the segments out (Dask by
+Thin by design: the plan, the idempotent units and the gallery live in prefgen/serving;
+this flow resolves the bundle once, fans the segments out (Dask by
 default), and records the night (MLflow run, Prefect artifact). Tasks get paths and keys,
 never data.
 
@@ -33,14 +33,17 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows import params_or_exit
 from prefgen import tracking
 from prefgen.atomic import write_atomic
-from prefgen.config import ConfigError, TrackingConfig, ingest_config, load_params, section_config, tracking_config
+from prefgen.config import section_config, tracking_config
 from prefgen.data.forget import forgotten_hashes
-from prefgen.generation.gallery import write_gallery
-from prefgen.generation.image_sets import BundleRef, sampler_json
-from prefgen.nightly import units as night_units
-from prefgen.nightly.config import Campaign, DaskConfig, NightlyConfig, check_night, load_campaign
-from prefgen.nightly.plan import Plan, Unit, plan
+from prefgen.params import ConfigError, load_params
+from prefgen.paths import Paths
 from prefgen.registry.generate import MANIFEST_ARTIFACT, LoadedBundle, load_version
+from prefgen.serving import units as night_units
+from prefgen.serving.config import Campaign, DaskConfig, NightlyConfig, check_night, load_campaign
+from prefgen.serving.gallery import write_gallery
+from prefgen.serving.image_sets import BundleRef, sampler_json
+from prefgen.serving.plan import Plan, Unit, plan
+from prefgen.tracking_config import TrackingConfig
 
 # As in prefect.yaml's nightly deployment; the slug names the schedule so redeploys update it rather than add one.
 CRON, TIMEZONE, SLUG = "0 2 * * *", "Europe/Berlin", "nightly-0200"
@@ -140,15 +143,15 @@ def _prepare(root: str, campaign: str | None, night: str | None) -> Night:
     """Read params and the campaign, resolve the bundle once, plan the units."""
     repo = Path(root).resolve()
     params = load_params(repo / "params.yaml")
-    cfg, track = section_config(params, "nightly"), tracking_config(params)
+    cfg, track, paths = section_config(params, "nightly"), tracking_config(params), Paths.from_params(params).rooted(repo)
     spec = load_campaign(repo / (campaign or cfg.campaign))
     tracking.configure(track, repo)
     loaded = load_version(mlflow.MlflowClient(), section_config(params, "registry").model_name, cfg.bundle,
-                          cache=repo / cfg.out_dir / ".bundles")
+                          cache=paths.nightly / ".bundles")
     sampler = sampler_json(section_config(params, "sampler"))
     units = plan(spec, pl.read_parquet(loaded.bundle.model_dir("graph") / "segments.parquet"), repo, loaded.ref.digest, sampler,
-                 frozenset(forgotten_hashes(repo / ingest_config(params).out_dir)))  # the champion may predate a request
-    return Night(repo, cfg, track, spec, loaded, sampler, units, repo / cfg.out_dir / spec.name / (night or date.today().isoformat()))
+                 frozenset(forgotten_hashes(paths.tables)))  # the champion may predate a request
+    return Night(repo, cfg, track, spec, loaded, sampler, units, paths.nightly / spec.name / (night or date.today().isoformat()))
 
 
 def _announce(night: Night, logger) -> None:

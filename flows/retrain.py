@@ -20,7 +20,8 @@ from prefect.tasks import exponential_backoff
 
 from flows import params_or_exit
 from prefgen import pipeline, tracking
-from prefgen.config import load_params, section_config, tracking_config
+from prefgen.config import section_config, tracking_config
+from prefgen.params import load_params
 from prefgen.registry import register
 
 

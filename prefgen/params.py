@@ -93,7 +93,7 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
 
 def check_sections(params: dict[str, Any], known: typing.Collection[str], name: str) -> None:
     """Refuse a params top-level key that is no section (a misspelling), and a missing section `name`."""
-    unknown = sorted(set(params) - set(known) - {PROFILE_KEY}, key=str)
+    unknown = sorted(set(params) - set(known) - {PROFILE_KEY, PATHS_KEY}, key=str)
     if unknown:
         close = difflib.get_close_matches(str(unknown[0]), list(known), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else f"; known: {sorted(known)}"
@@ -162,6 +162,16 @@ def from_section(cls: type[T], section: dict[str, Any] | None, name: str) -> T:
 
 
 PROFILE_KEY = "profile"  # top-level params.yaml key naming the active profile of profiled sections
+PATHS_KEY = "paths"  # top-level params.yaml key of the catalogue of paths (prefgen/paths.py), no stage's section
+
+
+def section(params: dict[str, Any] | None, cls: type[T], name: str) -> T:
+    """Config `cls` from section `name` of `params`, its active profile merged in; None (no params file) gives the defaults."""
+    if params is None:
+        return cls()
+    if name not in params:
+        raise ConfigError(f"params: the '{name}' section is missing (every stage reads its own; see the shipped params.yaml)")
+    return from_section(cls, resolve_profile(params, name), name)
 
 
 def resolve_profile(params: dict[str, Any], name: str) -> dict[str, Any] | None:

@@ -29,7 +29,7 @@ from typing import Any
 
 import mlflow
 
-from prefgen.config import TrackingConfig
+from prefgen.tracking_config import TrackingConfig
 
 FLOW_RUN_ENV = "PREFGEN_FLOW_RUN_ID"  # set by flows/ for the stage subprocesses they start
 STANDALONE_TAG = "prefgen.standalone"  # the stage a standalone run (explicit paths, --mlflow) ran, in place of prefgen.stage
@@ -162,3 +162,12 @@ def tag_with_lock(cfg: TrackingConfig, root: Path, stage: str, flow_run_id: str,
             client.set_tag(run_id, f"dvc.lock.{kind}", json.dumps(lock.get(kind, {}), sort_keys=True)[:5000])
         client.log_dict(run_id, dict(lock), "lineage/dvc.lock.json")
     return [r.info.run_id for r in runs]
+
+
+def world_tags(raw: Path) -> dict[str, str]:
+    """The synthetic world a run computed on (name + content hash), read from the raw logs' WORLD file; none for other logs."""
+    marker = raw / "WORLD"
+    if not marker.is_file():
+        return {}
+    name, sha = marker.read_text(encoding="utf-8").split()
+    return {"world": name, "world.sha256": sha}

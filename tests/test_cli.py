@@ -15,7 +15,7 @@ def prefgen(*args, cwd):
 
 
 def test_ingest_standalone_prints_counts_as_last_json_line(tmp_path):
-    done = prefgen("ingest", "--raw", str(SAMPLE_LOG), "--out", str(tmp_path / "out"), "--no-progress", cwd=tmp_path)
+    done = prefgen("ingest", "--raw", str(SAMPLE_LOG), "--tables", str(tmp_path / "out"), "--no-progress", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     counts = json.loads(done.stdout.strip().splitlines()[-1])
     assert {"read", "valid", "duplicates", "quarantined"} <= set(counts)
@@ -26,7 +26,7 @@ def test_ingest_standalone_prints_counts_as_last_json_line(tmp_path):
 
 
 def test_ingest_fatal_error_is_one_clear_line(tmp_path):
-    done = prefgen("ingest", "--raw", str(tmp_path / "missing"), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    done = prefgen("ingest", "--raw", str(tmp_path / "missing"), "--tables", str(tmp_path / "out"), cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip() == f"error: raw log folder not found: {tmp_path / 'missing'}"
     assert not (tmp_path / "out").exists()
@@ -34,7 +34,7 @@ def test_ingest_fatal_error_is_one_clear_line(tmp_path):
 
 def test_forget_on_explicit_tables(tmp_path):
     write_jsonl(tmp_path / "raw" / "a.jsonl", [event(event_id="e1", actor_id="alice"), event(event_id="e2", actor_id="bob")])
-    assert prefgen("ingest", "--raw", "raw", "--out", "out", "--no-progress", cwd=tmp_path).returncode == 0
+    assert prefgen("ingest", "--raw", "raw", "--tables", "out", "--no-progress", cwd=tmp_path).returncode == 0
     done = prefgen("forget", "alice", "--tables", "out", "--by", "dpo", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     record = json.loads(done.stdout.strip().splitlines()[-1])
@@ -43,10 +43,9 @@ def test_forget_on_explicit_tables(tmp_path):
 
 
 def test_no_mlflow_skips_the_run_but_not_the_metrics_file(tmp_path):
-    (tmp_path / "params.yaml").write_text(
-        f"ingest: {{raw_dir: {SAMPLE_LOG}, out_dir: tables, metrics: metrics/ingest.json}}\n"
-        "split: {tables_dir: tables, out: split.parquet, metrics: metrics/split.json}\n"
-        "tracking: {default_uri: 'sqlite:///mlruns.db'}\n")
+    catalogue = shipped_paths() | {"raw": str(SAMPLE_LOG), "tables": "tables", "split": "split.parquet", "metrics": "metrics"}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(
+        {"paths": catalogue, "ingest": {}, "split": {}, "tracking": {"default_uri": "sqlite:///mlruns.db"}}))
     for stage in (["ingest", "--no-progress"], ["split"]):
         done = prefgen(*stage, "--no-mlflow", cwd=tmp_path)
         assert done.returncode == 0, done.stderr
@@ -56,6 +55,10 @@ def test_no_mlflow_skips_the_run_but_not_the_metrics_file(tmp_path):
     done = prefgen("split", cwd=tmp_path)  # a params file and no flag: tracked
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "mlruns.db").exists()
+
+
+def shipped_paths() -> dict[str, str]:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())["paths"]
 
 
 def pipeline_params(tmp_path, drop=()) -> None:
@@ -80,12 +83,12 @@ def test_a_standalone_run_leaves_the_pipelines_metrics_and_lineage_alone(tmp_pat
     """On explicit paths beside the pipeline's params.yaml: no data/metrics/*.json (DVC would rerun the stage), an MLflow
     run only with --mlflow and then tagged standalone, metrics only where --metrics says."""
     pipeline_params(tmp_path)
-    for stage in (["ingest", "--raw", str(SAMPLE_LOG), "--out", "tables", "--no-progress"],
-                  ["split", "--tables", "tables", "--out", "split.parquet"]):
+    for stage in (["ingest", "--raw", str(SAMPLE_LOG), "--tables", "tables", "--no-progress"],
+                  ["split", "--tables", "tables", "--split", "split.parquet"]):
         done = prefgen(*stage, cwd=tmp_path)
         assert done.returncode == 0, done.stderr
     assert not (tmp_path / "data").exists() and not (tmp_path / "mlruns.db").exists()
-    done = prefgen("centrality", "--tables", "tables", "--split", "split.parquet", "--out", "centrality", "--mlflow",
+    done = prefgen("centrality", "--tables", "tables", "--split", "split.parquet", "--centrality", "centrality", "--mlflow",
                    "--metrics", "scratch/centrality.json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert not (tmp_path / "data").exists()
@@ -106,3 +109,41 @@ def test_a_flow_names_a_params_mistake_in_one_line_before_it_starts(tmp_path):
         lines = done.stderr.strip().splitlines()
         assert (done.returncode, len(lines)) == (2, 1), done.stderr
         assert lines[0].startswith("error: params.train_vq.epochs") and "Traceback" not in done.stderr
+
+
+def test_every_stage_has_its_generated_command_with_its_own_help_and_paths():
+    """One command per row of the table of stages, each with the stage's help and one option per catalogue key it touches."""
+    from typer.testing import CliRunner
+
+    from prefgen.cli import app
+    from prefgen.stage_table import STAGES
+
+    for stage in STAGES:
+        shown = CliRunner().invoke(app, [*stage.command, "--help"], terminal_width=400)
+        assert shown.exit_code == 0, (stage.name, shown.output)
+        assert " ".join(stage.help.split()[:4]) in " ".join(shown.output.split()), stage.name
+        for key in (*stage.reads, *stage.writes):
+            assert f"--{key.replace('_', '-')}" in shown.output, (stage.name, key)
+
+
+def test_a_standalone_run_must_name_what_it_writes_and_all_or_none_of_what_it_reads(tmp_path):
+    pipeline_params(tmp_path)
+    done = prefgen("centrality", "--tables", "tables", "--split", "split.parquet", cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.strip().startswith("error: a `centrality` run on explicit paths writes only where told: "
+                                                                  "give --centrality too"), done.stderr
+    done = prefgen("centrality", "--tables", "tables", "--centrality", "out", cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.strip().startswith("error: --tables needs --split"), done.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "data").exists()
+
+
+def test_a_catalogue_mistake_is_one_line_naming_the_key(tmp_path):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    del params["paths"]["split"]
+    params["paths"]["tabels"] = "t"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    done = prefgen("split", cwd=tmp_path)
+    assert (done.returncode, done.stderr.strip()) == (2, "error: params.paths: unknown key 'tabels' (did you mean 'tables'?)")
+    params["paths"].pop("tabels")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    done = prefgen("split", cwd=tmp_path)
+    assert (done.returncode, done.stderr.strip()) == (2, "error: params.paths lacks split: give every catalogue key (see params.yaml)")

@@ -1,14 +1,20 @@
 """Typed configs from params.yaml: the shipped file loads, and mistakes are named."""
 
+import dataclasses
+import re
+
 import pytest
 
-from prefgen.config import ConfigError, IngestConfig, from_section, ingest_config, load_params, tracking_config
+from prefgen.config import SECTIONS, section_config, tracking_config
+from prefgen.data.config import IngestConfig
+from prefgen.params import ConfigError, from_section, load_params
+from prefgen.paths import Paths
 from tests.conftest import ROOT
 
 
 def test_shipped_params_load_into_typed_configs():
     params = load_params(ROOT / "params.yaml")
-    cfg = ingest_config(params)
+    cfg = section_config(params, "ingest")
     assert {key: getattr(cfg, key) for key in params["ingest"]} == params["ingest"]  # every value from the file, none defaulted
     assert tracking_config(params).experiment == "prefgen"
 
@@ -71,7 +77,7 @@ def test_every_section_of_the_shipped_params_passes_its_checks_in_both_profiles(
     from prefgen.config import SECTIONS, section_config
 
     params = shipped_params()
-    assert sorted(set(params) - {"profile"}) == sorted(SECTIONS)
+    assert sorted(set(params) - {"profile", "paths"}) == sorted(SECTIONS)
     for profile in ("demo", "quality"):
         for name in SECTIONS:
             section_config(params | {"profile": profile}, name)  # raises ConfigError on a type or range it refuses
@@ -129,7 +135,7 @@ def test_duplicate_keys_and_invalid_yaml_name_the_file_and_line(tmp_path):
 
 
 def test_a_campaign_file_with_a_duplicate_key_is_named(tmp_path):
-    from prefgen.nightly.config import load_campaign
+    from prefgen.serving.config import load_campaign
 
     path = tmp_path / "c.yaml"
     path.write_text("name: c\nprompts: [a star]\nsegments: {kinds: [group]}\nname: d\n")
@@ -139,7 +145,7 @@ def test_a_campaign_file_with_a_duplicate_key_is_named(tmp_path):
 
 @pytest.mark.parametrize("night", ["2026-11-28", "single", "t1-rerun", "a" * 64])
 def test_a_night_is_a_date_or_a_slug(night):
-    from prefgen.nightly.config import check_night
+    from prefgen.serving.config import check_night
 
     assert check_night(night) == night
 
@@ -147,7 +153,34 @@ def test_a_night_is_a_date_or_a_slug(night):
 @pytest.mark.parametrize("night", ["../escape", "..", ".", "/tmp/x", "a/b", "Night", "", "x\n", "a" * 65, "-x", "2026-02-30",
                                    "nuit blanche"])
 def test_a_night_that_is_no_date_or_slug_is_refused(night):
-    from prefgen.nightly.config import check_night
+    from prefgen.serving.config import check_night
 
     with pytest.raises(ConfigError, match="night"):
         check_night(night)
+
+
+def test_configs_hold_hyperparameters_and_the_catalogue_holds_every_path():
+    """No section's config has a path of the pipeline's data (they are in `paths:` only), and the shipped catalogue
+    names every key once."""
+    params = load_params(ROOT / "params.yaml")
+    catalogue = Paths.from_params(params)
+    shipped = set(params["paths"].values())
+    for name, cls in SECTIONS.items():
+        if name == "tracking":  # where MLflow keeps its store: the tracking server's setting, not the pipeline's data
+            continue
+        for field in dataclasses.fields(cls):
+            default = field.default if field.default is not dataclasses.MISSING else None
+            assert not (isinstance(default, str) and default.startswith("data/")), f"{name}.{field.name} = {default!r}"
+            assert not re.search(r"(_dir|_path)$|^(out|curve|metrics|split)$", field.name), f"{name}.{field.name} is a path"
+        for key, value in (params.get(name) or {}).items():
+            assert not (isinstance(value, str) and value.startswith("data/")), f"params.{name}.{key}: a path outside the catalogue"
+    assert len(shipped) == len(params["paths"]) and str(catalogue.split) == params["paths"]["split"]
+
+
+def test_no_module_holds_a_pipeline_path_or_a_dated_note():
+    """Paths live in the catalogue and history in BENCHMARKS.md and git, never in the code."""
+    for file in sorted((ROOT / "prefgen").rglob("*.py")):
+        text = file.read_text(encoding="utf-8")
+        assert not re.search(r"data/(0\d_|truth|metrics|plots|checkpoints)", text), f"{file.relative_to(ROOT)} names a pipeline path"
+        dated = re.search(r"\b20\d\d-\d\d-\d\d\b(?!T)", text)
+        assert not dated, f"{file.relative_to(ROOT)} holds a dated note: {dated.group()}"

@@ -8,10 +8,12 @@ import pytest
 import torch
 
 from prefgen import pipeline
-from prefgen.config import VisualFeaturesConfig
 from prefgen.eval.generation import named_attribute
 from prefgen.generation.assemble import pipeline_from_outputs
 from prefgen.generation.sampling import GuidanceConfig
+from prefgen.params import load_params
+from prefgen.paths import Paths
+from prefgen.vision.config import VisualFeaturesConfig
 from tests.conftest import ROOT, run
 
 pytestmark = pytest.mark.slow
@@ -102,19 +104,17 @@ def test_repro_then_noop_then_forget_reruns(trained_project):
 
     # The guided sampler, assembled from the stages' outputs on disk, makes images for a real segment.
     models = project / "data" / "04_models"
-    visual = VisualFeaturesConfig(clip_dir=str(models / "clip"), out_dir=str(project / "data" / "03_features" / "visual"))
-    pipe = pipeline_from_outputs(models / "diffusion", models / "vq", models / "w", models / "mapper", models / "graph", visual,
-                                 project / "data" / "03_features" / "split.parquet", GuidanceConfig(steps=3, guide_from=0.0))
+    paths = Paths.from_params(load_params(project / "params.yaml")).rooted(project)
+    pipe = pipeline_from_outputs(paths, VisualFeaturesConfig(), GuidanceConfig(steps=3, guide_from=0.0))
     segment = pl.read_parquet(models / "graph" / "segments.parquet")["segment_id"][0]
     images = pipe(segment, "a red star on a dots background", n=2, generator=torch.Generator().manual_seed(0))
     assert images.shape == (2, 3, 64, 64) and 0 <= images.min() and images.max() <= 1
-    # A model saved with diffusers' default clip_sample=True (before 2026-12-04) is sampled unclipped all the same.
+    # A model saved with diffusers' default clip_sample=True, as older models were, is sampled unclipped all the same.
     saved = models / "diffusion" / "scheduler" / "scheduler_config.json"
     written = saved.read_text()
     assert json.loads(written)["clip_sample"] is False
     saved.write_text(json.dumps(json.loads(written) | {"clip_sample": True}))
-    old = pipeline_from_outputs(models / "diffusion", models / "vq", models / "w", models / "mapper", models / "graph", visual,
-                                project / "data" / "03_features" / "split.parquet", GuidanceConfig(steps=3))
+    old = pipeline_from_outputs(paths, VisualFeaturesConfig(), GuidanceConfig(steps=3))
     saved.write_text(written)
     assert old.scheduler.config.clip_sample is False
 

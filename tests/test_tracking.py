@@ -1,13 +1,11 @@
 """MLflow tracking against a real local store and a real `mlflow server` process."""
 
-import json
-
 import mlflow
 import pytest
 import torch
 
 from prefgen import tracking
-from prefgen.config import TrackingConfig
+from prefgen.tracking_config import TrackingConfig
 from tests.conftest import mlflow_server
 
 CFG = TrackingConfig(experiment="prefgen-test")

@@ -17,9 +17,12 @@ from tests.conftest import DEFAULT_WORLD, ROOT, shrink
 TINY_WORLD = "world-guard"
 
 
-def tiny_params(world: str = TINY_WORLD) -> dict:
-    """params.yaml on a tiny world, every trainer at one or two epochs and one thread, no MLflow run."""
+def tiny_params(world: str = TINY_WORLD, store: Path | None = None) -> dict:
+    """params.yaml on a tiny world, every trainer at one or two epochs and one thread, no MLflow run;
+    with `store`, every catalogue path is rooted there (absolute) instead of under the working folder."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text().replace(DEFAULT_WORLD, world))
+    if store is not None:
+        params["paths"] = {key: str(store / value) for key, value in params["paths"].items()}
     shrink(params, "synth", n_individuals=200, n_communities=3, n_groups=20, group_size_max=10, n_images=80)
     shrink(params, "centrality", threads=1)
     shrink(params, "train_graph", max_epochs=1, influence_folds=2)
@@ -29,6 +32,7 @@ def tiny_params(world: str = TINY_WORLD) -> dict:
     shrink(params, "train_vq", block_out_channels=[8, 8, 8], norm_num_groups=4, num_vq_embeddings=32, epochs=1, threads=1)
     shrink(params, "train_diffusion", block_out_channels=[8, 16], norm_num_groups=4, epochs=1, threads=1)
     shrink(params, "train_oracle", n_train=64, n_test=16, width=4, feature_dim=8, epochs=1, threads=1)
+    shrink(params, "eval_generation", pairs_per_prompt=1, reference_images=16, bootstrap=50, threads=1, workers=1, images_per_batch=2)
     params["tracking"]["enabled"] = False
     return params
 

@@ -30,8 +30,8 @@ from typing import Any
 
 import polars as pl
 
-from prefgen.config import IngestConfig
 from prefgen.data import contract as c
+from prefgen.data.config import IngestConfig
 from prefgen.data.rawfiles import IngestError, output_lock
 from prefgen.data.tables import parts, read_table, rebuild_graph_tables, scan_parts, write_table_atomic
 

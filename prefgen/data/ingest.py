@@ -37,10 +37,10 @@ from typing import Any
 import polars as pl
 from tqdm import tqdm
 
-from prefgen.config import IngestConfig
 from prefgen.data import contract as c
+from prefgen.data.config import IngestConfig
 from prefgen.data.forget import Forgetting
-from prefgen.data.rawfiles import IngestError, RawFile, discover, output_lock, sha256_file
+from prefgen.data.rawfiles import IngestError, RawFile, discover, output_lock
 from prefgen.data.readers import ParsedChunk, iter_file
 from prefgen.data.tables import parts, read_table, rebuild_graph_tables, scan_parts, write_table_atomic
 from prefgen.data.validate import classify_events, classify_images
@@ -48,7 +48,7 @@ from prefgen.data.validate import classify_events, classify_images
 _EVENT_INT_OK = ("event_id", "ts", "actor_id", "target_id")
 _EVENT_CONTENT = ("ts", "actor_id", "type", "target_id")  # what a re-sent event_id must repeat to be a plain duplicate
 _COUNTS = ("read", "valid", "duplicates", "conflicts", "quarantined", "forgotten")
-__all__ = ["IngestError", "RawFile", "discover", "run", "sha256_file"]
+__all__ = ["IngestError", "RawFile", "discover", "run"]
 
 
 @dataclass

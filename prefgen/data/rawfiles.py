@@ -10,7 +10,6 @@ still returned, with its error, so the ingest records it as `unreadable_file`.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 import stat
 import time
@@ -22,6 +21,7 @@ from typing import NamedTuple
 
 from prefgen.data import contract as c
 from prefgen.data.readers import file_format
+from prefgen.hashing import sha256_stream
 
 _IMAGES_NAME = ("images",)
 _ASSET_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp")
@@ -48,14 +48,6 @@ class Discovered(NamedTuple):
     skipped: dict[str, str]  # never opened: {source: one of contract.SKIP_REASONS}
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _hash_regular(path: Path) -> tuple[str, int]:
     """sha256 and size; opened without blocking, so a FIFO swapped in after the check cannot hang it."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
@@ -63,10 +55,7 @@ def _hash_regular(path: Path) -> tuple[str, int]:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise OSError(f"{path.name} is not a regular file")
-        digest = hashlib.sha256()
-        while block := handle.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest(), info.st_size
+        return sha256_stream(handle), info.st_size
 
 
 def _skip_reason(path: Path, root: Path) -> str | None:

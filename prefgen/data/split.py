@@ -14,8 +14,8 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
-from prefgen.config import SplitConfig
 from prefgen.data import contract as c
+from prefgen.data.config import SplitConfig
 from prefgen.data.tables import scan_parts, write_table_atomic
 
 SPLITS = ("train", "val", "cold")

@@ -17,8 +17,8 @@ yardstick of Steps 2 and 3 (and of influence in Step 1). What is generated:
   drawn from it;
 - 64x64 PNGs (render.py) with captions naming their attributes and an owner.
 
-Raw logs go to out_dir/<world>/ in the docs/DATA.md format (one JSONL file per
-day), ground truth to truth_dir/<world>/, which only evaluation code reads.
+Raw logs go to the `raw` folder in the docs/DATA.md format (one JSONL file per
+day), ground truth to the `truth` folder, which only evaluation code reads.
 The world's content hash covers every raw file (PNGs by their pixels) and every
 truth array; a frozen world (worlds.py) must reproduce its hash exactly.
 """
@@ -38,10 +38,10 @@ import polars as pl
 from scipy import sparse
 from tqdm import tqdm
 
-from prefgen.config import SynthConfig
 from prefgen.data import render
+from prefgen.data.config import SynthConfig
 from prefgen.data.tastes import Tastes, community_tastes, individual_tastes, sample_choices, weighted_mean
-from prefgen.data.worlds import check_frozen
+from prefgen.data.worlds import FrozenWorldError, check_frozen
 
 _END = datetime(2026, 10, 1, tzinfo=UTC)
 _DAY_MS = 86_400_000
@@ -315,15 +315,18 @@ def generate(cfg: SynthConfig, raw: Path, truth: Path) -> tuple[str, dict]:
                                 "events_total": sum(sink.by_type.values())}
 
 
-def run(cfg: SynthConfig, out_dir: Path, truth_dir: Path) -> dict:
-    """Generate world `cfg.world` into out_dir/<world> and truth_dir/<world>, replacing them atomically.
+def run(cfg: SynthConfig, raw: Path, truth: Path) -> dict:
+    """Generate world `cfg.world` into the folders `raw` (logs, PNGs) and `truth`, replacing them atomically.
 
-    Everything is written to hidden temporary folders first; only a world whose
-    hash passes the frozen check is moved into place, so a refused or crashed
-    run leaves the previous world untouched.
+    Everything is written to hidden temporary folders beside them first; only a
+    world whose hash passes the frozen check is moved into place, so a refused
+    or crashed run leaves the previous world untouched.
     """
-    raw_final, truth_final = out_dir / cfg.world, truth_dir / cfg.world
-    raw_tmp, truth_tmp = out_dir / f".{cfg.world}.tmp", truth_dir / f".{cfg.world}.tmp"
+    for folder, marker in ((raw, "WORLD"), (truth, "world.json")):
+        if folder.is_dir() and any(folder.iterdir()) and not (folder / marker).is_file():
+            raise FrozenWorldError(f"{folder} holds files but no synthetic world ({marker} missing): synth replaces the whole "
+                                   "folder it writes, so give it a folder of its own")
+    raw_tmp, truth_tmp = raw.parent / f".{raw.name}.tmp", truth.parent / f".{truth.name}.tmp"
     for tmp in (raw_tmp, truth_tmp):
         shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -332,7 +335,7 @@ def run(cfg: SynthConfig, out_dir: Path, truth_dir: Path) -> dict:
         info = {"world": cfg.world, "world_sha256": sha, "frozen": frozen, "config": asdict(cfg), **counts}
         (truth_tmp / "world.json").write_text(json.dumps(info, indent=2) + "\n")
         (raw_tmp / "WORLD").write_text(f"{cfg.world} {sha}\n")  # so anyone holding the logs can name the world
-        for tmp, final in ((raw_tmp, raw_final), (truth_tmp, truth_final)):
+        for tmp, final in ((raw_tmp, raw), (truth_tmp, truth)):
             shutil.rmtree(final, ignore_errors=True)
             tmp.rename(final)
     finally:

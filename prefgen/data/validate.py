@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
-from prefgen.config import IngestConfig
+from prefgen.data.config import IngestConfig
 from prefgen.data.contract import EVENT_ID_FIELDS, EVENT_TYPES, FOLLOW_TYPES, IMAGE_REQUIRED
 
 _CONTROL_CHARS = r"[\x00-\x1f\x7f]"

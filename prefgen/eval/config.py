@@ -23,9 +23,7 @@ class TrainOracleConfig:
     blur_max: NonNegativeFloat = 1.5  # sigma of a random Gaussian blur per batch: generated images are softer than renders
     noise_max: NonNegativeFloat = 0.05  # std of additive pixel noise per image
     seed: int = 424242  # not the world's seed: a separately drawn set of renders
-    threads: PositiveInt = 2  # ~6x faster than 1 for these convs here (measured: 7 s against 45 s an epoch)
-    out_dir: str = "data/04_models/oracle"
-    metrics: str = "data/metrics/train_oracle.json"
+    threads: PositiveInt = 2  # these convs run much faster on two threads than one (BENCHMARKS.md, "Figures behind code choices")
 
     def __post_init__(self) -> None:
         if min(self.n_train, self.n_test, self.epochs, self.batch_size, self.width, self.feature_dim) < 1:
@@ -51,24 +49,13 @@ class EvalGenerationConfig:
     seed: int = 0
     threads: PositiveInt = 2  # in all: the workers share them
     # Processes that sample (threads // workers torch threads each). On 2 cores two one-thread workers sample
-    # more images per second than one process with two threads: these small models' ops split badly (BENCHMARKS.md).
+    # more images per second than one process with two threads: these small models' ops split badly
+    # (BENCHMARKS.md, "Step 3b", "How the sampler and its settings were chosen").
     workers: PositiveInt = 2
     # Image sets sampled together in one batch (at least one set per call): larger batches sample faster per image
-    # (BENCHMARKS.md).
+    # (BENCHMARKS.md, "Step 3b", "How the sampler and its settings were chosen").
     # Each set keeps its own starting noise, so the batch size changes the images only in rounding.
     images_per_batch: PositiveInt = 8
-    diffusion_dir: str = "data/04_models/diffusion"
-    vq_dir: str = "data/04_models/vq"
-    w_dir: str = "data/04_models/w"
-    mapper_dir: str = "data/04_models/mapper"
-    graph_dir: str = "data/04_models/graph"
-    oracle_dir: str = "data/04_models/oracle"
-    truth_dir: str = "data/truth"
-    tables_dir: str = "data/02_tables"
-    images_dir: str = "data/01_raw/world-v1"
-    split: str = "data/03_features/split.parquet"
-    out_dir: str = "data/05_eval/generation"  # per-image readings (parquet) and a contact sheet of the fused arm
-    metrics: str = "data/metrics/eval_generation.json"
 
     def __post_init__(self) -> None:
         if not self.prompts or min(self.pairs_per_prompt, self.images_per_segment, self.images_per_batch, self.workers) < 1:
@@ -77,3 +64,18 @@ class EvalGenerationConfig:
         unknown = sorted(set(self.arms) - {"none", "cfg", "text_grad", "pref_grad", "fused"})
         if unknown or "fused" not in self.arms:
             raise ConfigError(f"params.eval_generation.arms: unknown {unknown}; must include 'fused' (the headline)")
+
+
+@dataclass(frozen=True)
+class ReferenceConfig:
+    """Stage `reference`: scores of simple baselines on the synthetic world that learned models must beat."""
+
+    k: PositiveInt = 10  # cut-off of the popularity Recall@k / NDCG@k
+    min_group_size: PositiveInt = 3  # influence Spearman is averaged over groups at least this large
+
+
+@dataclass(frozen=True)
+class EvalGraphConfig:
+    """Stage `eval_graph`: the learned member attention against the world's true influence (eval/graph.py)."""
+
+    min_group_size: PositiveInt = 3  # influence Spearman is averaged over groups at least this large

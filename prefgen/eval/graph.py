@@ -25,7 +25,8 @@ def influence_spearman(attention: pl.DataFrame, truth_members: pl.DataFrame, min
     return float(np.mean(rhos)), len(rhos)
 
 
-def run(truth_dir: Path, world: str, model_dir: Path, min_size: int) -> dict:
-    truth = load_truth(truth_dir, world)
+def run(truth_dir: Path, model_dir: Path, min_size: int) -> dict:
+    """influence_spearman of the Step 1 model in `model_dir` against the world whose truth is in `truth_dir`."""
+    truth = load_truth(truth_dir)
     rho, groups = influence_spearman(pl.read_parquet(model_dir / "attention.parquet"), truth.group_members, min_size)
     return {"world": truth.world, "world_sha256": truth.world_sha256, "influence_spearman": rho, "groups_evaluated": groups}

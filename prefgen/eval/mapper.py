@@ -22,13 +22,14 @@ import torch
 from safetensors.torch import load_file
 from scipy.stats import spearmanr
 
-from prefgen.config import TrainMapperConfig
 from prefgen.data import contract as c
 from prefgen.data.tables import scan_parts
-from prefgen.eval import ranking
 from prefgen.eval.reference import ColdTask, cold_task, summarise_auc
 from prefgen.eval.truth import Truth, load_truth
+from prefgen.metrics import ranking
+from prefgen.paths import Paths
 from prefgen.vision import mapper_data
+from prefgen.vision.config import TrainMapperConfig
 from prefgen.vision.mapper import preference
 from prefgen.vision.scorer import MAPPER_FILE, build_models
 from prefgen.vision.train_mapper import fit
@@ -47,9 +48,9 @@ def utility_spearman(scores: np.ndarray, utility: np.ndarray) -> float:
     return float(np.mean(rhos))
 
 
-def _task(cfg: TrainMapperConfig) -> ColdTask:
-    events = scan_parts(Path(cfg.tables_dir) / c.EVENTS_DIR, c.EVENTS_SCHEMA).collect()
-    return cold_task(ranking.segment_interactions(events), pl.read_parquet(cfg.split))
+def _task(tables_dir: Path, split: Path) -> ColdTask:
+    events = scan_parts(tables_dir / c.EVENTS_DIR, c.EVENTS_SCHEMA).collect()
+    return cold_task(ranking.segment_interactions(events), pl.read_parquet(split))
 
 
 @torch.no_grad()
@@ -58,8 +59,8 @@ def _mapper_scores(g, d, step1, task: ColdTask, cold_v: torch.Tensor) -> np.ndar
     return torch.cat([preference(g, d, step1.p[rows[i : i + 512]], cold_v) for i in range(0, len(rows), 512)]).numpy()
 
 
-def _cold_features(cfg: TrainMapperConfig, task: ColdTask) -> torch.Tensor:
-    ids, matrix = mapper_data.read_features(Path(cfg.features_dir), cfg.part_names)
+def _cold_features(cfg: TrainMapperConfig, features_dir: Path, task: ColdTask) -> torch.Tensor:
+    ids, matrix = mapper_data.read_features(features_dir, cfg.part_names)
     row = {i: k for k, i in enumerate(ids)}
     missing = [i for i in task.cold_ids if i not in row]
     if missing:
@@ -67,14 +68,14 @@ def _cold_features(cfg: TrainMapperConfig, task: ColdTask) -> torch.Tensor:
     return torch.as_tensor(matrix[[row[i] for i in task.cold_ids]])
 
 
-def evaluate(cfg: TrainMapperConfig, truth_dir: Path, world: str, seed: int = 0, log=print) -> dict:
-    """The stage's metrics: the trained mapper (from cfg.out_dir) against VBPR, random and the oracle."""
+def evaluate(cfg: TrainMapperConfig, paths: Paths, seed: int = 0, log=print) -> dict:
+    """The stage's metrics: the trained mapper (paths.mapper) against VBPR, random and the oracle."""
     torch.set_num_threads(cfg.threads)  # one thread: the VBPR baseline is then bit-for-bit reproducible
-    truth, task, step1, utility = _setup(cfg, truth_dir, world)
-    cold_v = _cold_features(cfg, task)
-    g, d = build_models(load_file(Path(cfg.out_dir) / MAPPER_FILE), cfg)
+    truth, task, step1, utility = _setup(paths)
+    cold_v = _cold_features(cfg, paths.visual, task)
+    g, d = build_models(load_file(paths.mapper / MAPPER_FILE), cfg)
     scores = _mapper_scores(g, d, step1, task, cold_v)
-    data, _ = mapper_data.load(cfg, step1)
+    data, _ = mapper_data.load(cfg, step1, paths.visual, paths.tables, paths.split)
     vbpr = fit_vbpr(data, VBPRConfig(seed=seed), log=log)
     with torch.no_grad():
         vbpr_scores = vbpr(torch.as_tensor([step1.segment_row[s] for s in task.segments]), cold_v).numpy()
@@ -86,10 +87,10 @@ def evaluate(cfg: TrainMapperConfig, truth_dir: Path, world: str, seed: int = 0,
     return out
 
 
-def _setup(cfg: TrainMapperConfig, truth_dir: Path, world: str) -> tuple[Truth, ColdTask, mapper_data.Step1, np.ndarray]:
+def _setup(paths: Paths) -> tuple[Truth, ColdTask, mapper_data.Step1, np.ndarray]:
     """Truth, the cold task over segments Step 1 knows, Step 1's outputs, and the true utility (segments, cold)."""
-    truth, task = load_truth(truth_dir, world), _task(cfg)
-    step1 = mapper_data.load_step1(Path(cfg.graph_dir))
+    truth, task = load_truth(paths.truth), _task(paths.tables, paths.split)
+    step1 = mapper_data.load_step1(paths.graph)
     keep = [k for k, s in enumerate(task.segments) if s in step1.segment_row]
     task = ColdTask(task.cold_ids, [task.segments[k] for k in keep], [task.train_images[k] for k in keep], task.positives[keep])
     return truth, task, step1, true_utility(truth, task.segments, task.cold_ids)
@@ -99,16 +100,16 @@ ABLATIONS = {"full": {}, "no semantic": {"parts": "style,colour"}, "no style": {
              "no colour": {"parts": "semantic,style"}, "L2 only (no adversarial terms)": {"adversarial": False}}
 
 
-def ablations(cfg: TrainMapperConfig, truth_dir: Path, world: str, log=print) -> list[dict]:
-    """Retrain the mapper per variant (in memory) and score it by the same protocol."""
+def ablations(cfg: TrainMapperConfig, paths: Paths, log=print) -> list[dict]:
+    """Retrain the mapper per variant (in memory, nothing written) and score it by the same protocol."""
     torch.set_num_threads(cfg.threads)
-    _, task, step1, utility = _setup(cfg, truth_dir, world)
+    _, task, step1, utility = _setup(paths)
     rows = []
     for name, change in ABLATIONS.items():
         variant = replace(cfg, **change)
-        data, _ = mapper_data.load(variant, step1)
+        data, _ = mapper_data.load(variant, step1, paths.visual, paths.tables, paths.split)
         g, d, history = fit(data, variant, None, log=lambda line: None)
-        scores = _mapper_scores(g, d, step1, task, _cold_features(variant, task))
+        scores = _mapper_scores(g, d, step1, task, _cold_features(variant, paths.visual, task))
         rows.append({"variant": name, **summarise_auc(task, scores, "cold_auc"), "utility_spearman": utility_spearman(scores, utility),
                      "val_auc": history.best_score, "best_epoch": history.best_epoch})
         log(f"{name:<32} val_auc {history.best_score:.4f}  cold_auc {rows[-1]['cold_auc']:.4f}  "

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -96,7 +96,9 @@ class Oracle:
     def load(cls, folder: Path) -> Oracle:
         if not (folder / WEIGHTS).is_file():
             raise FileNotFoundError(f"no oracle in {folder} (run the train_oracle stage)")
-        cfg = TrainOracleConfig(**json.loads((folder / CONFIG).read_text())["train_oracle"])
+        saved = json.loads((folder / CONFIG).read_text())["train_oracle"]
+        # Oracles saved when the config still held its output paths load all the same.
+        cfg = TrainOracleConfig(**{k: v for k, v in saved.items() if k in {f.name for f in fields(TrainOracleConfig)}})
         net = OracleNet(cfg.width, cfg.feature_dim)
         net.load_state_dict(load_file(folder / WEIGHTS))
         return cls(net, cfg.image_size)
@@ -159,8 +161,8 @@ def accuracy(reading: Reading, hue: np.ndarray, shape: np.ndarray, pattern: np.n
             "pattern_accuracy": float((reading.pattern == pattern).mean())}
 
 
-def run(cfg: TrainOracleConfig, log=print) -> dict[str, float]:
-    """Train the classifier, save it (atomically), and report the oracle's accuracy on unseen renders, sharp and blurred."""
+def run(cfg: TrainOracleConfig, out: Path, log=print) -> dict[str, float]:
+    """Train the classifier, save it to `out` (atomically), and report the oracle's accuracy on unseen renders, sharp and blurred."""
     torch.set_num_threads(cfg.threads)
     started = time.perf_counter()
     net = fit(cfg, log)
@@ -170,7 +172,7 @@ def run(cfg: TrainOracleConfig, log=print) -> dict[str, float]:
         save_file({k: v.contiguous() for k, v in net.state_dict().items()}, folder / WEIGHTS)
         (folder / CONFIG).write_text(json.dumps({"train_oracle": asdict(cfg)}, indent=2) + "\n")
 
-    replace_folder(Path(cfg.out_dir), write)
+    replace_folder(out, write)
     oracle = Oracle(net, cfg.image_size)
     pixels, hue, shape, pattern = rendered_set(cfg.n_test, cfg.image_size, cfg.seed + 1)
     x = pixels.float() / 255

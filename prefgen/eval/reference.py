@@ -12,7 +12,7 @@ Learned models must beat these (issues of Steps 1-3 compare against them):
   are the cold images it interacted with, negatives the other cold images;
   averaged over segments with both.
 - `ref_popularity_*`: popularity (interaction count in the learning part) under
-  the ranking protocol of prefgen/eval/ranking.py, for individuals and groups.
+  the ranking protocol of prefgen/metrics/ranking.py, for individuals and groups.
 
 Every metric is written with the world's name and content hash.
 """
@@ -27,11 +27,12 @@ import polars as pl
 from PIL import Image
 from scipy.stats import spearmanr
 
-from prefgen.config import ReferenceConfig
 from prefgen.data import contract as c
 from prefgen.data.tables import scan_parts
-from prefgen.eval import ranking
+from prefgen.eval.config import ReferenceConfig
 from prefgen.eval.truth import Truth, load_truth
+from prefgen.metrics import ranking
+from prefgen.paths import Paths
 
 _HIST_HUE_BINS, _HIST_GREY_BINS = 18, 4
 
@@ -152,14 +153,14 @@ def image_histograms(images_dir: Path, tables_dir: Path) -> dict[str, np.ndarray
             for row in images.iter_rows(named=True)}
 
 
-def run(cfg: ReferenceConfig, world: str, images_dir: Path) -> dict:
-    truth = load_truth(Path(cfg.truth_dir), world)
-    tables = Path(cfg.tables_dir)
-    events = scan_parts(tables / c.EVENTS_DIR, c.EVENTS_SCHEMA).collect()
+def run(cfg: ReferenceConfig, paths: Paths) -> dict:
+    """The baselines' scores on the world of `paths.truth`, from the pipeline's tables, split, centrality and raw images."""
+    truth = load_truth(paths.truth)
+    events = scan_parts(paths.tables / c.EVENTS_DIR, c.EVENTS_SCHEMA).collect()
     interactions = ranking.segment_interactions(events)
-    split = pl.read_parquet(cfg.split)
+    split = pl.read_parquet(paths.split)
     out = {"world": truth.world, "world_sha256": truth.world_sha256}
-    out |= influence_spearman(truth, Path(cfg.centrality_dir), cfg.min_group_size)
-    out |= cold_auc(interactions, split, image_histograms(images_dir, tables))
+    out |= influence_spearman(truth, paths.centrality, cfg.min_group_size)
+    out |= cold_auc(interactions, split, image_histograms(paths.raw, paths.tables))
     out |= popularity(interactions, split, cfg.k)
     return out

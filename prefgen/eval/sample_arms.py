@@ -7,7 +7,7 @@ those steps run once and each arm continues from their latents (the pipeline's s
 stop_step), with the same images as if it ran alone. The pipeline calls go to `workers` spawned
 processes with threads // workers torch threads each: most ops of these small models split badly
 over threads, so on 2 cores two one-thread workers sample more images per second than one process
-with two threads (BENCHMARKS.md).
+with two threads (BENCHMARKS.md, "Step 3b", "How the sampler and its settings were chosen").
 """
 
 from __future__ import annotations

@@ -36,12 +36,12 @@ class Truth:
         return Tastes.from_flat(np.stack([tastes[s] for s in segments]))
 
 
-def load_truth(truth_dir: Path, world: str) -> Truth:
-    folder = truth_dir / world
+def load_truth(folder: Path) -> Truth:
+    """The ground truth of the world in `folder` (synth's truth folder), named by its world.json."""
     info_path = folder / "world.json"
     if not info_path.is_file():
-        raise FileNotFoundError(f"no ground truth for world '{world}' in {folder} (run the synth stage)")
+        raise FileNotFoundError(f"no ground truth in {folder}: no world.json (run the synth stage)")
     info = json.loads(info_path.read_text(encoding="utf-8"))
-    return Truth(world, info["world_sha256"], pl.read_parquet(folder / "individuals.parquet"),
+    return Truth(info["world"], info["world_sha256"], pl.read_parquet(folder / "individuals.parquet"),
                  pl.read_parquet(folder / "group_members.parquet"), pl.read_parquet(folder / "groups.parquet"),
                  pl.read_parquet(folder / "images.parquet"))

@@ -10,36 +10,37 @@ import torch
 from diffusers import DDIMScheduler, UNet2DConditionModel
 from torch import Tensor
 
-from prefgen.config import VisualFeaturesConfig
 from prefgen.generation.conditioning import preference_prototype
-from prefgen.generation.data import load_w, mapped_embeddings, split_ids
 from prefgen.generation.config import GuidanceConfig
+from prefgen.generation.data import load_w, mapped_embeddings, split_ids
 from prefgen.generation.sampling import PreferenceDiffusionPipeline
 from prefgen.generation.vq import load_vq
+from prefgen.paths import Paths
 from prefgen.vision import semantic
+from prefgen.vision.config import VisualFeaturesConfig
 from prefgen.vision.scorer import PreferenceScorer
 
 
-def pipeline_from_outputs(diffusion_dir: Path, vq_dir: Path, w_dir: Path, mapper_dir: Path, graph_dir: Path,
-                          visual_cfg: VisualFeaturesConfig, split: Path, guidance: GuidanceConfig = GuidanceConfig()) -> PreferenceDiffusionPipeline:
+def pipeline_from_outputs(paths: Paths, visual_cfg: VisualFeaturesConfig,
+                          guidance: GuidanceConfig = GuidanceConfig()) -> PreferenceDiffusionPipeline:
     """The sampler wired to the stage outputs; the prototype's catalogue is the `train` images (mapped by G), as in training."""
-    catalogue = mapped_embeddings(mapper_dir, Path(visual_cfg.out_dir), split_ids(split, "train"))
-    return build_pipeline(diffusion_dir, vq_dir, w_dir, mapper_dir, graph_dir, visual_cfg, catalogue, guidance)
+    catalogue = mapped_embeddings(paths.mapper, paths.visual, split_ids(paths.split, "train"))
+    return build_pipeline(paths.diffusion, paths.vq, paths.w, paths.mapper, paths.graph, paths.clip, visual_cfg, catalogue, guidance)
 
 
-def build_pipeline(diffusion_dir: Path, vq_dir: Path, w_dir: Path, mapper_dir: Path, graph_dir: Path,
+def build_pipeline(diffusion_dir: Path, vq_dir: Path, w_dir: Path, mapper_dir: Path, graph_dir: Path, clip_dir: Path,
                    visual_cfg: VisualFeaturesConfig, catalogue: Tensor, guidance: GuidanceConfig = GuidanceConfig()) -> PreferenceDiffusionPipeline:
     """The sampler wired to the trained models: CLIP text condition and score, Step 2 scorer, W and the prototype
     over `catalogue` (G(v) of the images the prototype averages, (N, d))."""
     unet = UNet2DConditionModel.from_pretrained(diffusion_dir / "unet", use_safetensors=True, local_files_only=True,
                                                 low_cpu_mem_usage=False)  # the fast path needs `accelerate` (not installed)
-    # Models trained before 2026-12-04 saved diffusers' default clip_sample=True, which the sampler refuses
-    # (unet.build_noise_scheduler says why); it does not act in training, so their weights are sound.
+    # Older models saved diffusers' default clip_sample=True, which the sampler refuses (unet.build_noise_scheduler
+    # says why); it does not act in training, so their weights are sound.
     scheduler = DDIMScheduler.from_pretrained(diffusion_dir / "scheduler", local_files_only=True, clip_sample=False)
     scaling = json.loads((diffusion_dir / "conditioning.json").read_text())["scaling_factor"]
-    clip, clip_cfg = semantic.load_model(Path(visual_cfg.clip_dir))
+    clip, clip_cfg = semantic.load_model(clip_dir)
     tokenizer = semantic.build_tokenizer(clip_cfg)
-    scorer = PreferenceScorer.from_outputs(mapper_dir, graph_dir, visual_cfg)
+    scorer = PreferenceScorer.from_outputs(mapper_dir, graph_dir, clip_dir, visual_cfg)
     w = load_w(w_dir)
     with torch.no_grad():  # where each catalogue image lies in the text space, to match it against a prompt
         catalogue_text, clip_scale = w(catalogue), clip.logit_scale.exp()

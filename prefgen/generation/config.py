@@ -36,22 +36,15 @@ class TrainVQConfig:
     restart_dead_codes: bool = True
     epochs: PositiveInt = 8
     lr: PositiveFloat = 0.001
-    # Cosine decay to lr/100: at a constant rate val PSNR swings by 2 dB from epoch to epoch
-    # (quality profile: 22.9 dB at epoch 14, 20.6 at the last), so where training stops decided quality.
+    # Cosine decay to lr/100: at a constant rate val PSNR swings from epoch to epoch, so where training
+    # stopped decided quality (BENCHMARKS.md, "Step 3a", "The VQ's schedule").
     lr_schedule: str = "cosine"  # or "constant"
     # The epoch with the best val PSNR is the one saved, not the last (its weights ride in the checkpoint).
     keep_best: bool = True
     batch_size: PositiveInt = 32
     seed: int = 0
-    threads: PositiveInt = 2  # conv nets gain ~1.7x from the second core (measured); 1 for bit-for-bit repeats across machines
+    threads: PositiveInt = 2  # conv nets gain from the second core (BENCHMARKS.md, "Figures behind code choices"); 1 for bit-for-bit repeats across machines
     pretrained: str = ""  # a local diffusers VQModel folder (config.json + safetensors): loaded, not trained
-    tables_dir: str = "data/02_tables"
-    images_dir: str = "data/01_raw/world-v1"
-    split: str = "data/03_features/split.parquet"
-    out_dir: str = "data/04_models/vq"
-    checkpoint_dir: str = "data/checkpoints/vq"  # not a DVC output: survives a killed run
-    metrics: str = "data/metrics/train_vq.json"
-    curve: str = "data/plots/train_vq.csv"
 
     def __post_init__(self) -> None:
         _check_blocks("train_vq", self.block_out_channels, self.norm_num_groups)
@@ -72,11 +65,6 @@ class TrainWConfig:
     patience: PositiveInt = 30  # epochs without a better validation cosine before stopping
     seed: int = 0
     threads: PositiveInt = 1
-    mapper_dir: str = "data/04_models/mapper"  # G (Step 2)
-    features_dir: str = "data/03_features/visual"  # v = s + t + c of every image, and s itself
-    split: str = "data/03_features/split.parquet"
-    out_dir: str = "data/04_models/w"
-    metrics: str = "data/metrics/train_w.json"
 
 
 @dataclass(frozen=True)
@@ -102,18 +90,6 @@ class TrainDiffusionConfig:
     batch_size: PositiveInt = 64  # the global batch: each of N DDP ranks takes batch_size / N
     seed: int = 0
     threads: PositiveInt = 2
-    vq_dir: str = "data/04_models/vq"
-    w_dir: str = "data/04_models/w"
-    mapper_dir: str = "data/04_models/mapper"
-    clip_dir: str = "data/04_models/clip"  # the text tower that embeds captions (Step 2's CLIP)
-    features_dir: str = "data/03_features/visual"
-    tables_dir: str = "data/02_tables"
-    images_dir: str = "data/01_raw/world-v1"
-    split: str = "data/03_features/split.parquet"
-    out_dir: str = "data/04_models/diffusion"
-    checkpoint_dir: str = "data/checkpoints/diffusion"
-    metrics: str = "data/metrics/train_diffusion.json"
-    curve: str = "data/plots/train_diffusion.csv"
 
     def __post_init__(self) -> None:
         _check_blocks("train_diffusion", self.block_out_channels, self.norm_num_groups)
@@ -143,7 +119,8 @@ class GuidanceConfig:
     prototype_tau: PositiveFloat = 0.1  # softmax temperature of the preference prototype (METHOD.md 3.4)
     # How much the prompt weighs in the prototype: its weights become softmax(D/tau + k * CLIP's logit of
     # <W(e^_i), s>), the segment's favourites among the images that show what the prompt says (0 = METHOD.md
-    # 3.4's prototype over the whole catalogue, whose condition can contradict the prompt; BENCHMARKS.md).
+    # 3.4's prototype over the whole catalogue, whose condition can contradict the prompt;
+    # BENCHMARKS.md, "Step 3b", "How the sampler and its settings were chosen").
     prototype_prompt_weight: NonNegativeFloat = 0.0
 
     def __post_init__(self) -> None:

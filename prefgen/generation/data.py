@@ -19,13 +19,13 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
-from prefgen.config import TrainMapperConfig
-from prefgen.generation.config import TrainDiffusionConfig, TrainWConfig
 from prefgen.generation.conditioning import PreferenceToText
+from prefgen.generation.config import TrainDiffusionConfig
+from prefgen.paths import Paths
 from prefgen.vision import semantic
 from prefgen.vision.mapper_data import read_features
 from prefgen.vision.pixels import read_split
-from prefgen.vision.scorer import CONFIG_FILE, MAPPER_FILE, build_models
+from prefgen.vision.scorer import MAPPER_FILE, build_models, read_mapper_config
 
 W_FILE, W_CONFIG = "w.safetensors", "config.json"
 
@@ -56,7 +56,7 @@ def _rows(ids: list[str], wanted: list[str], what: str) -> np.ndarray:
 @torch.no_grad()
 def mapped_embeddings(mapper_dir: Path, features_dir: Path, image_ids: list[str]) -> Tensor:
     """e^ = G(v) of the given images, (len(image_ids), d)."""
-    cfg = TrainMapperConfig(**json.loads((mapper_dir / CONFIG_FILE).read_text())["train_mapper"])
+    cfg = read_mapper_config(mapper_dir)
     g, _ = build_models(load_file(mapper_dir / MAPPER_FILE), cfg)
     ids, v = read_features(features_dir, cfg.part_names)
     return g(torch.from_numpy(v[_rows(ids, image_ids, "visual features")]))
@@ -67,11 +67,11 @@ def semantic_features(features_dir: Path, image_ids: list[str]) -> Tensor:
     return torch.from_numpy(s[_rows(ids, image_ids, "semantic feature")])
 
 
-def w_inputs(cfg: TrainWConfig) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def w_inputs(mapper_dir: Path, features_dir: Path, split_path: Path) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(e^, s) of the train images, then of the val images (features read once for both)."""
-    train, val = split_ids(Path(cfg.split), "train"), split_ids(Path(cfg.split), "val")
-    e = mapped_embeddings(Path(cfg.mapper_dir), Path(cfg.features_dir), train + val)
-    s = semantic_features(Path(cfg.features_dir), train + val)
+    train, val = split_ids(split_path, "train"), split_ids(split_path, "val")
+    e = mapped_embeddings(mapper_dir, features_dir, train + val)
+    s = semantic_features(features_dir, train + val)
     return e[: len(train)], s[: len(train)], e[len(train) :], s[len(train) :]
 
 
@@ -88,17 +88,17 @@ def encode_latents(vq, pixels: Tensor, batch_size: int = 128) -> Tensor:
     return torch.cat([vq.encode(pixels[i : i + batch_size] * 2 - 1).latents for i in range(0, len(pixels), batch_size)])
 
 
-def diffusion_inputs(cfg: TrainDiffusionConfig, skipped: Counter) -> DiffusionData:
+def diffusion_inputs(cfg: TrainDiffusionConfig, paths: Paths, skipped: Counter) -> DiffusionData:
     """Latents and both conditions of the train images (mirrored too, if asked) and of the val images."""
-    from prefgen.generation.vq import load_vq  # diffusers costs ~3 s to import: only the stages that encode pay it
+    from prefgen.generation.vq import load_vq  # diffusers is slow to import: only the stages that encode pay it
 
-    vq, w = load_vq(Path(cfg.vq_dir)), load_w(Path(cfg.w_dir))
-    clip, clip_cfg = semantic.load_model(Path(cfg.clip_dir))
-    splits = {name: read_split(Path(cfg.tables_dir), Path(cfg.images_dir), Path(cfg.split), name, vq.config.sample_size, skipped)
+    vq, w = load_vq(paths.vq), load_w(paths.w)
+    clip, clip_cfg = semantic.load_model(paths.clip)
+    splits = {name: read_split(paths.tables, paths.raw, paths.split, name, vq.config.sample_size, skipped)
               for name in ("train", "val")}
     ids = splits["train"][0] + splits["val"][0]
     with torch.no_grad():  # both conditions of both splits in one pass: G, W and the text tower are read once
-        pref = w(mapped_embeddings(Path(cfg.mapper_dir), Path(cfg.features_dir), ids))
+        pref = w(mapped_embeddings(paths.mapper, paths.visual, ids))
     text = semantic.embed_texts(clip, semantic.build_tokenizer(clip_cfg), splits["train"][2] + splits["val"][2])
     n = len(splits["train"][0])
     z, val_z = encode_latents(vq, splits["train"][1]), encode_latents(vq, splits["val"][1])

@@ -108,8 +108,8 @@ def _unwrap(model: torch.nn.Module) -> UNet2DConditionModel:
 
 # Settings a checkpoint need not match. The learning rate is constant and every epoch draws from
 # (seed, epoch, rank), so a longer run's first epochs are exactly a shorter run's: asking for more
-# epochs extends a finished run instead of redoing it. Output paths do not touch the weights.
-NOT_IN_CHECKPOINT_KEY = ("epochs", "out_dir", "checkpoint_dir", "metrics", "curve")
+# epochs extends a finished run instead of redoing it.
+NOT_IN_CHECKPOINT_KEY = ("epochs",)
 
 
 def _run_config(cfg: TrainDiffusionConfig, world: int) -> dict:

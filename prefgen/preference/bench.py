@@ -2,7 +2,7 @@
 
 Protocol (../shared/data/README.md): each test row ranks its held-out positive
 among its listed negatives, scored as the model scores them (no masking of
-training items), ties broken in expectation (prefgen/eval/sampled.py). Beside
+training items), ties broken in expectation (prefgen/metrics/sampled.py). Beside
 it, full ranking: the positive against every item the id has not interacted
 with in training (Recall@K = HR@K with one positive per row). The
 epoch is chosen on a validation split carved from train (per user and per group
@@ -23,12 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from prefgen.config import CentralityConfig, TrainGraphConfig
-from prefgen.eval.sampled import per_row_metrics, tie_aware_metrics
+from prefgen.metrics.sampled import per_row_metrics, tie_aware_metrics
 from prefgen.preference import train as training
+from prefgen.preference.config import TrainGraphConfig
 from prefgen.preference.grouprec import GroupRecData, TestSet, densify, input_report, read_dataset, self_follows
 from prefgen.preference.stage_data import standardise_log
 from prefgen.preference.train import TrainData, carve_validation, score_all, score_rows
+from prefgen.social.config import CentralityConfig
 
 TASKS = ("group", "user")
 METRICS = ("HR@5", "HR@10", "NDCG@5", "NDCG@10")
@@ -103,8 +104,8 @@ def prepare(data: GroupRecData, rng: np.random.Generator) -> tuple[TrainData, di
 def test_rows_per_id(test: TestSet, n_ids: int) -> np.ndarray:
     """How many validation lines to carve per id: as many as test holds for it, at least one (CAMRa2011: five).
 
-    Validation then has test's shape and size; one line per group gave CAMRa2011 290 validation rows, whose
-    HR@5 wanders by about 0.03 from epoch to epoch, as much as the differences early stopping must see.
+    Validation then has test's shape and size; one line per group gave too few validation rows to tell
+    epochs apart (BENCHMARKS.md, "Figures behind code choices").
     Only the test's row counts are read here.
     """
     return np.maximum(1, np.bincount(test.ids, minlength=n_ids))
@@ -113,7 +114,8 @@ def test_rows_per_id(test: TestSet, n_ids: int) -> np.ndarray:
 def members_test_share(data: GroupRecData) -> float:
     """The share of group test pairs whose item some member of the group also has in the *user* test.
 
-    CAMRa2011: 1.00 (each group test item is one member's user test item), Mafengwo: 0.01. This reads
+    CAMRa2011: all (each group test item is one member's user test item), Mafengwo: almost none
+    (BENCHMARKS.md, "Step 1 on public group-recommendation data"). This reads
     which items the two test files hold, to learn how test was drawn; never a model's score on them.
     """
     test_pairs = set(zip(data.user_test.ids.tolist(), data.user_test.positives.tolist()))
@@ -131,11 +133,12 @@ def carve_group_validation_from_members(group_lines: np.ndarray, user_val: np.nd
                                         per_id: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Group validation drawn only from lines whose item a member holds out in the user validation.
 
-    That is how CAMRa2011's test was drawn: each of its 1,450 group test items is a member's user test
-    item, and only 31% sit in another member's training lines. Drawn from any line instead, 88% of
-    validation's group items sat in a member's training lines for the model to copy (drawn this way: 45%),
-    and validation kept choosing later epochs whose test group HR@5 was lower. Each group keeps at least
-    one such line in training (carve_validation).
+    That is how CAMRa2011's test was drawn: each of its group test items is a member's user test item, and
+    only a minority sit in another member's training lines. Drawn from any line instead, most of
+    validation's group items sat in a member's training lines for the model to copy (far more than drawn
+    this way), and validation kept choosing later epochs whose test group HR@5 was lower (BENCHMARKS.md,
+    "Step 1 on public group-recommendation data"). Each group keeps at least one such line in training
+    (carve_validation).
     """
     held = np.unique(user_val, axis=0)
     group_items = {(g, i) for g, u in members.tolist() for i in held[held[:, 0] == u, 1].tolist()}
@@ -147,8 +150,9 @@ def carve_group_validation_from_members(group_lines: np.ndarray, user_val: np.nd
 def sorted_lines(pairs: np.ndarray) -> np.ndarray:
     """Training lines sorted by (id, item), repeats kept.
 
-    Why keep repeats: CAMRa2011's group test pairs were drawn from lines, so 40% of
-    them repeat a training pair, as do 41% of its training lines. Carving
+    Why keep repeats: CAMRa2011's group test pairs were drawn from lines, so many of
+    them repeat a training pair, as do many of its training lines (BENCHMARKS.md,
+    "Step 1 on public group-recommendation data"). Carving
     validation from lines draws it the way test was drawn, and training on lines
     weighs a pair by how often it was logged. Without repeats (Mafengwo) these are
     np.unique's rows in np.unique's order, so nothing else moves.

@@ -18,7 +18,7 @@ import polars as pl
 import torch
 
 from prefgen.checkpoint import save_tensors_atomic
-from prefgen.config import TrainGraphConfig
+from prefgen.preference.config import TrainGraphConfig
 from prefgen.preference.stage_data import Indexed
 
 

@@ -1,11 +1,10 @@
 """Step 1: which member features the influence attention reads, chosen by cross-validated group clicks.
 
 METHOD.md 1.3 lists several centralities and activity counts for c_u^g. They are
-strongly correlated (on world-v1 in-degree and PageRank load 0.93 each on one
-common factor), and the attention trained jointly on all of them settles on
-whichever blend fits its group clicks, not on the one that carries influence: its
-within-group Spearman with the true influence is 0.60-0.62 where PageRank alone
-gives 0.6455 (BENCHMARKS.md, "Step 1"). So before the model is trained for export,
+strongly correlated, and the attention trained jointly on all of them settles on
+whichever blend fits its group clicks, not on the one that carries influence: it
+recovers influence worse than PageRank alone (BENCHMARKS.md, "Step 1 on world-v1:
+member influence"). So before the model is trained for export,
 each candidate feature set S is scored by K-fold cross-validation of a small
 surrogate over the trained model's frozen tastes:
 
@@ -30,9 +29,9 @@ or flatten the weights (large groups against small ones). So the choice is made
 among the features the surrogate can judge, and the others are kept, as the
 model configured without the choice reads them (on CAMRa2011 "clicks + group
 size" and "clicks" tied to the last digit and the rule dropped the size on no
-evidence). Keeping it has a price where the size does not help: on world-v1
-influence recovery falls from 0.662 to 0.653 (BENCHMARKS.md); a surrogate
-that can judge it (a group-size temperature on the logits) is not built yet.
+evidence). Keeping it has a price where the size does not help (world-v1's
+influence recovery, BENCHMARKS.md, "Step 1 on world-v1: member influence"); a
+surrogate that can judge it (a group-size temperature on the logits) is not built.
 
 Why a surrogate rather than K trainings of the model: one surrogate fit takes
 seconds; the model's epochs take minutes per fold.
@@ -90,8 +89,8 @@ class _Surrogate:
     def fit(self, columns: list[int], counts: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
         """MAP of theta = [a (one per column), log s, b (one per individual)] on the counted lines."""
         theta = torch.zeros(len(columns) + 1 + len(self.tastes), dtype=torch.float64, requires_grad=True)
-        # Stop once an iteration gains under 1e-4 nats: on world-v1 that moved no held-out NLL by 0.01 nats (the
-        # choice weighs differences of several nats) and saved a third of the evaluations.
+        # Stop once an iteration gains under 1e-4 nats: far below the differences of several nats the choice
+        # weighs, and it saves evaluations (BENCHMARKS.md, "Figures behind code choices").
         optimiser = torch.optim.LBFGS([theta], max_iter=200, tolerance_change=1e-4, line_search_fn="strong_wolfe")
         n_a = len(columns)
 

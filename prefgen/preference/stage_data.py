@@ -8,12 +8,14 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from prefgen.config import TrainGraphConfig
 from prefgen.data import contract as c
 from prefgen.data.split import training_events
+from prefgen.paths import Paths
+from prefgen.preference.config import TrainGraphConfig
 from prefgen.preference.train import TrainData
 
 _INDIVIDUAL_IMAGE_TYPES = ("click", "repost", "comment", "favorite")
+SEMANTIC_FILE = "semantic.parquet"  # the visual features' semantic vectors (prefgen/vision/features.py)
 
 
 @dataclass
@@ -89,9 +91,9 @@ def _follows(tables_dir: Path, index: dict[str, int]) -> tuple[np.ndarray, int]:
     return known.select("a", "b").to_numpy().astype(np.int64).reshape(-1, 2), pairs.height - known.height
 
 
-def load_for(cfg: TrainGraphConfig) -> Indexed:
-    """The train_graph stage's inputs, from the paths in its config ("" item_features: learned image ids only)."""
-    return load(Path(cfg.tables_dir), Path(cfg.split), Path(cfg.centrality_dir), Path(cfg.item_features) if cfg.item_features else None)
+def load_for(cfg: TrainGraphConfig, paths: Paths) -> Indexed:
+    """The train_graph stage's inputs from the pipeline's `paths` (item_features false: learned image ids only)."""
+    return load(paths.tables, paths.split, paths.centrality, paths.visual / SEMANTIC_FILE if cfg.item_features else None)
 
 
 def load(tables_dir: Path, split_path: Path, centrality_dir: Path, semantic_path: Path | None = None) -> Indexed:

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 
 from prefgen import checkpoint
-from prefgen.config import TrainGraphConfig
-from prefgen.eval.sampled import tie_aware_metrics
+from prefgen.metrics.sampled import tie_aware_metrics
 from prefgen.preference import influence
+from prefgen.preference.config import TrainGraphConfig
 from prefgen.preference.encoder import Graphs, SocialPreferenceEncoder
 
 
@@ -206,10 +206,9 @@ def data_key(data: TrainData, val: dict[str, np.ndarray]) -> str:
     return digest.hexdigest()
 
 
-# Settings that act only after the epochs (β's candidates, whether a refit follows) or say where files go: a
-# checkpoint made under other values of these is the same training, so it is resumed rather than redone.
-AFTER_TRAINING = ("social_smoothing", "refit", "influence_folds", "persuasion_precision", "out_dir", "checkpoint_dir", "metrics",
-                  "curve")
+# Settings that act only after the epochs (β's candidates, whether a refit follows): a checkpoint made under
+# other values of these is the same training, so it is resumed rather than redone.
+AFTER_TRAINING = ("social_smoothing", "refit", "influence_folds", "persuasion_precision")
 
 
 def training_config(cfg: TrainGraphConfig) -> dict:
@@ -300,9 +299,9 @@ def refit(every_line: TrainData, cfg: TrainGraphConfig, chosen: History, checkpo
     """Once validation has chosen the epoch count and β (`chosen`, fit's history), a fresh model trained on
     every line, validation's included, for best_epoch + 1 epochs, with that β.
 
-    Why: the held-out lines are evidence the first model never saw, 38% of Mafengwo's group training lines;
-    there the refit lifts group HR@10 from 0.833 to 0.907, while on CAMRa2011 (1% held out) and world-v1 it
-    moves nothing beyond seed noise (BENCHMARKS.md). The price: nothing is left to validate it on.
+    Why: the held-out lines are evidence the first model never saw, most where validation holds a large share
+    of the lines (BENCHMARKS.md, "Step 1 on public group-recommendation data", refit). The price: nothing is
+    left to validate it on.
     """
     model, graphs, history = train_for(every_line, cfg, chosen.best_epoch + 1, checkpoint_dir, log)
     model.smoothing.fill_(chosen.smoothing)

@@ -18,16 +18,16 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from safetensors.torch import load_file, save_file
 
 from prefgen.checkpoint import replace_folder
-from prefgen.config import VisualFeaturesConfig
-from prefgen.data.ingest import sha256_file
 from prefgen.generation.config import GuidanceConfig
+from prefgen.hashing import sha256_file
+from prefgen.vision.config import VisualFeaturesConfig, from_saved
 
 FORMAT = 1
 MANIFEST, LINEAGE, SETTINGS, CATALOGUE = "manifest.json", "lineage.json", "settings.json", "catalogue.safetensors"
@@ -120,7 +120,7 @@ class Bundle:
     def load(cls, folder: Path) -> Bundle:
         digest = verify(folder)
         settings = json.loads((folder / SETTINGS).read_text(encoding="utf-8"))
-        visual = replace(VisualFeaturesConfig(**settings["visual_features"]), clip_dir=str(folder / "models" / "clip"))
+        visual = from_saved(VisualFeaturesConfig, settings["visual_features"])  # the CLIP tower is the bundle's own models/clip
         return cls(folder, digest, visual, GuidanceConfig(**settings["sampler"]))
 
     def model_dir(self, part: str) -> Path:
@@ -135,5 +135,5 @@ class Bundle:
         from prefgen.generation.assemble import build_pipeline
 
         return build_pipeline(self.model_dir("diffusion"), self.model_dir("vq"), self.model_dir("w"), self.model_dir("mapper"),
-                              self.model_dir("graph"), self.visual, load_file(self.folder / CATALOGUE)["embeddings"],
+                              self.model_dir("graph"), self.model_dir("clip"), self.visual, load_file(self.folder / CATALOGUE)["embeddings"],
                               sampler or self.sampler)

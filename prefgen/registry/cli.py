@@ -14,13 +14,8 @@ from typing import Annotated, Any
 
 import typer
 
-from prefgen.config import (
-    DEFAULT_PARAMS,
-    ConfigError,
-    load_params,
-    section_config,
-    tracking_config,
-)
+from prefgen.config import section_config, tracking_config
+from prefgen.params import DEFAULT_PARAMS, ConfigError, load_params
 
 ParamsOpt = Annotated[Path, typer.Option(help="params.yaml (tracking store and the registry section).")]
 ManifestOpt = Annotated[Path | None, typer.Option(help="A manifest.parquet to look the image up in first.")]
@@ -76,10 +71,10 @@ def _no_bundle_yet(name: str) -> str:
 def _errors():
     from mlflow.exceptions import MlflowException
 
-    from prefgen.generation.image_sets import RequestError
     from prefgen.pipeline import StageError
     from prefgen.registry.bundle import BundleError
     from prefgen.registry.store import RegistryError
+    from prefgen.serving.image_sets import RequestError
 
     # MlflowException: e.g. a version number the registry does not hold; its message names it in one line.
     return RegistryError, BundleError, RequestError, StageError, FileNotFoundError, MlflowException
@@ -160,8 +155,8 @@ def generate(segment: Annotated[list[str], typer.Option(help="Segment id, e.g. g
              seed: Annotated[int, typer.Option(help="Seed of the first image; image k uses seed + k.")] = 0,
              params: ParamsOpt = DEFAULT_PARAMS) -> None:
     """Images for every segment x prompt from a registered bundle, with the sampler settings of params.yaml."""
-    from prefgen.generation.image_sets import BatchRequest
     from prefgen.registry import generate as step
+    from prefgen.serving.image_sets import BatchRequest
 
     loaded, cfg = _load(params)
     if n < 1:
@@ -195,8 +190,7 @@ def regenerate(target: Annotated[str, typer.Argument(help="An image's sha256 (>=
                params: ParamsOpt = DEFAULT_PARAMS) -> None:
     """Make an image again from its manifest row and check its sha256 (exit 1 when it differs, when the file's bytes
     are not the image made, or when the bundle version that made it changed since)."""
-    from prefgen.registry.generate import BundleChanged
-    from prefgen.registry.generate import regenerate as again
+    from prefgen.registry.generate import BundleChanged, regenerate as again
 
     loaded, _ = _load(params)
     try:

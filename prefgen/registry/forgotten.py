@@ -22,13 +22,14 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
 from prefgen import tracking
-from prefgen.config import TrackingConfig, section_config, tracking_config
+from prefgen.config import section_config, tracking_config
 from prefgen.data import contract as c
 from prefgen.data.forget import mentions, read_requests, subject_hash
-from prefgen.generation.gallery import segment_key
-from prefgen.generation.image_sets import MANIFEST
-from prefgen.nightly.config import NightlyConfig
+from prefgen.paths import Paths
 from prefgen.registry.store import FORGOTTEN_TAG, forgotten_subjects
+from prefgen.serving.gallery import segment_key
+from prefgen.serving.image_sets import MANIFEST
+from prefgen.tracking_config import TrackingConfig
 
 SEGMENTS = "models/graph/segments.parquet"  # inside a bundle folder
 
@@ -96,7 +97,7 @@ def _dvc_cache(root: Path, requested_at: datetime | None) -> dict[str, Any]:
     return {"path": str(cache), "objects_from_before_the_request": sum(p.stat().st_mtime < cutoff for p in files)}
 
 
-def report(tables_dir: Path, individual_id: str, root: Path, nights_dir: Path, client: MlflowClient | None,
+def report(tables_dir: Path, individual_id: str, root: Path, nights_dir: Path | None, client: MlflowClient | None,
            model_name: str) -> dict[str, Any]:
     """What still mentions the individual, keyed by the id's sha256 (the id itself is never in the result)."""
     subject = subject_hash(individual_id)
@@ -107,7 +108,7 @@ def report(tables_dir: Path, individual_id: str, root: Path, nights_dir: Path, c
         for version in holding_versions(client, model_name, individual_id, requested_at):
             bundles.append({"version": str(version.version), "aliases": list(version.aliases),
                             "tagged": subject in forgotten_subjects(version), "register_run": version.run_id or ""})
-    nights = _night_leftovers(nights_dir, individual_id)
+    nights = _night_leftovers(nights_dir, individual_id) if nights_dir else []
     return {"subject_sha256": subject, "requested_at": requested_at.isoformat() if requested_at else None,
             "tables": mentions(tables_dir, individual_id) if (tables_dir / c.SOURCES_FILE).is_file() else {},
             "bundle_versions": bundles, "mlflow_artifacts": {"bundle_models": [b["version"] for b in bundles],
@@ -129,7 +130,7 @@ def tag_from_params(params: dict[str, Any] | None, root: Path, individual_id: st
 
 
 def report_from_params(params: dict[str, Any] | None, root: Path, tables_dir: Path, individual_id: str) -> dict[str, Any]:
-    """`forget --report`: the registry and nights of params.yaml (defaults without it)."""
+    """`forget --report`: the registry and nights of params.yaml (neither without it)."""
     client, name = _registry(params, root)
-    nights = root / (section_config(params, "nightly") if params else NightlyConfig()).out_dir
+    nights = Paths.from_params(params).rooted(root).nightly if params else None
     return report(tables_dir, individual_id, root, nights, client, name)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from prefgen.paths import Paths
 from prefgen.registry.config import GateMetric
 
 
@@ -27,12 +27,12 @@ class GateDecision:
         return ("passed: " if self.passed else "refused: ") + "; ".join(self.reasons)
 
 
-def read_gate_metrics(metrics_dir: Path, gate: list[GateMetric]) -> dict[str, float]:
-    """{name: value} of the gate metrics found in `<metrics_dir>/<file>.json`; absent ones are left out."""
+def read_gate_metrics(paths: Paths, gate: list[GateMetric]) -> dict[str, float]:
+    """{name: value} of the gate metrics found in the stages' metrics files (`paths.metrics_file(<stage>)`); absent ones are left out."""
     values = {}
     for metric in gate:
         stem, key = metric.name.split(".", 1)
-        path = metrics_dir / f"{stem}.json"
+        path = paths.metrics_file(stem)
         if not path.is_file():
             continue
         value = json.loads(path.read_text(encoding="utf-8"))

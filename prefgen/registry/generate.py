@@ -21,9 +21,11 @@ from mlflow import MlflowClient
 from tqdm import tqdm
 
 from prefgen import tracking
-from prefgen.config import TrackingConfig
 from prefgen.generation.config import GuidanceConfig
-from prefgen.generation.image_sets import (
+from prefgen.hashing import sha256_file
+from prefgen.registry import store
+from prefgen.registry.bundle import Bundle, BundleError
+from prefgen.serving.image_sets import (
     MANIFEST,
     BatchRequest,
     BundleRef,
@@ -32,8 +34,7 @@ from prefgen.generation.image_sets import (
     generate_batch,
     machine,
 )
-from prefgen.registry import store
-from prefgen.registry.bundle import Bundle, BundleError, sha256_file
+from prefgen.tracking_config import TrackingConfig
 
 MANIFEST_ARTIFACT = "manifest"  # run artefact folder holding manifest.parquet
 

@@ -17,8 +17,8 @@ import mlflow
 from mlflow import MlflowClient
 
 from prefgen import tracking
-from prefgen.config import TrackingConfig
 from prefgen.registry.generate import locate
+from prefgen.tracking_config import TrackingConfig
 
 
 def _run_summary(client: MlflowClient, run_id: str) -> dict[str, Any]:

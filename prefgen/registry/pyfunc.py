@@ -17,8 +17,8 @@ from typing import Any
 
 import pandas as pd
 
-from prefgen.generation.image_sets import BatchRequest, BundleRef, generate_batch
 from prefgen.registry.bundle import Bundle
+from prefgen.serving.image_sets import BatchRequest, BundleRef, generate_batch
 
 COLUMNS = ("segment", "prompt", "seed")
 

@@ -24,15 +24,16 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from prefgen import pipeline, tracking
-from prefgen.config import ingest_config, section_config, tracking_config
+from prefgen.config import section_config, tracking_config
 from prefgen.data.ingest import discover
 from prefgen.generation.data import mapped_embeddings, split_ids
+from prefgen.hashing import sha256_file
+from prefgen.paths import Paths
 from prefgen.registry import store
-from prefgen.registry.bundle import PARTS, assemble, sha256_file
+from prefgen.registry.bundle import PARTS, assemble
 from prefgen.registry.config import RegistryConfig
 from prefgen.registry.gate import read_gate_metrics
 from prefgen.registry.store import RegistryError
-from prefgen.stages.common import world_tags
 
 EVAL_STAGES = ("eval_graph", "eval_mapper", "eval_generation")
 PROBE_TIMEOUT_S = 5  # MLflow's client retries an unreachable server for minutes before it gives up
@@ -71,20 +72,20 @@ def _fail_fast(uri: str) -> Iterator[None]:
             os.environ.pop(key, None)
 
 
-def eval_set_digest(cfg: RegistryConfig, params: dict[str, Any], root: Path) -> str:
-    """sha256 over the evaluation files' contents and the evaluation protocol (prompts, pairs, seeds: the resolved
-    `eval_generation` config without its paths and thread count)."""
+def eval_set_digest(cfg: RegistryConfig, params: dict[str, Any], paths: Paths, root: Path) -> str:
+    """sha256 over the evaluation files' contents (named relative to `root` where they lie under it) and the
+    evaluation protocol (prompts, pairs, seeds: the resolved `eval_generation` config without its thread count)."""
     digest = hashlib.sha256()
     for entry in cfg.eval_set:
-        path = root / entry
+        path = root / getattr(paths, entry)
         if not path.exists():
-            raise FileNotFoundError(f"params.registry.eval_set names {entry}, which does not exist (run the pipeline first)")
+            raise FileNotFoundError(f"params.registry.eval_set names {entry} ({path}), which does not exist (run the pipeline first)")
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         for file in files:
-            digest.update(f"{file.relative_to(root).as_posix()}\0{sha256_file(file)}\n".encode())
+            name = file.relative_to(root) if file.is_relative_to(root) else file
+            digest.update(f"{name.as_posix()}\0{sha256_file(file)}\n".encode())
     protocol = asdict(section_config(params, "eval_generation"))  # resolved: defaults count as written
-    where = {"threads", "metrics", "split"} | {k for k in protocol if k.endswith("_dir")}  # how it ran, not what it judged
-    digest.update(json.dumps({k: v for k, v in protocol.items() if k not in where}, sort_keys=True).encode())
+    digest.update(json.dumps({k: v for k, v in protocol.items() if k != "threads"}, sort_keys=True).encode())  # how it ran, not what it judged
     return digest.hexdigest()
 
 
@@ -103,23 +104,25 @@ def _stage_run(client: mlflow.MlflowClient, stage: str, lock: dict[str, Any]) ->
     return {"stage": stage, "run_id": "", "matched_by": "no MLflow run found"}
 
 
-def collect_lineage(cfg: RegistryConfig, params: dict[str, Any], root: Path, flow_run_id: str = "") -> dict[str, Any]:
+def collect_lineage(params: dict[str, Any], root: Path, flow_run_id: str = "") -> dict[str, Any]:
     """Where this bundle comes from: code, dvc.lock, the training and evaluation runs, the raw log files."""
     made_by = pipeline.producers(root)
+    catalogue = Paths.from_params(params)  # as params.yaml writes them, the way dvc.yaml's outs name them
     client = mlflow.MlflowClient()
     training = {}
-    for part, folder in cfg.parts.items():
+    for part in PARTS:
+        folder = str(getattr(catalogue, part))
         stage = made_by.get(folder, "")
         training[part] = {"path": folder} | (_stage_run(client, stage, pipeline.lock_entry(root, stage)) if stage else
                                              {"stage": "", "run_id": "", "matched_by": "not a dvc.yaml output"})
     evaluation = {stage: _stage_run(client, stage, pipeline.lock_entry(root, stage)) for stage in EVAL_STAGES}
-    raw_dir = root / ingest_config(params).raw_dir
+    raw_dir = root / catalogue.raw
     raw = [{"source": f.source, "sha256": f.sha256, "bytes": f.nbytes, "kind": f.kind} for f in discover(raw_dir)[0]] \
         if raw_dir.is_dir() else []
     return {"created_at": datetime.now(UTC).isoformat(timespec="seconds"), "git": tracking.git_state(root),
             "prefect.flow_run_id": flow_run_id, "profile": params.get("profile", ""),
             "training_runs": training, "evaluation_runs": evaluation, "dvc_lock": pipeline.read_lock(root),
-            "raw_logs": {"dir": str(ingest_config(params).raw_dir), "files": raw}}
+            "raw_logs": {"dir": str(catalogue.raw), "files": raw}}
 
 
 def inputs_digest(cfg: RegistryConfig, params: dict[str, Any], root: Path) -> str:
@@ -157,19 +160,20 @@ def _register(cfg: RegistryConfig, params: dict[str, Any], root: Path, log, flow
     if same is not None:
         log(f"nothing changed since {cfg.model_name} version {same.version} was registered (same dvc.lock and settings)")
         return _judged(client, cfg, same, log)
-    parts = {name: root / cfg.parts[name] for name in PARTS}
-    catalogue = mapped_embeddings(parts["mapper"], root / cfg.features_dir, split_ids(root / cfg.split, "train"))
-    lineage = collect_lineage(cfg, params, root, flow_run_id)
-    folder = root / cfg.staging_dir
+    paths = Paths.from_params(params).rooted(root)
+    parts = {name: getattr(paths, name) for name in PARTS}
+    catalogue = mapped_embeddings(paths.mapper, paths.visual, split_ids(paths.split, "train"))
+    lineage = collect_lineage(params, root, flow_run_id)
+    folder = paths.bundle
     digest = assemble(parts, catalogue, section_config(params, "visual_features"), section_config(params, "sampler"), lineage, folder)
     existing = store.find_by_digest(client, cfg.model_name, digest)
     if existing is not None:
         client.set_model_version_tag(cfg.model_name, existing.version, store.INPUTS_TAG, inputs)  # next time: no assembly
         log(f"bundle {digest[:12]} is already {cfg.model_name} version {existing.version}: nothing registered")
         return _judged(client, cfg, existing, log)
-    metrics, eval_set = read_gate_metrics(root / cfg.metrics_dir, cfg.gate_metrics), eval_set_digest(cfg, params, root)
+    metrics, eval_set = read_gate_metrics(paths, cfg.gate_metrics), eval_set_digest(cfg, params, paths, root)
     with tracking.stage_run("register", {"registry": asdict(cfg)}, tracking_config(params), root, flow_run_id):
-        mlflow.set_tags(world_tags(params, root))
+        mlflow.set_tags(tracking.world_tags(paths.raw))
         mlflow.log_metrics(tracking.flatten(metrics))
         version, _ = store.register(client, cfg, folder, metrics, eval_set, lineage, inputs)
         log(f"registered bundle {digest[:12]} as {cfg.model_name} version {version.version}")

@@ -31,15 +31,13 @@ in sorted order. Features, all float64, unnormalised unless said:
   peeling in numpy. Equals `networkx.core_number(G.to_undirected())`.
 
 Implementation, chosen by measurement at 1M nodes / 10M edges on 2 cores
-(benchmarks/centrality.py). Betweenness: igraph's Brandes restricted to the
-sources, split over `cfg.threads` forked workers (igraph holds the GIL;
-networkit has no sources-restricted Brandes, and its exact one was 7x slower
-than igraph's at 20k nodes). Harmonic: igraph's Brandes does not expose its
-BFS distances, so instead of one more BFS per pivot (~100 s at 1M) all pivots
-advance together in a bit-parallel BFS (~8 s). PageRank: scipy power iteration
-(1.5 s; igraph's PRPACK 3.7 s; networkit 1.2 s plus 5.5 s to build its graph).
-k-core: numpy peeling (0.8 s; igraph 4.5-6 s). Nodes are relabelled by
-degree for cache locality (~15% on the BFS-bound features).
+(benchmarks/centrality.py; timings in BENCHMARKS.md, "Centrality against networkx").
+Betweenness: igraph's Brandes restricted to the sources, split over `cfg.threads`
+forked workers (igraph holds the GIL; networkit has no sources-restricted Brandes).
+Harmonic: igraph's Brandes does not expose its BFS distances, so instead of one
+more BFS per pivot all pivots advance together in a bit-parallel BFS. PageRank:
+scipy power iteration. k-core: numpy peeling. Nodes are relabelled by degree for
+cache locality (the BFS-bound features gain).
 
 Group features are the same six inside the subgraph induced by the group's
 members. All groups are computed at once on one disjoint union whose nodes are
@@ -81,10 +79,10 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from prefgen.config import CentralityConfig
 from prefgen.data import contract as c
 from prefgen.data.split import training_events
 from prefgen.data.tables import read_table, write_table_atomic
+from prefgen.social.config import CentralityConfig
 from prefgen.social.graph import (
     block_sums,
     build_igraph,
@@ -205,7 +203,7 @@ def _mode(plan) -> str:
 
 def _locality_order(n: int, src: np.ndarray, dst: np.ndarray, blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(order, rank): a relabelling for cache locality. One block: by total degree,
-    descending (hubs share cache lines; ~15% faster BFS). Several: as given, since
+    descending (hubs share cache lines: a faster BFS). Several: as given, since
     each block is already a contiguous node range."""
     if n == 0 or blocks.min() != blocks.max():
         identity = np.arange(n, dtype=np.int64)

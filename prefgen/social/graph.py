@@ -11,11 +11,11 @@
   multi-source BFS (Then et al., "The More the Merrier: Efficient Multi-Source
   Graph Traversal", VLDB 2014): up to 512 sources advance together, one 64-bit
   word per 64 sources per node, so one pass over the frontier's edges serves all.
-- `pagerank`: power iteration on a scipy CSR matrix (10x faster than igraph's
-  PRPACK here: random-like graphs converge in ~30 iterations).
+- `pagerank`: power iteration on a scipy CSR matrix (faster than igraph's
+  PRPACK here: random-like graphs converge in few iterations).
 - `core_numbers`: level-synchronous peeling (Batagelj & Zaversnik's order,
-  all nodes of degree <= k removed per round), 3x faster than igraph's
-  undirected conversion plus coreness at 1M nodes.
+  all nodes of degree <= k removed per round), faster than igraph's
+  undirected conversion plus coreness (BENCHMARKS.md, "Centrality against networkx").
 """
 
 from __future__ import annotations

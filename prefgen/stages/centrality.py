@@ -1,24 +1,26 @@
-"""DVC stage `centrality`: params.yaml [centrality] (tables + split) -> data/03_features/centrality, metrics, an MLflow run."""
+"""DVC stage `centrality`: params.yaml [centrality], the tables and their split -> social features (paths.centrality)."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-from prefgen.config import CentralityConfig
+from prefgen.params import section
+from prefgen.paths import Paths
 from prefgen.social import centrality
-from prefgen.stages.common import run_stage
+from prefgen.social.config import CentralityConfig
+
+USER_ERRORS = (FileNotFoundError,)  # no split file beside the tables (centrality counts train images only)
 
 
-def _progress(feature: str, seconds: float) -> None:
-    print(f"centrality: {feature:<24} {seconds:8.2f} s", file=sys.stderr, flush=True)
+def load_config(params: dict[str, Any] | None) -> CentralityConfig:
+    return section(params, CentralityConfig, "centrality")
 
 
-def run(cfg: CentralityConfig, tables_dir: Path, out_dir: Path, split_path: Path, params: dict[str, Any] | None,
-        metrics_path: Path | None, root: Path, progress: bool = True) -> dict[str, Any]:
-    """Compute the features (activity on `split_path`'s train images only), write the metrics file,
-    and log an MLflow run when `params` are given."""
-    on_feature = _progress if progress else None
-    return run_stage("centrality", params, root, metrics_path,
-                     lambda: centrality.run(cfg, tables_dir, out_dir, split_path, on_feature=on_feature))
+def run(cfg: CentralityConfig, paths: Paths, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Compute the features (activity on paths.split's train images only); `log` gets each feature's time."""
+
+    def on_feature(feature: str, seconds: float) -> None:
+        log(f"centrality: {feature:<24} {seconds:8.2f} s")
+
+    return centrality.run(cfg, paths.tables, paths.centrality, paths.split, on_feature=on_feature)

@@ -2,13 +2,14 @@
 
 Writes the metrics (win_rate, text_consistency, the ablation table, quality), one row per
 generated image (`images.parquet`: arm, pair, segment, prompt, what the oracle read, utility)
-and a contact sheet of the fused arm's first pairs (`fused_pairs.png`) to `out_dir`.
+and a contact sheet of the fused arm's first pairs (`fused_pairs.png`) to paths.eval_generation.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,6 @@ import polars as pl
 import torch
 
 from prefgen.checkpoint import replace_folder
-from prefgen.config import VisualFeaturesConfig
 from prefgen.eval import generation, image_quality
 from prefgen.eval.config import EvalGenerationConfig
 from prefgen.eval.oracle import Oracle
@@ -27,8 +27,24 @@ from prefgen.eval.sample_arms import Workers
 from prefgen.eval.truth import load_truth
 from prefgen.generation.assemble import pipeline_from_outputs
 from prefgen.generation.config import GuidanceConfig
-from prefgen.stages.common import run_stage
+from prefgen.params import section
+from prefgen.paths import Paths
+from prefgen.vision.config import VisualFeaturesConfig
 from prefgen.vision.pixels import read_split
+
+
+@dataclass(frozen=True)
+class EvalGenerationSettings:
+    """The stage's three params sections: the evaluation, the sampler it judges, and the visual features its guide reads."""
+
+    evaluation: EvalGenerationConfig
+    sampler: GuidanceConfig
+    visual: VisualFeaturesConfig
+
+
+def load_config(params: dict[str, Any] | None) -> EvalGenerationSettings:
+    return EvalGenerationSettings(section(params, EvalGenerationConfig, "eval_generation"), section(params, GuidanceConfig, "sampler"),
+                                  section(params, VisualFeaturesConfig, "visual_features"))
 
 
 def candidate_segments(graph_dir: Path, kinds: list[str]) -> list[str]:
@@ -40,30 +56,27 @@ def candidate_segments(graph_dir: Path, kinds: list[str]) -> list[str]:
     return chosen
 
 
-def pipeline_factory(cfg: EvalGenerationConfig, visual: VisualFeaturesConfig, sampler: GuidanceConfig,
-                     root: Path = Path(".")) -> partial:
-    """A picklable builder of the guided sampler from the stage outputs under `root` (worker processes call it)."""
-    visual = replace(visual, clip_dir=str(root / visual.clip_dir), out_dir=str(root / visual.out_dir))
-    return partial(pipeline_from_outputs, root / cfg.diffusion_dir, root / cfg.vq_dir, root / cfg.w_dir, root / cfg.mapper_dir,
-                   root / cfg.graph_dir, visual, root / cfg.split, sampler)
+def pipeline_factory(paths: Paths, visual: VisualFeaturesConfig, sampler: GuidanceConfig) -> partial:
+    """A picklable builder of the guided sampler from the stage outputs in `paths` (worker processes call it)."""
+    return partial(pipeline_from_outputs, paths, visual, sampler)
 
 
-def evaluate(cfg: EvalGenerationConfig, sampler: GuidanceConfig, visual: VisualFeaturesConfig, world: str,
-             log=print) -> dict[str, Any]:
-    torch.set_num_threads(cfg.threads)
-    truth, oracle = load_truth(Path(cfg.truth_dir), world), Oracle.load(Path(cfg.oracle_dir))
-    make_pipe = pipeline_factory(cfg, visual, sampler)
+def run(cfg: EvalGenerationSettings, paths: Paths, log: Callable[[str], None] = print) -> dict[str, Any]:
+    evaluation, sampler = cfg.evaluation, cfg.sampler
+    torch.set_num_threads(evaluation.threads)
+    truth, oracle = load_truth(paths.truth), Oracle.load(paths.oracle)
+    make_pipe = pipeline_factory(paths, cfg.visual, sampler)
     pipe = make_pipe()
-    paths = Path(cfg.tables_dir), Path(cfg.images_dir), Path(cfg.split)
-    cold = image_quality.world_images(*paths, "cold", oracle.image_size, cfg.reference_images, truth)
-    train = read_split(*paths, "train", oracle.image_size, Counter())[1]
+    images = paths.tables, paths.raw, paths.split
+    cold = image_quality.world_images(*images, "cold", oracle.image_size, evaluation.reference_images, truth)
+    train = read_split(*images, "train", oracle.image_size, Counter())[1]
     quality, reference = image_quality.world_quality(pipe.vq, oracle, cold, train)
     log(f"quality: VQ PSNR on cold images {quality['vq_psnr_cold']:.2f} dB; oracle on cold images "
         f"hue/shape/pattern {quality['oracle_hue_accuracy_world_cold']:.3f}/{quality['oracle_shape_accuracy_world_cold']:.3f}/"
         f"{quality['oracle_pattern_accuracy_world_cold']:.3f}")
-    candidates = candidate_segments(Path(cfg.graph_dir), cfg.segment_kinds)
-    with Workers(make_pipe, cfg.workers, cfg.threads, local=pipe) as workers:
-        metrics, rows, fused_images, pairs = generation.evaluate(cfg, sampler, workers, pipe.latent_shape, oracle, truth,
+    candidates = candidate_segments(paths.graph, evaluation.segment_kinds)
+    with Workers(make_pipe, evaluation.workers, evaluation.threads, local=pipe) as workers:
+        metrics, rows, fused_images, pairs = generation.evaluate(evaluation, sampler, workers, pipe.latent_shape, oracle, truth,
                                                                  candidates, reference, log)
 
     def write(folder: Path) -> None:
@@ -71,14 +84,8 @@ def evaluate(cfg: EvalGenerationConfig, sampler: GuidanceConfig, visual: VisualF
         rows.write_parquet(folder / "images.parquet")
         generation.contact_sheet(fused_images, pairs).save(folder / "fused_pairs.png")
 
-    replace_folder(Path(cfg.out_dir), write)
+    replace_folder(paths.eval_generation, write)
     if mlflow.active_run():
-        mlflow.log_artifacts(cfg.out_dir, artifact_path="eval_generation")
-    return {**metrics, "quality": quality, "world": world, "world_sha256": truth.world_sha256,
+        mlflow.log_artifacts(str(paths.eval_generation), artifact_path="eval_generation")
+    return {**metrics, "quality": quality, "world": truth.world, "world_sha256": truth.world_sha256,
             "pairs_groups_share": float(np.mean([candidates[p.a].startswith("grp:") for p in pairs]))}
-
-
-def run(cfg: EvalGenerationConfig, sampler: GuidanceConfig, visual: VisualFeaturesConfig, world: str,
-        params: dict[str, Any] | None, root: Path, log=print) -> dict[str, Any]:
-    return run_stage("eval_generation", params, root, Path(cfg.metrics) if params else None,
-                     lambda: evaluate(cfg, sampler, visual, world, log), not_metrics=("world", "world_sha256"))

@@ -1,20 +1,25 @@
-"""DVC stage `ingest`: params.yaml [ingest] -> data/02_tables, metrics, an MLflow run."""
+"""DVC stage `ingest`: params.yaml [ingest], the raw logs (paths.raw) -> Parquet tables (paths.tables)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
+from collections.abc import Callable
 from typing import Any
 
-from prefgen.config import IngestConfig
 from prefgen.data import ingest
-from prefgen.stages.common import run_stage
+from prefgen.data.config import IngestConfig
+from prefgen.data.rawfiles import IngestError
+from prefgen.params import section
+from prefgen.paths import Paths
 
-# Lists and ids are useful in the JSON printed to the user but are not metrics.
-_NOT_METRICS = ("batch", "ignored_files", "skipped_files", "unreadable_files")
+USER_ERRORS = (IngestError,)  # unreadable raw folder, no log files, tables folder locked or not a folder
 
 
-def run(cfg: IngestConfig, raw_dir: Path, out_dir: Path, params: dict[str, Any] | None,
-        metrics_path: Path | None, root: Path, progress: bool = True) -> dict[str, Any]:
-    """Ingest, write the metrics file, and log an MLflow run when `params` are given."""
-    return run_stage("ingest", params, root, metrics_path, lambda: ingest.run(cfg, raw_dir, out_dir, progress=progress),
-                     not_metrics=_NOT_METRICS)
+def load_config(params: dict[str, Any] | None) -> IngestConfig:
+    return section(params, IngestConfig, "ingest")
+
+
+def run(cfg: IngestConfig, paths: Paths, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Ingest the raw files under paths.raw not yet in paths.tables, with progress on stderr unless TQDM_DISABLE is set."""
+    quiet = os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true")  # tqdm's own switch silences the per-file lines too
+    return ingest.run(cfg, paths.raw, paths.tables, progress=not quiet)

@@ -1,16 +1,21 @@
-"""DVC stage `reference`: baseline scores on the synthetic world (reads its truth: evaluation only)."""
+"""DVC stage `reference`: baseline scores on the synthetic world (reads its truth, paths.truth: evaluation only)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-from prefgen.config import ReferenceConfig
 from prefgen.eval import reference
-from prefgen.stages.common import run_stage
+from prefgen.eval.config import ReferenceConfig
+from prefgen.params import section
+from prefgen.paths import Paths
+
+USER_ERRORS = (FileNotFoundError,)  # no ground truth (synth not run) or an input stage not run
 
 
-def run(cfg: ReferenceConfig, world: str, images_dir: Path, params: dict[str, Any] | None, metrics_path: Path | None,
-        root: Path) -> dict[str, Any]:
-    return run_stage("reference", params, root, metrics_path, lambda: reference.run(cfg, world, images_dir),
-                     not_metrics=("world", "world_sha256", "ref_influence_best_feature"))
+def load_config(params: dict[str, Any] | None) -> ReferenceConfig:
+    return section(params, ReferenceConfig, "reference")
+
+
+def run(cfg: ReferenceConfig, paths: Paths, log: Callable[[str], None] = print) -> dict[str, Any]:
+    return reference.run(cfg, paths)

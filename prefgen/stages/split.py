@@ -1,14 +1,21 @@
-"""DVC stage `split`: params.yaml [split] -> data/03_features/split.parquet, metrics, an MLflow run."""
+"""DVC stage `split`: params.yaml [split], the tables (paths.tables) -> every image's split (paths.split)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-from prefgen.config import SplitConfig
 from prefgen.data import split
-from prefgen.stages.common import run_stage
+from prefgen.data.config import SplitConfig
+from prefgen.params import section
+from prefgen.paths import Paths
+
+USER_ERRORS = (ValueError, FileNotFoundError)  # no ingested tables there, or no image in them
 
 
-def run(cfg: SplitConfig, params: dict[str, Any] | None, metrics_path: Path | None, root: Path) -> dict[str, Any]:
-    return run_stage("split", params, root, metrics_path, lambda: split.run(cfg, Path(cfg.tables_dir), Path(cfg.out)))
+def load_config(params: dict[str, Any] | None) -> SplitConfig:
+    return section(params, SplitConfig, "split")
+
+
+def run(cfg: SplitConfig, paths: Paths, log: Callable[[str], None] = print) -> dict[str, Any]:
+    return split.run(cfg, paths.tables, paths.split)

@@ -1,14 +1,22 @@
-"""DVC stage `synth`: params.yaml [synth] -> data/01_raw/<world>, data/truth/<world>, metrics, an MLflow run."""
+"""DVC stage `synth`: params.yaml [synth] -> the world's raw logs and PNGs (paths.raw), its ground truth (paths.truth)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-from prefgen.config import SynthConfig
 from prefgen.data import synth
-from prefgen.stages.common import run_stage
+from prefgen.data.config import SynthConfig
+from prefgen.data.worlds import FrozenWorldError
+from prefgen.params import section
+from prefgen.paths import Paths
+
+USER_ERRORS = (FrozenWorldError,)  # these params or this code would change a frozen world
 
 
-def run(cfg: SynthConfig, params: dict[str, Any] | None, metrics_path: Path | None, root: Path) -> dict[str, Any]:
-    return run_stage("synth", params, root, metrics_path, lambda: synth.run(cfg, Path(cfg.out_dir), Path(cfg.truth_dir)))
+def load_config(params: dict[str, Any] | None) -> SynthConfig:
+    return section(params, SynthConfig, "synth")
+
+
+def run(cfg: SynthConfig, paths: Paths, log: Callable[[str], None] = print) -> dict[str, Any]:
+    return synth.run(cfg, paths.raw, paths.truth)

@@ -1,4 +1,5 @@
-"""DVC stage `train_clip`: the semantic image tower on the `train` split's (image, caption) pairs -> data/04_models/clip.
+"""DVC stage `train_clip`: params.yaml [train_clip], the `train` split's (image, caption) pairs -> the semantic
+image tower (paths.clip; its curve in paths.plots, its checkpoint in paths.checkpoints/clip).
 
 With `checkpoint` set, a pretrained open_clip model is loaded from that local
 path instead and saved as the stage output, so later stages read one place.
@@ -6,55 +7,50 @@ path instead and saved as the stage output, so later stages read one place.
 
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import mlflow
 import polars as pl
 import torch
 
-from prefgen.config import TrainClipConfig
-from prefgen.stages.common import run_stage
+from prefgen.params import section
+from prefgen.paths import Paths
 from prefgen.vision import semantic
+from prefgen.vision.config import ClipConfig
 from prefgen.vision.pixels import read_split
 
 
-def clip_config(cfg: TrainClipConfig) -> semantic.ClipConfig:
-    names = {f.name for f in dataclasses.fields(semantic.ClipConfig)}
-    return semantic.ClipConfig(**{k: v for k, v in dataclasses.asdict(cfg).items() if k in names})
+def load_config(params: dict[str, Any] | None) -> ClipConfig:
+    return section(params, ClipConfig, "train_clip")
 
 
-def split_images(cfg: TrainClipConfig, split_name: str, skipped: Counter) -> tuple[torch.Tensor, list[str]]:
+def split_images(cfg: ClipConfig, paths: Paths, split_name: str, skipped: Counter) -> tuple[torch.Tensor, list[str]]:
     """Pixels and captions of one split's images (only that split's: no cold image is read here)."""
-    _, pixels, captions = read_split(Path(cfg.tables_dir), Path(cfg.images_dir), Path(cfg.split), split_name, cfg.image_size, skipped)
+    _, pixels, captions = read_split(paths.tables, paths.raw, paths.split, split_name, cfg.image_size, skipped)
     return pixels, captions
 
 
-def train(cfg: TrainClipConfig, log=print) -> dict[str, Any]:
-    model_cfg, skipped = clip_config(cfg), Counter()
+def run(cfg: ClipConfig, paths: Paths, log: Callable[[str], None] = print) -> dict[str, Any]:
+    skipped: Counter = Counter()
     if cfg.checkpoint:
-        model, history = semantic.build_clip(model_cfg), None
+        model, history = semantic.build_clip(cfg), None
         result: dict[str, Any] = {"pretrained": cfg.checkpoint}
     else:
-        images, captions = split_images(cfg, "train", skipped)
-        val_images, val_captions = split_images(cfg, "val", skipped)
-        model, history = semantic.train_clip(images, captions, val_images, val_captions, model_cfg, Path(cfg.checkpoint_dir), log=log)
+        images, captions = split_images(cfg, paths, "train", skipped)
+        val_images, val_captions = split_images(cfg, paths, "val", skipped)
+        model, history = semantic.train_clip(images, captions, val_images, val_captions, cfg, paths.checkpoint_dir("clip"), log=log)
         best = history.epochs[history.best_epoch - 1]
         result = {"train_images": len(images), "val_images": len(val_images), "best_epoch": history.best_epoch,
                   "epochs": len(history.epochs), "val_acc": best["val_acc"], "val_loss": best["val_loss"]}
-        Path(cfg.curve).parent.mkdir(parents=True, exist_ok=True)
-        pl.DataFrame(history.epochs).write_csv(Path(cfg.curve))
+        curve = paths.curve_file("train_clip")
+        curve.parent.mkdir(parents=True, exist_ok=True)
+        pl.DataFrame(history.epochs).write_csv(curve)
         if mlflow.active_run():
             for row in history.epochs:
                 mlflow.log_metrics({"epoch_loss": row["loss"], "epoch_val_acc": row["val_acc"]}, step=int(row["epoch"]))
-    semantic.save_model(model, model_cfg, Path(cfg.out_dir))
+    semantic.save_model(model, cfg, paths.clip)
     if mlflow.active_run():
-        mlflow.log_artifacts(cfg.out_dir, artifact_path="clip_tower")
+        mlflow.log_artifacts(str(paths.clip), artifact_path="clip_tower")
     return result | {"skipped": dict(skipped)}
-
-
-def run(cfg: TrainClipConfig, params: dict[str, Any] | None, root: Path) -> dict[str, Any]:
-    return run_stage("train_clip", params, root, Path(cfg.metrics) if params else None, lambda: train(cfg),
-                     not_metrics=("pretrained", "skipped"))

@@ -1,14 +1,15 @@
-"""DVC stage `train_diffusion`: Step 3.3's conditioned latent diffusion model -> data/04_models/diffusion.
+"""DVC stage `train_diffusion`: Step 3.3's conditioned latent diffusion model -> paths.diffusion.
 
 Output folder: `unet/` (EMA weights, diffusers save_pretrained, safetensors),
 `scheduler/` (the DDPM noise schedule it was trained with) and `conditioning.json`
-(latent scale, condition layout, config). Under `torchrun`, only rank 0 writes
-outputs, metrics and the MLflow run; every rank trains.
+(latent scale, condition layout, config). Under `torchrun`, every rank trains and only
+rank 0 writes outputs and returns metrics; the others return an empty dict.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,12 @@ from prefgen.generation import train_diffusion as trainer
 from prefgen.generation.config import TrainDiffusionConfig
 from prefgen.generation.data import diffusion_inputs
 from prefgen.generation.unet import PREF_TOKEN, TEXT_TOKEN, build_noise_scheduler
-from prefgen.stages.common import run_stage
+from prefgen.params import section
+from prefgen.paths import Paths
+
+
+def load_config(params: dict[str, Any] | None) -> TrainDiffusionConfig:
+    return section(params, TrainDiffusionConfig, "train_diffusion")
 
 
 def save_outputs(unet, cfg: TrainDiffusionConfig, scaling_factor: float, out: Path) -> None:
@@ -34,17 +40,19 @@ def save_outputs(unet, cfg: TrainDiffusionConfig, scaling_factor: float, out: Pa
     replace_folder(out, write)
 
 
-def train(cfg: TrainDiffusionConfig, rank: int, log=print) -> dict[str, Any]:
+def run(cfg: TrainDiffusionConfig, paths: Paths, log: Callable[[str], None] = print) -> dict[str, Any]:
+    rank, _ = trainer.init_distributed()
     skipped = Counter()
-    data = diffusion_inputs(cfg, skipped)
-    unet, history = trainer.fit(data, cfg, Path(cfg.checkpoint_dir), log=log if rank == 0 else (lambda _: None))
-    if rank != 0:
+    data = diffusion_inputs(cfg, paths, skipped)
+    unet, history = trainer.fit(data, cfg, paths.checkpoint_dir("diffusion"), log=log if rank == 0 else (lambda _: None))
+    if rank != 0:  # other ranks train beside rank 0 but write nothing
         return {}
-    save_outputs(unet, cfg, data.scaling_factor, Path(cfg.out_dir))
-    Path(cfg.curve).parent.mkdir(parents=True, exist_ok=True)
-    pl.DataFrame(history.epochs).write_csv(Path(cfg.curve))
+    save_outputs(unet, cfg, data.scaling_factor, paths.diffusion)
+    curve = paths.curve_file("train_diffusion")
+    curve.parent.mkdir(parents=True, exist_ok=True)
+    pl.DataFrame(history.epochs).write_csv(curve)
     if mlflow.active_run():
-        mlflow.log_artifacts(cfg.out_dir, artifact_path="diffusion")
+        mlflow.log_artifacts(str(paths.diffusion), artifact_path="diffusion")
         for row in history.epochs:
             mlflow.log_metrics({"epoch_loss": row["loss"], "epoch_val_loss": row["val_loss"]}, step=int(row["epoch"]))
     last = history.epochs[-1]
@@ -54,11 +62,3 @@ def train(cfg: TrainDiffusionConfig, rank: int, log=print) -> dict[str, Any]:
             "train_samples": len(data.latents), "val_samples": len(data.val_latents), "scaling_factor": data.scaling_factor,
             "world_size": history.world_size, "ranks_identical": len(set(history.rank_weight_sha256)) == 1,
             "rank_weight_sha256": history.rank_weight_sha256, "skipped": dict(skipped)}
-
-
-def run(cfg: TrainDiffusionConfig, params: dict[str, Any] | None, root: Path) -> dict[str, Any]:
-    rank, _ = trainer.init_distributed()
-    if rank != 0:  # other ranks train beside rank 0 but write nothing
-        return train(cfg, rank)
-    return run_stage("train_diffusion", params, root, Path(cfg.metrics) if params else None, lambda: train(cfg, rank),
-                     not_metrics=("rank_weight_sha256", "skipped"))

@@ -1,14 +1,19 @@
-"""DVC stage `train_oracle`: the evaluation oracle's shape and pattern classifier -> data/04_models/oracle, its accuracy."""
+"""DVC stage `train_oracle`: the evaluation oracle's shape and pattern classifier -> paths.oracle, its accuracy."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from prefgen.eval import oracle
 from prefgen.eval.config import TrainOracleConfig
-from prefgen.stages.common import run_stage
+from prefgen.params import section
+from prefgen.paths import Paths
 
 
-def run(cfg: TrainOracleConfig, params: dict[str, Any] | None, root: Path) -> dict[str, Any]:
-    return run_stage("train_oracle", params, root, Path(cfg.metrics) if params else None, lambda: oracle.run(cfg))
+def load_config(params: dict[str, Any] | None) -> TrainOracleConfig:
+    return section(params, TrainOracleConfig, "train_oracle")
+
+
+def run(cfg: TrainOracleConfig, paths: Paths, log: Callable[[str], None] = print) -> dict[str, Any]:
+    return oracle.run(cfg, paths.oracle, log)

@@ -1,9 +1,9 @@
-"""DVC stage `train_w`: Step 3.2's mapping W (Step 1 image space -> text space) -> data/04_models/w, validation cosine."""
+"""DVC stage `train_w`: Step 3.2's mapping W (Step 1 image space -> text space) -> paths.w, validation cosine."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -15,13 +15,18 @@ from prefgen.checkpoint import save_tensors_atomic
 from prefgen.generation import data
 from prefgen.generation.conditioning import fit_w, mean_cosine
 from prefgen.generation.config import TrainWConfig
-from prefgen.stages.common import run_stage
+from prefgen.params import section
+from prefgen.paths import Paths
 
 
-def train(cfg: TrainWConfig, log=print) -> dict[str, Any]:
-    e, s, val_e, val_s = data.w_inputs(cfg)
+def load_config(params: dict[str, Any] | None) -> TrainWConfig:
+    return section(params, TrainWConfig, "train_w")
+
+
+def run(cfg: TrainWConfig, paths: Paths, log: Callable[[str], None] = print) -> dict[str, Any]:
+    e, s, val_e, val_s = data.w_inputs(paths.mapper, paths.visual, paths.split)
     w, history = fit_w(e, s, val_e, val_s, cfg, log=log)
-    out = Path(cfg.out_dir)
+    out = paths.w
     out.mkdir(parents=True, exist_ok=True)
     save_tensors_atomic(w.state_dict(), out / data.W_FILE)
     shape = {"in_dim": int(e.shape[1]), "text_dim": int(s.shape[1])}
@@ -33,7 +38,3 @@ def train(cfg: TrainWConfig, log=print) -> dict[str, Any]:
     return {"val_cosine": history.best_val_cosine, "train_cosine": mean_cosine(w(e).detach(), s),
             "val_cosine_mean_baseline": mean_cosine(mean_s, val_s), "best_epoch": history.best_epoch,
             "epochs": len(history.epochs), "train_seconds": history.seconds, "train_images": len(e), "val_images": len(val_e)}
-
-
-def run(cfg: TrainWConfig, params: dict[str, Any] | None, root: Path) -> dict[str, Any]:
-    return run_stage("train_w", params, root, Path(cfg.metrics) if params else None, lambda: train(cfg))

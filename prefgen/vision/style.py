@@ -120,8 +120,8 @@ class GramStyle(nn.Module):
             raise ValueError(f"GramStyle needs H, W >= {self.min_size}, got {tuple(pixels.shape[-2:])}")
         # Centred Grams (covariances): uncentred Grams of ReLU maps are dominated by
         # mean x mean, i.e. by colour and brightness, which ColourHistogram already
-        # measures; normalised, stripes, dots and noise had cosines 0.87-0.96 with
-        # them, 0.4-0.7 centred. Only interior pixels: the padding shapes the edges.
+        # measures (BENCHMARKS.md, "Figures behind code choices"). Only interior
+        # pixels: the padding shapes the edges.
         grams, reach = [], 0
         for index, features in enumerate(self.feature_maps(pixels)):
             reach += 2**index  # how far padding reaches into this layer's map

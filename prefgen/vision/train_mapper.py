@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from prefgen import checkpoint
-from prefgen.config import TrainMapperConfig
-from prefgen.eval.ranking import auc
+from prefgen.metrics.ranking import auc
+from prefgen.vision.config import TrainMapperConfig
 from prefgen.vision.mapper import Discriminator, Generator, discriminator_loss, generator_loss, preference
 
 

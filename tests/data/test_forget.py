@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import polars as pl
 import pytest
 
-from prefgen.config import IngestConfig
 from prefgen.data import contract as c
+from prefgen.data.config import IngestConfig
 from prefgen.data.forget import ForgetError, dropped_image_hashes, forget, forgotten_hashes, subject_hash
 from prefgen.data.ingest import run
 from tests.conftest import event, write_jsonl
@@ -120,9 +120,10 @@ def _tables(out):
 
 
 def _centrality_bytes(tables, work):
-    from prefgen.config import CentralityConfig, SplitConfig
     from prefgen.data import split
+    from prefgen.data.config import SplitConfig
     from prefgen.social import centrality
+    from prefgen.social.config import CentralityConfig
 
     split.run(SplitConfig(val_fraction=0.0, cold_fraction=0.0), tables, work / "split.parquet")  # every image is train
     centrality.run(CentralityConfig(), tables, work / "centrality", work / "split.parquet")

@@ -75,8 +75,8 @@ def test_a_retrain_after_forget_equals_one_on_the_log_without_the_person(tmp_pat
     write_params(a, params), write_params(b, params)
     monkeypatch.chdir(a)
     _run(["synth", *BEFORE_FORGET])
-    who = _pick_individual(a / params["ingest"]["out_dir"])
-    owned = _copy_without(a / params["ingest"]["raw_dir"], b / params["ingest"]["raw_dir"], who)
+    who = _pick_individual(a / params["paths"]["tables"])
+    owned = _copy_without(a / params["paths"]["raw"], b / params["paths"]["raw"], who)
     assert owned
     run_command(f"python -m prefgen forget {who} --params params.yaml --by dpo")
     _run(RETRAIN)
@@ -94,8 +94,8 @@ def test_a_retrain_after_forget_equals_one_on_the_log_without_the_person(tmp_pat
         got_rows, expected_rows = pl.read_parquet(a / features / name), pl.read_parquet(b / features / name)
         assert not owned & set(got_rows["image_id"]), f"{part}: features of the forgotten images remain"
         assert got_rows.equals(expected_rows), part
-    graph_a, graph_b = _files(a / params["train_graph"]["out_dir"]), _files(b / params["train_graph"]["out_dir"])
-    assert f"ind:{who}" not in set(pl.read_parquet(a / params["train_graph"]["out_dir"] / "segments.parquet")["segment_id"])
+    graph_a, graph_b = _files(a / params["paths"]["graph"]), _files(b / params["paths"]["graph"])
+    assert f"ind:{who}" not in set(pl.read_parquet(a / params["paths"]["graph"] / "segments.parquet")["segment_id"])
     assert graph_a.keys() == graph_b.keys() and "vectors.safetensors" in graph_a
     for name in graph_b:
         assert graph_a[name] == graph_b[name], f"Step 1's {name} differs"

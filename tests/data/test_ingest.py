@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import polars as pl
 import pytest
 
-from prefgen.config import IngestConfig
 from prefgen.data import contract as c
+from prefgen.data.config import IngestConfig
 from prefgen.data.ingest import IngestError, run
 from tests.conftest import event, write_jsonl
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from prefgen.config import IngestConfig
 from prefgen.data import contract as c
+from prefgen.data.config import IngestConfig
 from prefgen.data.ingest import IngestError
 from tests.conftest import event, write_jsonl
 from tests.data.test_ingest import events, ingest, quarantine
@@ -112,7 +112,7 @@ def test_a_file_failing_midway_leaves_nothing_half_written_and_loses_no_other_fi
 INGEST_AS_NOBODY = """
 import json, os, sys
 from pathlib import Path
-from prefgen.config import IngestConfig
+from prefgen.data.config import IngestConfig
 from prefgen.data.ingest import run
 if os.geteuid() == 0:
     run(IngestConfig(), Path("warm"), Path("warm-out"))

@@ -1,11 +1,13 @@
 """Stage `split`: disjoint, complete, stable, and the trainers' filter keeps cold images out."""
 
+import shutil
 from datetime import UTC, datetime
 
 import polars as pl
+import pytest
 
-from prefgen.config import IngestConfig, SplitConfig
 from prefgen.data import split
+from prefgen.data.config import IngestConfig, SplitConfig
 from prefgen.data.ingest import run as ingest
 from tests.conftest import event, write_jsonl
 
@@ -54,3 +56,27 @@ def test_training_events_never_hold_cold_or_val_images(tmp_path):
     assert events.filter(pl.col("type") == "follow").height == 1  # social events pass through
     with_val = split.training_events(tables, tmp_path / "split.parquet", ("train", "val")).collect()
     assert with_val.height > events.height
+
+
+def test_ingest_and_split_stages_read_and_write_their_catalogue_paths_and_name_bad_input(tmp_path, monkeypatch):
+    from prefgen.params import load_params
+    from prefgen.paths import Paths
+    from prefgen.stages import ingest as ingest_stage, split as split_stage
+    from tests.conftest import ROOT, SAMPLE_LOG
+
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    paths = Paths.from_params(load_params(ROOT / "params.yaml")).rooted(tmp_path)
+    with pytest.raises(ingest_stage.USER_ERRORS, match="raw log folder not found"):
+        ingest_stage.run(ingest_stage.load_config(None), paths)  # nothing in the catalogue's raw folder yet
+    shutil.copytree(SAMPLE_LOG, paths.raw)
+    counts = ingest_stage.run(ingest_stage.load_config({"ingest": {"chunk_bytes": 4096}}), paths)
+    assert counts["events"]["read"] > 0 and (paths.tables / "sources.parquet").is_file()
+    sizes = split_stage.run(split_stage.load_config({"split": {"seed": 7}}), paths)
+    assert sizes["images"] == pl.read_parquet(paths.split).height > 0
+    written = {p.relative_to(tmp_path).parts[:2] for p in tmp_path.rglob("*") if p.is_file()}
+    assert written == {("data", "01_raw"), ("data", "02_tables"), ("data", "03_features")}
+    (paths.tables / "sources.parquet").unlink()
+    shutil.rmtree(paths.tables / "events")
+    (paths.tables / "images.parquet").unlink()
+    with pytest.raises(split_stage.USER_ERRORS):
+        split_stage.run(split_stage.load_config(None), paths)

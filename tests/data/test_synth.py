@@ -7,11 +7,13 @@ import numpy as np
 import polars as pl
 import pytest
 
-from prefgen.config import SynthConfig, load_params, synth_config
 from prefgen.data import worlds
+from prefgen.data.config import SynthConfig
 from prefgen.data.render import HUES, PATTERNS, SHAPES
 from prefgen.data.synth import pagerank, run
 from prefgen.data.tastes import Tastes
+from prefgen.params import load_params
+from prefgen.paths import Paths
 from tests.conftest import ROOT
 
 TINY = SynthConfig(world="tiny", n_individuals=400, n_communities=4, n_groups=40, n_images=120, image_size=32,
@@ -26,8 +28,8 @@ def tiny_world(tmp_path_factory):
 
 
 def _load(root):
-    events = pl.read_ndjson(sorted((root / "raw" / "tiny").glob("events-*.jsonl")))
-    truth = root / "truth" / "tiny"
+    events = pl.read_ndjson(sorted((root / "raw").glob("events-*.jsonl")))
+    truth = root / "truth"
     return events, truth
 
 
@@ -43,22 +45,29 @@ def test_same_seed_same_bytes_and_hash(tiny_world, tmp_path):
     assert other["world_sha256"] != info["world_sha256"]
 
 
-def test_default_world_is_frozen_and_reproduces(tmp_path):
-    cfg = synth_config(load_params(ROOT / "params.yaml"))
+def test_default_world_is_frozen_reproduces_and_lands_in_the_catalogue(tmp_path):
+    from prefgen.stages import synth as stage
+
+    params = load_params(ROOT / "params.yaml")
+    cfg, paths = stage.load_config(params), Paths.from_params(params).rooted(tmp_path)
     assert cfg.world in worlds.FROZEN, "the default world must be frozen in prefgen/data/worlds.py"
-    info = run(replace(cfg, out_dir=str(tmp_path / "raw"), truth_dir=str(tmp_path / "truth")), tmp_path / "raw", tmp_path / "truth")
+    info = stage.run(cfg, paths)
     assert info["frozen"] is True and info["world_sha256"] == worlds.FROZEN[cfg.world]
+    # The shipped catalogue names the world's own folders, so the files land where they always did.
+    assert (tmp_path / "data" / "01_raw" / cfg.world / "WORLD").read_text().split() == [cfg.world, info["world_sha256"]]
+    assert (tmp_path / "data" / "truth" / cfg.world / "world.json").is_file()
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_dir() and p.name.startswith(".")) == []
 
 
 def test_changing_a_frozen_world_is_refused_and_leaves_it_untouched(tiny_world, tmp_path, monkeypatch):
     root, info = tiny_world
     monkeypatch.setitem(worlds.FROZEN, "tiny", info["world_sha256"])
     run(TINY, tmp_path / "raw", tmp_path / "truth")
-    before = sorted(p.name for p in (tmp_path / "raw" / "tiny").iterdir())
+    before = sorted(p.name for p in (tmp_path / "raw").iterdir())
     with pytest.raises(worlds.FrozenWorldError, match="new name"):
         run(replace(TINY, click_noise=0.5), tmp_path / "raw", tmp_path / "truth")
-    assert sorted(p.name for p in (tmp_path / "raw" / "tiny").iterdir()) == before
-    assert not list(tmp_path.glob("*/.tiny.tmp"))
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw", "truth"]  # no temporary folder left beside them
 
 
 def test_world_shape(tiny_world):
@@ -75,7 +84,7 @@ def test_world_shape(tiny_world):
     assert sizes.min() >= 2 and sizes.max() <= TINY.group_size_max
     influence = pl.read_parquet(truth / "group_members.parquet").group_by("group_id").agg(pl.col("influence").sum())
     assert np.allclose(influence["influence"].to_numpy(), 1.0)
-    images = pl.read_ndjson(root / "raw" / "tiny" / "images.jsonl")
+    images = pl.read_ndjson(root / "raw" / "images.jsonl")
     attrs = pl.read_parquet(truth / "images.parquet")
     for caption, row in zip(images["caption"], attrs.iter_rows(named=True)):
         assert caption == f"a {HUES[row['hue']]} {SHAPES[row['shape']]} on a {PATTERNS[row['pattern']]} background"
@@ -111,12 +120,24 @@ def test_pagerank_matches_networkx():
 
 
 def test_raw_logs_pass_ingest_without_quarantine(tiny_world, tmp_path):
-    from prefgen.config import IngestConfig
+    from prefgen.data.config import IngestConfig
     from prefgen.data.ingest import run as ingest
 
     root, info = tiny_world
-    counts = ingest(IngestConfig(), root / "raw" / "tiny", tmp_path / "tables")
+    counts = ingest(IngestConfig(), root / "raw", tmp_path / "tables")
     assert counts["quarantined"] == 0 and counts["duplicates"] == 0
     assert counts["events"]["read"] == info["events_total"]
     assert counts["tables"]["follows"] == info["follows"] and counts["tables"]["memberships"] == info["memberships"]
-    assert Path(root / "raw" / "tiny" / "WORLD").read_text().split() == ["tiny", info["world_sha256"]]
+    assert Path(root / "raw" / "WORLD").read_text().split() == ["tiny", info["world_sha256"]]
+
+
+def test_a_folder_that_is_no_world_is_never_replaced(tmp_path):
+    """synth replaces the folders it writes whole: pointed at a folder of other files (say `--raw data/01_raw`, the parent
+    of every world), it refuses and removes nothing."""
+    shared = tmp_path / "01_raw"
+    (shared / "someone-elses-logs").mkdir(parents=True)
+    (shared / "someone-elses-logs" / "events.jsonl").write_text("{}\n")
+    with pytest.raises(worlds.FrozenWorldError, match="no synthetic world"):
+        run(replace(TINY, world="guard"), shared, tmp_path / "truth")
+    assert (shared / "someone-elses-logs" / "events.jsonl").read_text() == "{}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["01_raw"]

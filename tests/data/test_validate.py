@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 import polars as pl
 import pytest
 
-from prefgen.config import IngestConfig
+from prefgen.data.config import IngestConfig
 from prefgen.data.validate import classify_events, classify_images, parse_ts
 
 NOW = datetime(2026, 11, 27, tzinfo=UTC)

@@ -2,14 +2,16 @@
 
 import numpy as np
 import pytest
-import torch
 
 from prefgen.eval.config import EvalGenerationConfig
 from prefgen.eval.generation import Pair, arm_metrics, arm_rows, bootstrap_interval, draw_pairs, judged_utility, named_attribute
-from prefgen.generation.config import GuidanceConfig
 from prefgen.eval.image_quality import frechet_distance
 from prefgen.eval.oracle import Reading
-from prefgen.params import ConfigError
+from prefgen.generation.config import GuidanceConfig
+from prefgen.params import ConfigError, load_params
+from prefgen.stages import eval_generation
+from prefgen.vision.config import VisualFeaturesConfig
+from tests.conftest import ROOT
 from tests.generation.test_sampling import pipeline
 
 
@@ -97,3 +99,13 @@ def test_config_refuses_unknown_arms_and_a_table_without_fused():
         EvalGenerationConfig(arms=["none", "magic"])
     with pytest.raises(ConfigError, match="fused"):
         EvalGenerationConfig(arms=["none", "cfg"])
+
+
+def test_the_stage_config_holds_its_three_sections_with_their_profiles():
+    params = load_params(ROOT / "params.yaml") | {"profile": "quality"}
+    cfg = eval_generation.load_config(params)
+    assert cfg.evaluation.arms == params["eval_generation"]["profiles"]["quality"]["arms"]
+    assert cfg.sampler.steps == params["sampler"]["profiles"]["quality"]["steps"] and cfg.sampler.profile == "quality"
+    assert cfg.visual == VisualFeaturesConfig(**params["visual_features"])
+    defaults = eval_generation.load_config(None)
+    assert (defaults.evaluation, defaults.sampler, defaults.visual) == (EvalGenerationConfig(), GuidanceConfig(), VisualFeaturesConfig())

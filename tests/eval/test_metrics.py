@@ -7,10 +7,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from prefgen.eval import ranking
 from prefgen.eval.config import EvalGenerationConfig
-from prefgen.eval.graph import influence_spearman
 from prefgen.eval.generation import arm_metrics
+from prefgen.eval.graph import influence_spearman
 from prefgen.eval.reference import cold_task, summarise_auc
 
 
@@ -36,16 +35,6 @@ def test_influence_spearman_averages_per_group_rank_correlations_with_ties_missi
     rho, groups = influence_spearman(learned, truth, min_size=3)
     assert groups == 4
     assert rho == pytest.approx((math.sqrt(0.9) + 0.5 + 0.5 + 0.0) / 4, abs=1e-12)
-
-
-@pytest.mark.parametrize(("scores", "positive", "expected"), [
-    ([0.9, 0.1], [True, False], 1.0),
-    ([0.1, 0.9], [True, False], 0.0),
-    ([0.5, 0.5], [True, False], 0.5),  # a tie counts half
-    ([0.9, 0.4, 0.4, 0.1], [True, True, False, False], (1 + 1 + 1 + 0.5) / 4),  # 2 positives x 2 negatives, one tie
-])
-def test_auc_is_the_share_of_positive_negative_pairs_ranked_right(scores, positive, expected):
-    assert ranking.auc(np.array(scores), np.array(positive)) == expected
 
 
 def test_cold_auc_averages_segments_with_train_history_and_some_but_not_all_cold_positives():

@@ -1,14 +1,15 @@
 """The evaluation oracle: exact hue on renders, a trained shape/pattern classifier, and never a guide."""
 
+import json
 import re
-from pathlib import Path
+import shutil
 
 import pytest
 import torch
 from torchvision.transforms.v2.functional import gaussian_blur
 
 from prefgen.eval.config import TrainOracleConfig
-from prefgen.eval.oracle import Oracle, measure_hue, rendered_set, run
+from prefgen.eval.oracle import CONFIG, Oracle, measure_hue, rendered_set, run
 from tests.conftest import ROOT
 
 
@@ -29,20 +30,19 @@ def test_an_image_without_a_coloured_shape_has_no_hue():
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("oracle") / "oracle"
     torch.set_num_threads(1)
-    cfg = TrainOracleConfig(n_train=3000, n_test=300, image_size=32, width=8, feature_dim=16, epochs=8, lr=0.004, threads=1,
-                            out_dir=str(out))
-    return cfg, run(cfg, log=lambda _: None)
+    cfg = TrainOracleConfig(n_train=3000, n_test=300, image_size=32, width=8, feature_dim=16, epochs=8, lr=0.004, threads=1)
+    return cfg, out, run(cfg, out, log=lambda _: None)
 
 
 def test_the_classifier_learns_shape_and_pattern_from_its_own_renders(trained):
-    metrics = trained[1]
+    metrics = trained[2]
     assert metrics["test_hue_accuracy"] == 1.0
     assert metrics["test_shape_accuracy"] > 0.6 and metrics["test_pattern_accuracy"] > 0.6  # 0.25 is chance
 
 
 def test_saved_oracle_reads_images_and_refuses_other_sizes(trained):
-    cfg, _ = trained
-    oracle = Oracle.load(Path(cfg.out_dir))
+    cfg, out, _ = trained
+    oracle = Oracle.load(out)
     pixels, hue, shape, _ = rendered_set(64, 32, seed=99)
     reading = oracle.read(pixels.float() / 255)
     assert reading.features.shape == (64, cfg.feature_dim) and (reading.hue == hue).all()
@@ -52,9 +52,19 @@ def test_saved_oracle_reads_images_and_refuses_other_sizes(trained):
 
 
 def test_training_is_seeded(trained, tmp_path):
-    cfg, metrics = trained
-    again = run(TrainOracleConfig(**{**cfg.__dict__, "out_dir": str(tmp_path / "o")}), log=lambda _: None)
+    cfg, _, metrics = trained
+    again = run(cfg, tmp_path / "o", log=lambda _: None)
     assert {k: v for k, v in again.items() if k != "train_seconds"} == {k: v for k, v in metrics.items() if k != "train_seconds"}
+
+
+def test_an_oracle_saved_with_its_output_paths_in_the_config_still_loads(trained, tmp_path):
+    cfg, out, _ = trained
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    saved = json.loads((old / CONFIG).read_text())
+    saved["train_oracle"] |= {"out_dir": "data/04_models/oracle", "metrics": "data/metrics/train_oracle.json"}
+    (old / CONFIG).write_text(json.dumps(saved))
+    assert Oracle.load(old).image_size == cfg.image_size
 
 
 def test_no_generation_or_vision_module_uses_the_oracle():

@@ -1,21 +1,31 @@
-"""Reference baselines and the ranking protocol on tiny hand-checked inputs."""
+"""Reference baselines on tiny hand-checked inputs (the ranking protocol: tests/metrics/test_ranking.py), and the
+evaluation stages on a tiny world built by the stage modules before them, every path from the catalogue."""
 
-from datetime import UTC, datetime, timedelta
+import json
+import shutil
+from dataclasses import fields, replace
 
 import numpy as np
 import polars as pl
+import pytest
 
 from prefgen.data import render
-from prefgen.eval import ranking
-from prefgen.eval.ranking import auc as _auc
-from prefgen.eval.reference import colour_histogram, cold_auc
-
-
-def test_auc_counts_pairs_and_splits_ties():
-    scores = np.array([0.9, 0.8, 0.8, 0.1])
-    positive = np.array([True, False, True, False])
-    # pairs (pos, neg): (0.9,0.8)=1 (0.9,0.1)=1 (0.8,0.8)=0.5 (0.8,0.1)=1 -> 3.5/4
-    assert _auc(scores, positive) == 0.875
+from prefgen.data.config import SynthConfig
+from prefgen.eval.reference import cold_auc, colour_histogram
+from prefgen.eval.truth import load_truth
+from prefgen.params import load_params
+from prefgen.paths import Paths
+from prefgen.preference import stage_data
+from prefgen.stages import (
+    centrality as centrality_stage,
+    eval_graph as eval_graph_stage,
+    ingest as ingest_stage,
+    reference as reference_stage,
+    split as split_stage,
+    synth as synth_stage,
+    train_graph as train_graph_stage,
+)
+from tests.conftest import ROOT
 
 
 def test_colour_histogram_sees_the_shape_hue():
@@ -33,17 +43,56 @@ def test_nearest_centroid_ranks_the_matching_colour_first():
     assert cold_auc(clicks, split, hist)["ref_cold_auc"] == 1.0
 
 
-def test_temporal_holdout_keeps_the_latest_fifth():
-    t0 = datetime(2026, 1, 1, tzinfo=UTC)
-    rows = pl.DataFrame({"segment_id": ["ind:a"] * 10 + ["ind:b"], "image_id": [f"i{k}" for k in range(11)],
-                         "ts": [t0 + timedelta(days=k) for k in range(11)], "event_id": [f"e{k}" for k in range(11)]})
-    learn, held = ranking.temporal_holdout(rows)
-    assert held["image_id"].to_list() == ["i8", "i9"]  # b has one interaction: nothing to hold out
-    assert sorted(learn["image_id"].to_list()) == sorted([f"i{k}" for k in range(8)] + ["i10"])
+
+TINY = SynthConfig(world="tiny-ref", n_individuals=200, n_communities=3, n_groups=20, group_size_max=10, n_images=80, image_size=16)
 
 
-def test_rank_metrics_exclude_seen_items():
-    scores = np.array([[5.0, 4.0, 3.0, 2.0]])
-    metrics = ranking.rank_metrics(scores, [np.array([0])], [np.array([2])], k=2)
-    assert metrics["recall@2"] == 1.0
-    assert np.isclose(metrics["ndcg@2"], 1 / np.log2(3))
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A tiny world taken through synth, ingest, split and centrality by their stage modules, on a catalogue rooted in a temporary folder."""
+    root = tmp_path_factory.mktemp("pipeline")
+    paths = Paths.from_params(load_params(ROOT / "params.yaml")).rooted(root)
+    synth_stage.run(TINY, paths)
+    ingest_stage.run(ingest_stage.load_config(None), paths)
+    split_stage.run(split_stage.load_config(None), paths)
+    centrality_stage.run(replace(centrality_stage.load_config(None), threads=1), paths, lambda _: None)
+    return root, paths
+
+
+def _outside_the_catalogue(root, paths: Paths) -> list:
+    places = [getattr(paths, f.name) for f in fields(Paths)]
+    return [p for p in root.rglob("*") if p.is_file() and not any(p == place or p.is_relative_to(place) for place in places)]
+
+
+def test_reference_judges_the_world_its_truth_folder_names(built, tmp_path):
+    root, paths = built
+    result = reference_stage.run(reference_stage.load_config({"reference": {"k": 10}}), paths)
+    info = json.loads((paths.truth / "world.json").read_text())
+    assert (result["world"], result["world_sha256"]) == ("tiny-ref", info["world_sha256"])
+    assert 0 <= result["ref_cold_auc"] <= 1 and -1 <= result["ref_influence_spearman"] <= 1
+    assert _outside_the_catalogue(root, paths) == []
+    moved = tmp_path / "any-name"
+    shutil.copytree(paths.truth, moved)
+    assert load_truth(moved).world == "tiny-ref"  # the name comes from world.json, not from the folder
+    with pytest.raises(FileNotFoundError, match="no world.json") as raised:
+        reference_stage.run(reference_stage.load_config(None), replace(paths, truth=tmp_path / "missing"))
+    assert isinstance(raised.value, reference_stage.USER_ERRORS)
+
+
+def test_train_graph_reads_the_catalogue_and_eval_graph_judges_what_it_wrote(built):
+    root, paths = built
+    train_items = pl.read_parquet(paths.split).filter(pl.col("split") == "train")["image_id"].to_list()
+    paths.visual.mkdir(parents=True, exist_ok=True)
+    vectors = np.random.default_rng(0).normal(size=(len(train_items), 4)).tolist()
+    pl.DataFrame({"image_id": train_items, "vector": vectors}).write_parquet(paths.visual / "semantic.parquet")
+    cfg = replace(train_graph_stage.load_config(None), max_epochs=1, influence_folds=2, dim=8)
+    assert cfg.item_features is True
+    assert stage_data.load_for(replace(cfg, item_features=False), paths).data.item_features is None
+    lines: list[str] = []
+    result = train_graph_stage.run(cfg, paths, lines.append)
+    assert result["items_without_features"] == 0 and lines  # every train image has its semantic vector
+    assert (paths.graph / "attention.parquet").is_file() and paths.curve_file("train_graph").is_file()
+    assert paths.checkpoint_dir("graph").is_dir()
+    judged = eval_graph_stage.run(eval_graph_stage.load_config({"eval_graph": {"min_group_size": 3}}), paths)
+    assert judged["world"] == "tiny-ref" and judged["groups_evaluated"] > 0 and -1 <= judged["influence_spearman"] <= 1
+    assert _outside_the_catalogue(root, paths) == []

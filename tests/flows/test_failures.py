@@ -24,7 +24,8 @@ from flows.nightly import _prepare as nightly_prepare
 from flows.retrain import dvc_stage, register_bundle, retrain
 from prefgen import tracking
 from prefgen.cli import app
-from prefgen.config import load_params, section_config, tracking_config
+from prefgen.config import section_config, tracking_config
+from prefgen.params import load_params
 from prefgen.pipeline import StageError
 from prefgen.registry import register, store
 from prefgen.registry.store import RegistryError

@@ -23,7 +23,8 @@ from typer.testing import CliRunner
 from flows.nightly import markdown_text, nightly
 from prefgen import tracking
 from prefgen.cli import app
-from prefgen.config import ConfigError, load_params, tracking_config
+from prefgen.config import tracking_config
+from prefgen.params import ConfigError, load_params
 
 pytestmark = pytest.mark.slow
 

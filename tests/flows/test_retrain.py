@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from flows.retrain import retrain
 from prefgen import pipeline, tracking
 from prefgen.cli import app
-from prefgen.config import load_params, tracking_config
+from prefgen.config import tracking_config
+from prefgen.params import load_params
 from tests.conftest import TEST_WORLD
 
 pytestmark = pytest.mark.slow

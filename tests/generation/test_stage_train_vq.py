@@ -1,52 +1,59 @@
 """Stage `train_vq` on a small synthetic world: it trains, writes its model, metrics and curve, or loads a local model."""
 
 import dataclasses
+from pathlib import Path
 
 import polars as pl
 import pytest
 
-from prefgen.config import IngestConfig, SplitConfig, SynthConfig
 from prefgen.data import split
+from prefgen.data.config import IngestConfig, SplitConfig, SynthConfig
 from prefgen.data.ingest import run as ingest
 from prefgen.data.synth import run as synth
 from prefgen.generation import vq
+from prefgen.params import load_params
+from prefgen.paths import Paths
 from prefgen.stages import train_vq
 from tests.generation.tiny import VQ
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("world")
+    paths = Paths.from_params(load_params(ROOT / "params.yaml")).rooted(tmp_path_factory.mktemp("world"))
     synth(SynthConfig(world="small", n_individuals=200, n_communities=3, n_groups=20, n_images=80, image_size=16),
-          root / "raw", root / "truth")
-    ingest(IngestConfig(), root / "raw" / "small", root / "tables")
-    split.run(SplitConfig(), root / "tables", root / "split.parquet")
-    return root
+          paths.raw, paths.truth)
+    ingest(IngestConfig(), paths.raw, paths.tables)
+    split.run(SplitConfig(), paths.tables, paths.split)
+    return paths
 
 
-def stage_cfg(world, out, **changes):
-    return dataclasses.replace(VQ, tables_dir=str(world / "tables"), images_dir=str(world / "raw" / "small"), split=str(world / "split.parquet"),
-                               out_dir=str(out / "vq"), checkpoint_dir=str(out / "ckpt"), metrics=str(out / "m.json"),
-                               curve=str(out / "curve.csv"), **changes)
+def stage_paths(world: Paths, out: Path) -> Paths:
+    """The world's inputs; every output under `out`."""
+    written = Paths.from_params(load_params(ROOT / "params.yaml")).rooted(out)
+    return dataclasses.replace(written, raw=world.raw, tables=world.tables, split=world.split)
 
 
 def test_the_stage_trains_on_train_images_and_reports_val_figures(world, tmp_path):
-    cfg = stage_cfg(world, tmp_path)
-    result = train_vq.train(cfg, log=lambda _: None)
-    n_train = pl.read_parquet(world / "split.parquet").filter(pl.col("split") == "train").height
+    paths = stage_paths(world, tmp_path)
+    result = train_vq.run(VQ, paths, log=lambda _: None)
+    n_train = pl.read_parquet(world.split).filter(pl.col("split") == "train").height
     assert result["train_images"] == n_train and result["epochs"] == VQ.epochs and result["profile"] == "demo"
     assert 0 < result["codebook_usage"] <= 1 and 1 <= result["codebook_perplexity"] <= VQ.num_vq_embeddings
     assert result["val_psnr"] > 5
-    assert pl.read_csv(cfg.curve)["epoch"].to_list() == list(range(VQ.epochs))
-    assert vq.load_vq(tmp_path / "vq").config.num_vq_embeddings == VQ.num_vq_embeddings
+    assert pl.read_csv(paths.curve_file("train_vq"))["epoch"].to_list() == list(range(VQ.epochs))
+    assert vq.load_vq(paths.vq).config.num_vq_embeddings == VQ.num_vq_embeddings
+    assert (paths.checkpoint_dir("vq")).is_dir()
 
 
 def test_a_pretrained_local_model_is_loaded_evaluated_and_saved_not_trained(world, tmp_path):
+    paths = stage_paths(world, tmp_path)
     pretrained = tmp_path / "pretrained"
     vq.save_vq(vq.build_vq(VQ), pretrained)
-    result = train_vq.train(stage_cfg(world, tmp_path, pretrained=str(pretrained)), log=lambda _: None)
+    result = train_vq.run(dataclasses.replace(VQ, pretrained=str(pretrained)), paths, log=lambda _: None)
     assert result["pretrained"] == str(pretrained) and "epochs" not in result
-    assert (tmp_path / "vq" / "diffusion_pytorch_model.safetensors").read_bytes() == (pretrained / "diffusion_pytorch_model.safetensors").read_bytes()
-    assert not (tmp_path / "ckpt").exists()
+    assert (paths.vq / "diffusion_pytorch_model.safetensors").read_bytes() == (pretrained / "diffusion_pytorch_model.safetensors").read_bytes()
+    assert not paths.checkpoints.exists()
     with pytest.raises(FileNotFoundError, match="no VQModel here"):
-        train_vq.train(stage_cfg(world, tmp_path, pretrained=str(tmp_path / "nowhere")), log=lambda _: None)
+        train_vq.run(dataclasses.replace(VQ, pretrained=str(tmp_path / "nowhere")), paths, log=lambda _: None)

@@ -1,9 +1,9 @@
 """Step 3.3: the conditioned UNet and its training (tiny seeded models on CPU), resume, EMA, and DDP on gloo."""
 
 import json
-from dataclasses import replace
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch

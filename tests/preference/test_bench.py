@@ -80,11 +80,11 @@ def test_bench_counts_bad_input_and_reports_full_ranking(tmp_path):
 
 
 def test_seeds_in_parallel_processes_give_the_figures_of_one_at_a_time(tmp_path):
-    from prefgen.config import TrainGraphConfig
     from prefgen.preference import bench
+    from prefgen.preference.config import TrainGraphConfig
 
     folder = _bigger(tmp_path / "ds")
-    cfg = TrainGraphConfig(max_epochs=2, item_features="")
+    cfg = TrainGraphConfig(max_epochs=2, item_features=False)
     one, parallel = bench.bench(folder, cfg, 2, log=lambda line: None), bench.bench(folder, cfg, 2, log=lambda line: None, jobs=2)
     for task in bench.TASKS:
         assert one[task] == parallel[task] and one[f"{task}_ci"] == parallel[f"{task}_ci"]
@@ -174,11 +174,11 @@ def test_group_validation_is_drawn_from_the_members_validation_items_where_test_
 
 
 def test_refit_trains_on_every_line_for_the_chosen_epochs(tmp_path, monkeypatch):
-    from prefgen.config import TrainGraphConfig
     from prefgen.preference import bench
+    from prefgen.preference.config import TrainGraphConfig
 
     data, _ = bench.load(_bigger(tmp_path / "ds"), log=lambda line: None)
-    cfg = TrainGraphConfig(max_epochs=2, item_features="", influence_folds=0)  # the features' choice: test_train
+    cfg = TrainGraphConfig(max_epochs=2, item_features=False, influence_folds=0)  # the features' choice: test_train
     refits = []
     from prefgen.preference import train
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from prefgen.config import IngestConfig
+from prefgen.data.config import IngestConfig
 from prefgen.data.ingest import run as ingest
 from prefgen.preference.grouprec import FormatError, densify, import_to_raw_logs, input_report, read_dataset
 

@@ -5,13 +5,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-
-from prefgen.config import TrainGraphConfig
-from prefgen.config import ConfigError
-from prefgen.preference.encoder import SocialPreferenceEncoder, social_smoothing
-from prefgen.preference.encoder import Graphs
-from prefgen.preference.train import History, TrainData, _loss, build_graphs, carve_validation, fit, refit, score_rows, train_for
 from torch_geometric.utils import scatter
+
+from prefgen.params import ConfigError
+from prefgen.preference.config import TrainGraphConfig
+from prefgen.preference.encoder import Graphs, SocialPreferenceEncoder, social_smoothing
+from prefgen.preference.train import History, TrainData, _loss, build_graphs, carve_validation, fit, refit, score_rows, train_for
 
 CFG = TrainGraphConfig(dim=8, layers=2, batch_size=64, max_epochs=6, patience=10, eval_negatives=20, threads=1)
 
@@ -160,7 +159,7 @@ def test_settings_that_act_after_the_epochs_resume_the_training_and_others_start
     val = {"user": carve_validation(data.user_items, np.random.default_rng(1))[1]}
     first = fit(data, val, CFG, tmp_path, log=lambda _: None)[2]
     lines: list[str] = []
-    again = fit(data, val, replace(CFG, refit=True, social_smoothing=[0.0, 0.5], out_dir="elsewhere"), tmp_path, log=lines.append)[2]
+    again = fit(data, val, replace(CFG, refit=True, social_smoothing=[0.0, 0.5]), tmp_path, log=lines.append)[2]
     assert lines[0] == f"resumed at epoch {len(first.epochs)}" and again.epochs == first.epochs
     lines.clear()
     fit(data, val, replace(CFG, lr=CFG.lr / 2), tmp_path, log=lines.append)

@@ -5,9 +5,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from prefgen.config import VisualFeaturesConfig
 from prefgen.generation.config import GuidanceConfig
 from prefgen.registry.bundle import PARTS, assemble
+from prefgen.vision.config import VisualFeaturesConfig
 
 
 def model_folders(root: Path, seed: int) -> dict[str, Path]:

@@ -6,9 +6,9 @@ import shutil
 import pytest
 import torch
 
-from prefgen.config import VisualFeaturesConfig
 from prefgen.generation.config import GuidanceConfig
 from prefgen.registry.bundle import LINEAGE, Bundle, BundleError, assemble, verify
+from prefgen.vision.config import VisualFeaturesConfig
 from tests.registry.bundles import make_bundle, model_folders
 
 
@@ -17,7 +17,7 @@ def test_a_bundle_holds_every_part_and_loads_with_its_settings(tmp_path):
     assert sorted(p.name for p in (folder / "models").iterdir()) == ["clip", "diffusion", "graph", "mapper", "vq", "w"]
     bundle = Bundle.load(folder)
     assert bundle.digest == digest and bundle.sampler.steps == 5
-    assert bundle.visual.clip_dir == str(folder / "models" / "clip")  # the bundle's own CLIP tower, not the stage output
+    assert bundle.visual == VisualFeaturesConfig() and bundle.model_dir("clip") == folder / "models" / "clip"  # its own CLIP tower
     assert bundle.lineage()["git"]["git.commit"] == "abc"
 
 

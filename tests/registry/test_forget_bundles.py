@@ -1,6 +1,7 @@
 """A deletion request reaches the registry and the nightly flow: bundles that hold the person are tagged and may
 not serve again, their segment is refused before any generation, and `forget --report` lists what is left."""
 
+import dataclasses
 import json
 import os
 
@@ -12,25 +13,30 @@ from typer.testing import CliRunner
 from flows.nightly import _prepare
 from prefgen import tracking
 from prefgen.cli import app
-from prefgen.config import IngestConfig, TrackingConfig, VisualFeaturesConfig
+from prefgen.data.config import IngestConfig
 from prefgen.data.forget import subject_hash
 from prefgen.data.ingest import run as ingest
 from prefgen.generation.config import GuidanceConfig
-from prefgen.generation.gallery import segment_key
+from prefgen.paths import Paths
 from prefgen.registry import store
 from prefgen.registry.bundle import assemble
 from prefgen.registry.config import RegistryConfig
+from prefgen.serving.gallery import segment_key
+from prefgen.tracking_config import TrackingConfig
+from prefgen.vision.config import VisualFeaturesConfig
 from tests.conftest import event, write_jsonl
 from tests.registry.bundles import model_folders
 
 NAME = RegistryConfig().model_name
-PARAMS = """
-ingest: {raw_dir: raw, out_dir: tables}
-forget: {images: drop}
-tracking: {default_uri: "sqlite:///mlruns.db", artifact_dir: mlartifacts, experiment: forget-test}
-registry: {}
-sampler: {}
-nightly: {campaign: campaign.yaml, out_dir: nights}
+CATALOGUE = {f.name: f"data/{f.name}" for f in dataclasses.fields(Paths)} | {"raw": "raw", "tables": "tables", "nightly": "nights"}
+PARAMS = f"""
+paths: {json.dumps(CATALOGUE)}
+ingest: {{}}
+forget: {{images: drop}}
+tracking: {{default_uri: "sqlite:///mlruns.db", artifact_dir: mlartifacts, experiment: forget-test}}
+registry: {{}}
+sampler: {{}}
+nightly: {{campaign: campaign.yaml}}
 """
 CAMPAIGN = "name: c\nsegments: {ids: [ind:alice, grp:g1], kinds: [individual]}\nprompts: [a star]\nimages_per_prompt: 1\n"
 

@@ -4,9 +4,11 @@ import json
 
 import pytest
 
-from prefgen.params import ConfigError, from_section
+from prefgen.params import ConfigError, from_section, load_params
+from prefgen.paths import Paths
 from prefgen.registry.config import GateMetric, RegistryConfig
 from prefgen.registry.gate import decide, read_gate_metrics
+from tests.conftest import ROOT
 
 GATE = [GateMetric("eval_mapper.cold_auc", "max", 0.01), GateMetric("eval_generation.fid", "min", 1.0)]
 CHAMPION = {"eval_mapper.cold_auc": 0.80, "eval_generation.fid": 40.0}
@@ -35,10 +37,12 @@ def test_the_first_bundle_passes_and_other_evaluation_sets_are_not_compared():
 
 
 def test_gate_metrics_are_read_from_the_metrics_files(tmp_path):
-    (tmp_path / "eval_mapper.json").write_text(json.dumps({"cold_auc": 0.8, "ablation": {"fused": {"win": 0.7}}, "bad": "x"}))
+    paths = Paths.from_params(load_params(ROOT / "params.yaml")).rooted(tmp_path)
+    paths.metrics_file("eval_mapper").parent.mkdir(parents=True)
+    paths.metrics_file("eval_mapper").write_text(json.dumps({"cold_auc": 0.8, "ablation": {"fused": {"win": 0.7}}, "bad": "x"}))
     gate = [GateMetric("eval_mapper.cold_auc"), GateMetric("eval_mapper.ablation.fused.win"), GateMetric("eval_mapper.bad"),
             GateMetric("eval_graph.influence_spearman")]
-    assert read_gate_metrics(tmp_path, gate) == {"eval_mapper.cold_auc": 0.8, "eval_mapper.ablation.fused.win": 0.7}
+    assert read_gate_metrics(paths, gate) == {"eval_mapper.cold_auc": 0.8, "eval_mapper.ablation.fused.win": 0.7}
 
 
 @pytest.mark.parametrize(("section", "message"), [
@@ -47,6 +51,7 @@ def test_gate_metrics_are_read_from_the_metrics_files(tmp_path):
     ({"gate_metrics": [{"name": "a.b", "tolerance": -1}]}, "tolerance must be >= 0"),
     ({"gate_metrics": [{"name": "a.b"}, {"name": "a.b"}]}, "names a metric twice"),
     ({"gate_metrics": [{"name": "a.b", "tolerence": 0.1}]}, "unknown key(s) ['tolerence']"),
+    ({"eval_set": ["split", "data/truth/world-v1"]}, "'data/truth/world-v1' is not a catalogue key"),
 ])
 def test_a_bad_registry_section_is_refused_with_its_reason(section, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):

@@ -7,7 +7,8 @@ from typer.testing import CliRunner
 
 from prefgen import tracking
 from prefgen.cli import app
-from prefgen.config import load_params, tracking_config
+from prefgen.config import tracking_config
+from prefgen.params import load_params
 from tests.conftest import ROOT
 
 NO_BUNDLE = "no bundle registered yet: the registry has no model 'prefgen-bundle' (the retrain flow or `prefgen register` makes one)"

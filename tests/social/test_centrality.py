@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from datetime import UTC, datetime
 
-import mlflow
 import networkx as nx
 import numpy as np
 import polars as pl
@@ -16,10 +16,11 @@ from polars.testing import assert_frame_equal
 from scipy.stats import spearmanr
 
 from prefgen.cli import app
-from prefgen.config import CentralityConfig
 from prefgen.data import contract as c
 from prefgen.data.split import SPLIT_SCHEMA
 from prefgen.data.tables import write_table_atomic
+from prefgen.params import load_params
+from prefgen.paths import Paths
 from prefgen.social import graph
 from prefgen.social.centrality import (
     ACTIVITY,
@@ -30,6 +31,7 @@ from prefgen.social.centrality import (
     individual_features,
     run,
 )
+from prefgen.social.config import CentralityConfig
 from prefgen.stages import centrality as stage
 from tests.conftest import ROOT
 
@@ -339,27 +341,27 @@ def test_activity_moves_with_the_split(tmp_path):
 
 def test_run_without_the_split_file_is_a_clear_error(tmp_path):
     write_tables(tmp_path / "tables")
-    with pytest.raises(FileNotFoundError, match="split file .*missing.parquet not found: centrality counts activity only"):
+    with pytest.raises(FileNotFoundError, match="split file .*missing.parquet not found: centrality counts activity only") as raised:
         run(EXACT, tmp_path / "tables", tmp_path / "out", tmp_path / "missing.parquet")
     assert not (tmp_path / "out").exists()
+    assert isinstance(raised.value, stage.USER_ERRORS)  # the CLI's one `error:` line, not a traceback
 
 
 def test_pipeline_gives_centrality_the_split():
     """DVC reruns centrality when the split changes: it depends on the file the split stage writes."""
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    assert "${split.out}" in stages["split"]["outs"] and "${centrality.split}" in stages["centrality"]["deps"]
-    assert params["centrality"]["split"] == params["split"]["out"]
+    assert "${paths.split}" in stages["split"]["outs"] and "${paths.split}" in stages["centrality"]["deps"]
 
 
 def test_cli_on_explicit_tables_needs_the_split(tmp_path, monkeypatch, capsys):
-    """`prefgen centrality --tables T --out O` (no params.yaml here): without --split, one clear line and exit 2."""
+    """`prefgen centrality --tables T --centrality O` (no params.yaml here): without --split, one clear line and exit 2."""
     write_tables(tmp_path / "tables")
     write_split(tmp_path / "split.parquet", ALL_TRAIN)
     monkeypatch.chdir(tmp_path)
-    base = ["centrality", "--tables", "tables", "--out", "out"]
+    base = ["centrality", "--tables", "tables", "--centrality", "out"]
     assert app(base, standalone_mode=False) == 2  # without standalone mode the exit code is returned
-    assert capsys.readouterr().err.startswith("error: --tables needs --split") and not (tmp_path / "out").exists()
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "split" in err and not (tmp_path / "out").exists()
     assert app([*base, "--split", "split.parquet"], standalone_mode=False) in (None, 0)
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["individuals"] == 10
     assert pl.read_parquet(tmp_path / "out" / "individuals.parquet").height == 10
@@ -388,17 +390,17 @@ def test_run_with_only_follows(tmp_path):
     assert metrics["groups"] == 0 and metrics["group_edges"] == 0
 
 
-def test_stage_writes_metrics_logs_mlflow_and_progress(tmp_path, capsys):
-    write_tables(tmp_path / "tables")
-    write_split(tmp_path / "split.parquet", ALL_TRAIN)
-    params = {"centrality": {"pivots": 256}, "tracking": {"experiment": "prefgen-test"}}
-    metrics_path = tmp_path / "metrics" / "centrality.json"
-    result = stage.run(EXACT, tmp_path / "tables", tmp_path / "out", tmp_path / "split.parquet", params, metrics_path, tmp_path)
-    assert json.loads(metrics_path.read_text()) == json.loads(json.dumps(result))
-    err = capsys.readouterr().err
+def test_stage_reads_and_writes_its_catalogue_paths_and_logs_progress(tmp_path):
+    paths = Paths.from_params(load_params(ROOT / "params.yaml")).rooted(tmp_path)
+    write_tables(paths.tables)
+    write_split(paths.split, ALL_TRAIN)
+    cfg = stage.load_config({"centrality": {"pivots": 64}})
+    assert cfg == replace(EXACT, pivots=64)
+    lines: list[str] = []
+    result = stage.run(cfg, paths, lines.append)
+    assert result["individuals"] == 10 and "betweenness" in result["individual"]["seconds"]
+    assert pl.read_parquet(paths.centrality / "individuals.parquet").height == 10
     for f in FEATURES:
-        assert f"individual.{f}" in err and f"group.{f}" in err
-    runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`prefgen.stage` = 'centrality'",
-                              output_format="list")
-    assert len(runs) == 1 and runs[0].data.metrics["individuals"] == 10.0
-    assert runs[0].data.params == {"pivots": "256"} and "individual.seconds.betweenness" in runs[0].data.metrics
+        assert any(f"individual.{f}" in line for line in lines) and any(f"group.{f}" in line for line in lines)
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert all(p == paths.split or p.is_relative_to(paths.tables) or p.is_relative_to(paths.centrality) for p in files), files

@@ -10,11 +10,11 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from prefgen.config import TrainMapperConfig, VisualFeaturesConfig
 from prefgen.data import contract as c
 from prefgen.vision import features, semantic
+from prefgen.vision.config import TrainMapperConfig, VisualFeaturesConfig
 from prefgen.vision.pixels import ImageSizeError
-from prefgen.vision.scorer import CONFIG_FILE, MAPPER_FILE, PreferenceScorer, UnknownSegmentError
+from prefgen.vision.scorer import CONFIG_FILE, MAPPER_FILE, PreferenceScorer, UnknownSegmentError, read_mapper_config
 from prefgen.vision.train_mapper import new_models
 from tests.vision.test_mapper import planted
 
@@ -35,9 +35,11 @@ def world(tmp_path):
         _image(tmp_path / "raw" / "images" / f"img{k}.png", k)
     (tmp_path / "tables").mkdir()
     _table(tmp_path, [f"img{k}" for k in range(5)])
-    cfg = VisualFeaturesConfig(image_size=32, batch_size=2, tables_dir=str(tmp_path / "tables"), images_dir=str(tmp_path / "raw"),
-                               clip_dir=str(tmp_path / "clip"), out_dir=str(tmp_path / "visual"))
-    return tmp_path, cfg
+    return tmp_path, VisualFeaturesConfig(image_size=32, batch_size=2)
+
+
+def _features(root, cfg) -> dict:
+    return features.run(cfg, root / "tables", root / "raw", root / "clip", root / "visual", log=lambda _: None)
 
 
 def _table(root, ids):
@@ -46,16 +48,16 @@ def _table(root, ids):
 
 def test_features_are_incremental_and_bad_images_are_counted(world):
     root, cfg = world
-    first = features.run(cfg, log=lambda _: None)
+    first = _features(root, cfg)
     assert first["computed"] == 5 and first["parts"] == {"semantic": {"rows": 5, "dim": 16}, "style": {"rows": 5, "dim": 64},
                                                          "colour": {"rows": 5, "dim": 68}}
     semantic_before = pl.read_parquet(root / "visual" / "semantic.parquet")
-    assert features.run(cfg, log=lambda _: None)["computed"] == 0  # nothing new: nothing computed
+    assert _features(root, cfg)["computed"] == 0  # nothing new: nothing computed
     _image(root / "raw" / "images" / "img5.png", 5)
     _image(root / "raw" / "images" / "img6.png", 6, size=48)  # the wrong size
     (root / "raw" / "images" / "img7.png").write_bytes(b"not a png")
     _table(root, [f"img{k}" for k in range(9)])  # img8 has no file
-    third = features.run(cfg, log=lambda _: None)
+    third = _features(root, cfg)
     assert third["computed"] == 1 and third["kept"] == 5
     assert third["skipped"] == {"wrong_size": 1, "undecodable_image": 1, "missing_file": 1}
     skipped = pl.read_parquet(root / "visual" / "skipped.parquet").sort("image_id")
@@ -65,7 +67,7 @@ def test_features_are_incremental_and_bad_images_are_counted(world):
     # A retrained semantic tower recomputes the semantic part, keyed by its digest.
     torch.manual_seed(1)
     semantic.save_model(semantic.build_clip(TINY_CLIP), TINY_CLIP, root / "clip")
-    assert features.run(cfg, log=lambda _: None)["computed"] == 6
+    assert _features(root, cfg)["computed"] == 6
 
 
 def _scorer(root, cfg) -> PreferenceScorer:
@@ -83,7 +85,7 @@ def _scorer(root, cfg) -> PreferenceScorer:
     segments = [f"ind:u{k}" for k in range(len(data.p))]
     pl.DataFrame({"segment_id": segments, "row": range(len(segments))}).write_parquet(root / "graph" / "segments.parquet")
     pl.DataFrame({"image_id": ["i0"], "row": [0]}).write_parquet(root / "graph" / "items.parquet")
-    return PreferenceScorer.from_outputs(root / "mapper", root / "graph", cfg)
+    return PreferenceScorer.from_outputs(root / "mapper", root / "graph", root / "clip", cfg)
 
 
 def test_scorer_gradient_flows_to_pixels_and_errors_are_clear(world):
@@ -102,3 +104,11 @@ def test_scorer_gradient_flows_to_pixels_and_errors_are_clear(world):
         scorer.score(["ind:u0"], images=torch.rand(1, 3, 64, 64))
     with pytest.raises(ValueError, match="exactly one of images="):
         scorer.score(["ind:u0"])
+
+
+def test_a_mapper_folder_that_recorded_its_stage_paths_still_loads(tmp_path):
+    """Mapper folders saved before the catalogue of paths hold their stage's path fields in config.json."""
+    cfg = TrainMapperConfig(hidden=16, parts="semantic,colour")
+    (tmp_path / CONFIG_FILE).write_text(json.dumps({"train_mapper": asdict(cfg) | {"features_dir": "data/03_features/visual",
+                                                                                   "out_dir": "data/04_models/mapper"}}))
+    assert read_mapper_config(tmp_path) == cfg

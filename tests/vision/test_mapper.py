@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from prefgen.checkpoint import CheckpointError
-from prefgen.config import TrainMapperConfig
+from prefgen.vision.config import TrainMapperConfig
 from prefgen.vision.mapper import preference
 from prefgen.vision.train_mapper import MapperData, fit, validate
 from prefgen.vision.vbpr import VBPRConfig, fit_vbpr

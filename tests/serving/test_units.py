@@ -2,9 +2,9 @@
 
 import polars as pl
 
-from prefgen.generation.image_sets import BundleRef
-from prefgen.nightly import units
-from prefgen.nightly.plan import Unit, unit_key
+from prefgen.serving import units
+from prefgen.serving.image_sets import BundleRef
+from prefgen.serving.plan import Unit, unit_key
 from tests.generation.test_sampling import pipeline
 
 REF = BundleRef("prefgen-bundle", "3", "d" * 64)

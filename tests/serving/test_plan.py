@@ -6,9 +6,9 @@ import polars as pl
 import pytest
 import yaml
 
-from prefgen.nightly.config import Campaign, SegmentSelection, load_campaign
-from prefgen.nightly.plan import plan, unit_key
 from prefgen.params import ConfigError
+from prefgen.serving.config import Campaign, SegmentSelection, load_campaign
+from prefgen.serving.plan import plan, unit_key
 
 KNOWN = pl.DataFrame({"segment_id": ["grp:g0", "grp:g1", "grp:g2", "ind:u1", "ind:u2"],
                       "kind": ["group", "group", "group", "individual", "individual"]})

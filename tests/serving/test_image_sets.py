@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 import torch
 
-from prefgen.generation.image_sets import (
+from prefgen.serving.image_sets import (
     BatchRequest,
     BundleRef,
     RequestError,

@@ -16,8 +16,8 @@ from pathlib import Path
 import polars as pl
 
 from prefgen.data.forget import subject_hash
-from prefgen.generation.image_sets import BatchRequest, prompt_problem
-from prefgen.nightly.config import Campaign
+from prefgen.serving.config import Campaign
+from prefgen.serving.image_sets import BatchRequest, prompt_problem
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ import polars as pl
 import torch
 
 from prefgen.atomic import write_atomic
-from prefgen.generation.image_sets import MANIFEST, BundleRef, generate_batch, machine
-from prefgen.nightly.plan import Unit
+from prefgen.serving.image_sets import MANIFEST, BundleRef, generate_batch, machine
+from prefgen.serving.plan import Unit
 
 UNITS = "units"
 

@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 from PIL import Image
 
-from prefgen.generation.gallery import Gallery, segment_key, write_gallery
+from prefgen.serving.gallery import Gallery, segment_key, write_gallery
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from prefgen.eval.sampled import per_row_metrics, tie_aware_metrics
+from prefgen.metrics.sampled import per_row_metrics, tie_aware_metrics
 from prefgen.preference.grouprec import read_dataset
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"

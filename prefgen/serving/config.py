@@ -44,11 +44,10 @@ class DaskConfig:
 
 @dataclass(frozen=True)
 class NightlyConfig:
-    """Section `nightly`: which campaign, which bundle, where the image sets go."""
+    """Section `nightly`: which campaign and which bundle (the image sets go to paths.nightly/<campaign>/<night>/)."""
 
     campaign: str = "campaigns/default.yaml"  # the campaign spec (relative to the project root)
     bundle: str = "champion"  # alias or version of the registry's bundle, resolved once per night
-    out_dir: str = "data/07_nightly"  # <out_dir>/<campaign>/<night>/: images, manifest, gallery
     # torch threads per segment task, the same on every path: a kernel's rounding may depend on its
     # thread count, and the Dask run must give the very bytes of the single-process run.
     threads: PositiveInt = 1

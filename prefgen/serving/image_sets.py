@@ -72,7 +72,7 @@ class BundleRef:
 
 
 # The x86 extensions oneDNN and ATen pick kernels by: convolutions round differently with and
-# without them (measured: AVX-512 against AVX2 kernels, same torch, other bits), so two CPUs
+# without them (AVX-512 against AVX2 kernels, same torch, other bits: BENCHMARKS.md, "Machines"), so two CPUs
 # that differ here are not the same kind of machine for byte-exact regeneration.
 KERNEL_ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile")
 
