@@ -1,0 +1,46 @@
+"""Who may import whom: the layering that makes each stage's derived code deps mean something."""
+
+from pathlib import Path
+
+from prefgen.codedeps import direct_imports, stage_code_deps
+from prefgen.stage_table import STAGES
+from tests.conftest import ROOT
+
+WIRING = {"prefgen/cli.py", "prefgen/stage_cli.py", "prefgen/stage_table.py", "prefgen/__main__.py", "prefgen/codedeps.py"}
+JUDGES = {"reference", "eval_graph", "eval_mapper", "eval_generation", "train_oracle"}  # stages whose code is evaluation's
+
+
+def library_modules() -> list[str]:
+    return sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "prefgen").rglob("*.py")
+                  if p.relative_to(ROOT).as_posix() not in WIRING and "prefgen/stages/" not in p.as_posix())
+
+
+def test_library_code_never_imports_the_wiring():
+    """The stage modules, the CLI and the flows call the library; the library calls none of them."""
+    for module in library_modules():
+        wiring = sorted(f for f in direct_imports(module, ROOT) if f in WIRING or f.startswith(("prefgen/stages/", "flows/")))
+        assert not wiring, f"{module} imports {wiring}"
+
+
+def test_no_stage_runs_the_registry_of_sections_or_another_stages_config():
+    """A stage's closure holds its own package's config and no other: editing train_vq's config reruns no Step 1 stage."""
+    for stage in STAGES:
+        closure = stage_code_deps(stage.name, ROOT)
+        assert "prefgen/config.py" not in closure, stage.name
+        assert not set(closure) & WIRING, stage.name
+    assert "prefgen/generation/config.py" not in stage_code_deps("train_graph", ROOT)
+    assert "prefgen/preference/config.py" not in stage_code_deps("train_vq", ROOT)
+
+
+def test_trainers_never_run_evaluation_code():
+    """What judges against truth (prefgen/eval/) is no trainer's code: the metrics trainers choose epochs by are in
+    prefgen/metrics/."""
+    for stage in STAGES:
+        if stage.name in JUDGES:
+            continue
+        judged = sorted(f for f in stage_code_deps(stage.name, ROOT) if f.startswith("prefgen/eval/"))
+        assert not judged, f"{stage.name} runs {judged}"
+    for package in ("vision", "preference", "generation", "metrics", "social", "data", "serving"):
+        for module in sorted((ROOT / "prefgen" / package).rglob("*.py")):
+            path = Path(module).relative_to(ROOT).as_posix()
+            assert not any(f.startswith("prefgen/eval/") for f in direct_imports(path, ROOT)), f"{path} imports prefgen/eval"
