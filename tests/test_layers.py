@@ -44,3 +44,26 @@ def test_trainers_never_run_evaluation_code():
         for module in sorted((ROOT / "prefgen" / package).rglob("*.py")):
             path = Path(module).relative_to(ROOT).as_posix()
             assert not any(f.startswith("prefgen/eval/") for f in direct_imports(path, ROOT)), f"{path} imports prefgen/eval"
+
+
+def test_the_table_of_stages_and_dvc_yaml_say_the_same():
+    """Each stage's params sections and catalogue paths, as the CLI knows them, are what dvc.yaml tracks for it."""
+    import re
+
+    import yaml
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert [stage.name for stage in STAGES] == list(stages)
+    for stage in STAGES:
+        entry = stages[stage.name]
+        assert entry["cmd"] == f"python -m prefgen {' '.join(stage.command)} --params params.yaml", stage.name
+        assert set(entry.get("params", [])) - {"profile"} == set(stage.sections), stage.name
+
+        def keys(entries):
+            return {m for e in entries or [] for m in re.findall(r"\$\{paths\.(\w+)\}", str(next(iter(e)) if isinstance(e, dict) else e))}
+
+        assert keys(entry.get("deps")) == set(stage.reads), stage.name
+        tracked_outs = set(stage.writes) - {"checkpoints", "plots"}  # checkpoints survive a killed run: no DVC output
+        assert keys(entry.get("outs")) == tracked_outs, stage.name
+        assert keys(entry.get("metrics")) == {"metrics"}, stage.name
+        assert keys(entry.get("plots")) == ({"plots"} & set(stage.writes)), stage.name
