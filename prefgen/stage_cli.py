@@ -15,6 +15,7 @@ import inspect
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,13 +23,9 @@ import typer
 
 from prefgen.params import DEFAULT_PARAMS, ConfigError, load_params, resolve_profile
 from prefgen.paths import Paths
+from prefgen.registry.cli import fail
 from prefgen.stage_table import STAGES, Stage
 from prefgen.tracking_config import TrackingConfig
-
-
-def fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
 
 
 def print_result(payload: dict[str, Any]) -> None:
@@ -72,9 +69,9 @@ def _tracking(loaded: dict[str, Any] | None, mlflow: bool | None, standalone: bo
     from prefgen.config import section_config  # the registry of sections: only entry points read whole params files
 
     cfg = section_config(loaded, "tracking")
-    if mlflow is not None:
-        cfg = TrackingConfig(**{**cfg.__dict__, "enabled": mlflow, "standalone": standalone})
-    return cfg
+    if mlflow is None:
+        return cfg
+    return replace(cfg, enabled=mlflow, **({"standalone": True} if standalone else {}))
 
 
 def _logged_params(stage: Stage, loaded: dict[str, Any] | None, paths: Paths) -> dict[str, Any]:

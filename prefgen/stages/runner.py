@@ -23,12 +23,14 @@ def execute(stage: str, body: Callable[[], dict[str, Any]], paths: Paths, root: 
         return body()
     if tracking_cfg is None or not tracking_cfg.enabled:
         result = body()
+        metrics = {k: v for k, v in result.items() if k not in not_metrics}
     else:
         with tracking.stage_run(stage, logged_params, tracking_cfg, root):
             result = body()
+            metrics = {k: v for k, v in result.items() if k not in not_metrics}
             mlflow.set_tags(tracking.world_tags(paths.raw))
-            mlflow.log_metrics(tracking.flatten({k: v for k, v in result.items() if k not in not_metrics}))
+            mlflow.log_metrics(tracking.flatten(metrics))
             mlflow.log_dict(result, f"{stage}.json")
     if metrics_file is not None:
-        write_json_atomic(metrics_file, {k: v for k, v in result.items() if k not in not_metrics})
+        write_json_atomic(metrics_file, metrics)
     return result
