@@ -194,3 +194,10 @@ def resolve_profile(params: dict[str, Any], name: str) -> dict[str, Any] | None:
     if overlap:
         raise ConfigError(f"params.{name}: {overlap} set both in the section and in profiles.{chosen}; set each once")
     return shared | (profiles[chosen] or {}) | {"profile": chosen}
+
+
+def from_saved(cls: type[T], saved: dict[str, Any]) -> T:
+    """Config `cls` from the copy a model folder or bundle saved; keys that are no field any more are dropped,
+    since folders saved before the catalogue of paths (prefgen/paths.py) also recorded their stage's paths."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: v for k, v in saved.items() if k in names})

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,7 @@ from torchvision.transforms.v2.functional import gaussian_blur
 from prefgen.checkpoint import replace_folder
 from prefgen.data.render import HUE_DEGREES, PATTERNS, SHAPES, random_specs, render
 from prefgen.eval.config import TrainOracleConfig
+from prefgen.params import from_saved
 
 WEIGHTS, CONFIG = "oracle.safetensors", "config.json"
 MIN_SATURATION = 0.35  # between the background ink's 0.18 and the shapes' 0.65
@@ -98,7 +99,7 @@ class Oracle:
             raise FileNotFoundError(f"no oracle in {folder} (run the train_oracle stage)")
         saved = json.loads((folder / CONFIG).read_text())["train_oracle"]
         # Oracles saved when the config still held its output paths load all the same.
-        cfg = TrainOracleConfig(**{k: v for k, v in saved.items() if k in {f.name for f in fields(TrainOracleConfig)}})
+        cfg = from_saved(TrainOracleConfig, saved)
         net = OracleNet(cfg.width, cfg.feature_dim)
         net.load_state_dict(load_file(folder / WEIGHTS))
         return cls(net, cfg.image_size)

@@ -27,7 +27,8 @@ from safetensors.torch import load_file, save_file
 from prefgen.checkpoint import replace_folder
 from prefgen.generation.config import GuidanceConfig
 from prefgen.hashing import sha256_file
-from prefgen.vision.config import VisualFeaturesConfig, from_saved
+from prefgen.params import from_saved
+from prefgen.vision.config import VisualFeaturesConfig
 
 FORMAT = 1
 MANIFEST, LINEAGE, SETTINGS, CATALOGUE = "manifest.json", "lineage.json", "settings.json", "catalogue.safetensors"

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
 from prefgen.params import ConfigError, NonNegativeFloat, PositiveFloat, PositiveInt
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -72,10 +68,3 @@ class TrainMapperConfig:
     @property
     def part_names(self) -> tuple[str, ...]:
         return tuple(p.strip() for p in self.parts.split(",") if p.strip())
-
-
-def from_saved(cls: type[T], saved: dict[str, Any]) -> T:
-    """Config `cls` from the copy a model folder or bundle saved; keys that are no field any more are dropped,
-    since folders saved before the catalogue of paths (prefgen/paths.py) also recorded their stage's paths."""
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    return cls(**{k: v for k, v in saved.items() if k in names})

@@ -18,7 +18,8 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from prefgen.vision.config import TrainMapperConfig, VisualFeaturesConfig, from_saved
+from prefgen.params import from_saved
+from prefgen.vision.config import TrainMapperConfig, VisualFeaturesConfig
 from prefgen.vision.features import extractors
 from prefgen.vision.mapper import Discriminator, Generator, preference
 from prefgen.vision.mapper_data import load_step1
