@@ -49,11 +49,14 @@ class LoadedBundle:
     bundle: Bundle
 
 
-def load_version(client: MlflowClient, name: str, ref: str, cache: Path | None = None) -> LoadedBundle:
-    """Download a bundle version (alias or number) and verify it; `cache` keeps downloads by digest."""
+def load_version(client: MlflowClient, name: str, ref: str, cache: Path) -> LoadedBundle:
+    """Download a bundle version (alias or number) into `cache`, kept by digest, and verify it.
+
+    The bundle reads its models from there lazily, so `cache` must outlive its use: a lasting folder, or a
+    temporary one the caller removes when done."""
     version = store.resolve(client, name, ref)
     digest = version.tags.get("bundle.digest", "")
-    target = (cache / digest) if cache and digest else Path(tempfile.mkdtemp(prefix="prefgen-bundle-"))
+    target = cache / (digest or f"version-{version.version}")
     if not (target / "bundle").is_dir():
         target.mkdir(parents=True, exist_ok=True)
         mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version.version}", dst_path=str(target / "bundle"))
@@ -68,9 +71,14 @@ def run(cfg_tracking: TrackingConfig, root: Path, model: str, ref: str, requests
         sampler: GuidanceConfig | None = None, log=print) -> dict[str, Any]:
     """Generate every request's images with bundle `ref` into out_dir, as one MLflow run."""
     tracking.configure(cfg_tracking, root)
-    client = MlflowClient()
-    loaded = load_version(client, model, ref)
-    pipe = loaded.bundle.pipeline(sampler)
+    with tempfile.TemporaryDirectory(prefix="prefgen-bundle-") as cache:
+        loaded = load_version(MlflowClient(), model, ref, Path(cache))
+        return _generate_run(cfg_tracking, root, loaded, ref, requests, out_dir, loaded.bundle.pipeline(sampler), log)
+
+
+def _generate_run(cfg_tracking: TrackingConfig, root: Path, loaded: LoadedBundle, ref: str, requests: list[BatchRequest],
+                  out_dir: Path, pipe, log) -> dict[str, Any]:
+    model = loaded.ref.model
     log(f"generating {sum(len(r.seeds) for r in requests)} image(s) with {model} version {loaded.ref.version} "
         f"({loaded.ref.digest[:12]}) into {out_dir}")
     tags = {"bundle.name": model, "bundle.version": loaded.ref.version, "bundle.digest": loaded.ref.digest}
@@ -124,11 +132,11 @@ def locate(target: str, client: MlflowClient, manifest: Path | None = None) -> t
                               "and every generation run's manifest)")
 
 
-def _load_maker(client: MlflowClient, row: dict[str, Any]) -> LoadedBundle:
+def _load_maker(client: MlflowClient, row: dict[str, Any], cache: Path) -> LoadedBundle:
     """The bundle version that made the image, refused as BundleChanged when it no longer holds that bundle."""
     made_by = f"{row['bundle_model']} version {row['bundle_version']}"
     try:
-        loaded = load_version(client, row["bundle_model"], str(row["bundle_version"]))
+        loaded = load_version(client, row["bundle_model"], str(row["bundle_version"]), cache)
     except (store.RegistryError, BundleError) as err:
         raise BundleChanged(f"{made_by}, which made the image, changed since: {err}") from err
     if loaded.ref.digest != row["bundle_digest"]:
@@ -143,10 +151,11 @@ def regenerate(cfg_tracking: TrackingConfig, root: Path, target: str, manifest: 
     tracking.configure(cfg_tracking, root)
     client = MlflowClient()
     row, where = locate(target, client, manifest)
-    loaded = _load_maker(client, row)
-    pipe = loaded.bundle.pipeline(GuidanceConfig(**json.loads(row["sampler"])))
     request = BatchRequest(row["segment"], row["prompt"], tuple(int(s) for s in row["batch_seeds"]))
-    data, again = generate_batch(pipe, request, loaded.ref)[int(row["batch_index"])]
+    with tempfile.TemporaryDirectory(prefix="prefgen-bundle-") as cache:
+        loaded = _load_maker(client, row, Path(cache))
+        pipe = loaded.bundle.pipeline(GuidanceConfig(**json.loads(row["sampler"])))
+        data, again = generate_batch(pipe, request, loaded.ref)[int(row["batch_index"])]
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(data)

@@ -2,6 +2,7 @@
 registered makes images whose lineage reaches the raw logs and which regenerate byte for byte."""
 
 import json
+import tempfile
 
 import mlflow
 import pandas as pd
@@ -63,6 +64,9 @@ def cli(*args: str) -> str:
 
 def check_images_from_the_champion(project, monkeypatch):
     monkeypatch.chdir(project)
+    scratch = project / "scratch"
+    scratch.mkdir(exist_ok=True)
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where generate and regenerate download the bundle
     segment = pl.read_parquet(project / "data" / "04_models" / "graph" / "segments.parquet")["segment_id"][0]
     made = json.loads(cli("generate", "--segment", segment, "--prompt", "a star", "--n", "2", "--out", "out").splitlines()[-1])
     assert made["images"] == 2 and made["bundle_version"] == "1"
@@ -80,6 +84,7 @@ def check_images_from_the_champion(project, monkeypatch):
 
     again = json.loads(cli("regenerate", image.name[:16]).splitlines()[-1])
     assert again["match"] and again["regenerated_sha256"] == image.stem
+    assert not list(scratch.glob("prefgen-bundle-*"))  # each download of the bundle is removed once used
 
     model = mlflow.pyfunc.load_model("models:/prefgen-bundle@champion")  # the pyfunc flavour, no pickle involved
     out = model.predict(pd.DataFrame({"segment": [segment] * 2, "prompt": ["a star"] * 2, "seed": [0, 1]}))
