@@ -40,6 +40,7 @@ from prefgen.paths import Paths
 from prefgen.registry.generate import MANIFEST_ARTIFACT, LoadedBundle, load_version
 from prefgen.serving import units as night_units
 from prefgen.serving.config import Campaign, DaskConfig, NightlyConfig, check_night, load_campaign
+from prefgen.serving.devices import device_for_worker, night_devices, resolve_device
 from prefgen.serving.gallery import write_gallery
 from prefgen.serving.image_sets import BundleRef, sampler_json
 from prefgen.serving.plan import Plan, Unit, plan
@@ -65,12 +66,23 @@ def task_runner(cfg: DaskConfig):
                                           "dashboard_address": None})
 
 
+def _worker_name() -> object:
+    """The Dask worker this task runs on (a LocalCluster numbers them 0, 1, ...); None outside Dask."""
+    try:
+        from distributed import get_worker
+
+        return get_worker().name
+    except (ImportError, ValueError):  # ValueError: not in a worker (the in-process runner)
+        return None
+
+
 @task(retries=1, retry_delay_seconds=10, task_run_name="segment {segment}")
 def generate_segment(segment: str, units: list[dict[str, Any]], bundle: dict[str, str], night: str,
-                     stamp: dict[str, str], threads: int) -> dict[str, Any]:
-    """One segment's missing units (on whichever worker Dask picks); returns counts."""
+                     stamp: dict[str, str], threads: int, devices: list[str]) -> dict[str, Any]:
+    """One segment's missing units (on whichever worker Dask picks, on that worker's device); returns counts."""
     logger = get_run_logger()
-    pipe = night_units.cached_pipeline(bundle["folder"], bundle["digest"], bundle["sampler"])
+    device = resolve_device(device_for_worker(devices, _worker_name()))
+    pipe = night_units.cached_pipeline(bundle["folder"], bundle["digest"], bundle["sampler"], device)
     ref = BundleRef(bundle["model"], bundle["version"], bundle["digest"])
     todo = [Unit(u["segment"], u["prompt"], tuple(u["seeds"]), u["key"]) for u in units]
     return asdict(night_units.run_segment(pipe, todo, ref, Path(night), stamp, threads, log=logger.info))
@@ -78,9 +90,9 @@ def generate_segment(segment: str, units: list[dict[str, Any]], bundle: dict[str
 
 @flow(name="nightly-fan-out")
 def fan_out(work: dict[str, list[dict[str, Any]]], bundle: dict[str, str], night: str, stamp: dict[str, str],
-            threads: int) -> list[dict[str, Any]]:
-    """One task per segment on the flow's task runner (set by `nightly` from params)."""
-    futures = [generate_segment.submit(segment, units, bundle, night, stamp, threads) for segment, units in work.items()]
+            threads: int, devices: list[str]) -> list[dict[str, Any]]:
+    """One task per segment on the flow's task runner (set by `nightly` from params); `devices`: one per worker."""
+    futures = [generate_segment.submit(segment, units, bundle, night, stamp, threads, devices) for segment, units in work.items()]
     return [f.result() for f in futures]
 
 
@@ -130,6 +142,7 @@ class Night:
     sampler: str
     plan: Plan
     folder: Path
+    devices: list[str]  # one per worker (night_devices)
 
     @property
     def bundle(self) -> dict[str, str]:
@@ -144,6 +157,7 @@ def _prepare(root: str, campaign: str | None, night: str | None) -> Night:
     repo = Path(root).resolve()
     params = load_params(repo / "params.yaml")
     cfg, track, paths = section_config(params, "nightly"), tracking_config(params), Paths.from_params(params).rooted(repo)
+    devices = night_devices(cfg)  # before anything is downloaded: cuda asked for where there is none fails here
     spec = load_campaign(repo / (campaign or cfg.campaign))
     tracking.configure(track, repo)
     loaded = load_version(mlflow.MlflowClient(), section_config(params, "registry").model_name, cfg.bundle,
@@ -151,7 +165,8 @@ def _prepare(root: str, campaign: str | None, night: str | None) -> Night:
     sampler = sampler_json(section_config(params, "sampler"))
     units = plan(spec, pl.read_parquet(loaded.bundle.model_dir("graph") / "segments.parquet"), repo, loaded.ref.digest, sampler,
                  frozenset(forgotten_hashes(paths.tables)))  # the champion may predate a request
-    return Night(repo, cfg, track, spec, loaded, sampler, units, paths.nightly / spec.name / (night or date.today().isoformat()))
+    return Night(repo, cfg, track, spec, loaded, sampler, units, paths.nightly / spec.name / (night or date.today().isoformat()),
+                 devices)
 
 
 def _announce(night: Night, logger) -> None:
@@ -185,16 +200,18 @@ def nightly(root: str = ".", campaign: str | None = None, night: str | None = No
         check_night(night)  # before anything is read or written: it names a folder
     job = _prepare(root, campaign, night)
     _announce(job, logger)
-    ref, name = job.loaded.ref, job.folder.name
+    ref, name, devices = job.loaded.ref, job.folder.name, job.devices
+    logger.info("worker devices: %s", ", ".join(devices))
     with tracking.stage_run("nightly", {"campaign": asdict(job.spec), "night": name, "bundle": job.cfg.bundle,
-                                        "dask": asdict(job.cfg.dask), "threads": job.cfg.threads}, job.track, job.repo,
+                                        "dask": asdict(job.cfg.dask), "threads": job.cfg.threads, "device": job.cfg.device,
+                                        "worker_devices": devices}, job.track, job.repo,
                             flow_run_id=str(flow_run.get_id() or "")) as run:
         mlflow.set_tags({"bundle.name": ref.model, "bundle.version": ref.version, "bundle.digest": ref.digest,
                          "campaign": job.spec.name, "night": name})
         stamp = {"generation_run_id": run.info.run_id, "prefect_flow_run_id": str(flow_run.get_id() or ""),
                  "campaign": job.spec.name, "night": name}
         results = fan_out.with_options(task_runner=task_runner(job.cfg.dask))(_work(job.plan), job.bundle, str(job.folder),
-                                                                              stamp, job.cfg.threads)
+                                                                              stamp, job.cfg.threads, devices)
         manifest, missing = night_units.finalize(job.folder, job.plan.units)
         if missing:
             raise RuntimeError(f"{len(missing)} unit(s) not done (e.g. segment {missing[0].segment!r}); rerun to make them")

@@ -21,6 +21,7 @@ from prefgen.registry.config import RegistryConfig
 from prefgen.serving.config import NightlyConfig
 from prefgen.social.config import CentralityConfig
 from prefgen.tracking_config import TrackingConfig
+from prefgen.training.config import TrainerConfig
 from prefgen.vision.config import ClipConfig, TrainMapperConfig, VisualFeaturesConfig
 
 __all__ = ["DEFAULT_PARAMS", "SECTIONS", "ConfigError", "checked_params", "load_params", "section_config"]
@@ -32,7 +33,7 @@ SECTIONS: dict[str, type] = {
     "train_clip": ClipConfig, "visual_features": VisualFeaturesConfig, "train_mapper": TrainMapperConfig,
     "train_vq": TrainVQConfig, "train_w": TrainWConfig, "train_diffusion": TrainDiffusionConfig,
     "sampler": GuidanceConfig, "train_oracle": TrainOracleConfig, "eval_generation": EvalGenerationConfig,
-    "registry": RegistryConfig, "nightly": NightlyConfig,
+    "registry": RegistryConfig, "nightly": NightlyConfig, "trainer": TrainerConfig,
 }
 
 

@@ -130,6 +130,10 @@ def _check_type(value: Any, annotation: Any, where: str) -> Any:
         return tuple(items) if origin is tuple else items
     if annotation is Any:
         return value
+    if origin is typing.Literal:
+        if value not in typing.get_args(annotation):
+            raise ConfigError(f"{where}: {value!r} is not one of {list(typing.get_args(annotation))}")
+        return value
     if dataclasses.is_dataclass(annotation):  # a nested section, e.g. one entry of registry.gate_metrics
         return from_section(annotation, value, where.removeprefix("params."))
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):

@@ -46,8 +46,8 @@ def world_images(tables_dir: Path, images_dir: Path, split: Path, name: str, siz
 
 @torch.no_grad()
 def reconstructions(vq, pixels: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    """Quantised VQ reconstructions in [0, 1]."""
-    return torch.cat([((reconstruct(vq, b)[0].clamp(-1, 1) + 1) / 2) for b in pixels.split(batch_size)])
+    """Quantised VQ reconstructions in [0, 1], on the CPU whichever device the VQ is on."""
+    return torch.cat([((reconstruct(vq, b.to(vq.device))[0].clamp(-1, 1) + 1) / 2).cpu() for b in pixels.split(batch_size)])
 
 
 def world_quality(vq, oracle: Oracle, cold: tuple, train_pixels: torch.Tensor) -> tuple[dict[str, float], np.ndarray]:

@@ -28,6 +28,7 @@ from prefgen.eval.reference import ColdTask, cold_task, summarise_auc
 from prefgen.eval.truth import Truth, load_truth
 from prefgen.metrics import ranking
 from prefgen.paths import Paths
+from prefgen.training.config import Training
 from prefgen.vision import mapper_data
 from prefgen.vision.config import TrainMapperConfig
 from prefgen.vision.mapper import preference
@@ -68,15 +69,17 @@ def _cold_features(cfg: TrainMapperConfig, features_dir: Path, task: ColdTask) -
     return torch.as_tensor(matrix[[row[i] for i in task.cold_ids]])
 
 
-def evaluate(cfg: TrainMapperConfig, paths: Paths, seed: int = 0, log=print) -> dict:
-    """The stage's metrics: the trained mapper (paths.mapper) against VBPR, random and the oracle."""
+def evaluate(config: Training[TrainMapperConfig], paths: Paths, seed: int = 0, log=print) -> dict:
+    """The stage's metrics: the trained mapper (paths.mapper) against VBPR (trained in memory on `config.trainer`'s
+    device), random and the oracle."""
+    cfg = config.model
     torch.set_num_threads(cfg.threads)  # one thread: the VBPR baseline is then bit-for-bit reproducible
     truth, task, step1, utility = _setup(paths)
     cold_v = _cold_features(cfg, paths.visual, task)
     g, d = build_models(load_file(paths.mapper / MAPPER_FILE), cfg)
     scores = _mapper_scores(g, d, step1, task, cold_v)
     data, _ = mapper_data.load(cfg, step1, paths.visual, paths.tables, paths.split)
-    vbpr = fit_vbpr(data, VBPRConfig(seed=seed), log=log)
+    vbpr = fit_vbpr(data, VBPRConfig(seed=seed), config.trainer, log=log)
     with torch.no_grad():
         vbpr_scores = vbpr(torch.as_tensor([step1.segment_row[s] for s in task.segments]), cold_v).numpy()
     random_scores = np.random.default_rng(seed).random(scores.shape)
@@ -100,15 +103,17 @@ ABLATIONS = {"full": {}, "no semantic": {"parts": "style,colour"}, "no style": {
              "no colour": {"parts": "semantic,style"}, "L2 only (no adversarial terms)": {"adversarial": False}}
 
 
-def ablations(cfg: TrainMapperConfig, paths: Paths, log=print) -> list[dict]:
-    """Retrain the mapper per variant (in memory, nothing written) and score it by the same protocol."""
+def ablations(config: Training[TrainMapperConfig], paths: Paths, log=print) -> list[dict]:
+    """Retrain the mapper per variant (in memory, nothing written, on `config.trainer`'s device) and score it by the
+    same protocol."""
+    cfg = config.model
     torch.set_num_threads(cfg.threads)
     _, task, step1, utility = _setup(paths)
     rows = []
     for name, change in ABLATIONS.items():
         variant = replace(cfg, **change)
         data, _ = mapper_data.load(variant, step1, paths.visual, paths.tables, paths.split)
-        g, d, history = fit(data, variant, None, log=lambda line: None)
+        g, d, history = fit(data, variant, config.trainer, None, None, log=lambda line: None)
         scores = _mapper_scores(g, d, step1, task, _cold_features(variant, paths.visual, task))
         rows.append({"variant": name, **summarise_auc(task, scores, "cold_auc"), "utility_spearman": utility_spearman(scores, utility),
                      "val_auc": history.best_score, "best_epoch": history.best_epoch})

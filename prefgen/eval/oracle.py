@@ -53,7 +53,7 @@ def measure_hue(pixels: Tensor) -> Tensor:
     angle = torch.deg2rad(hue)
     x, y = (weight * angle.cos()).flatten(1).sum(1), (weight * angle.sin()).flatten(1).sum(1)
     mean = torch.rad2deg(torch.atan2(y, x)) % 360
-    centres = torch.tensor(HUE_DEGREES, dtype=mean.dtype)
+    centres = torch.tensor(HUE_DEGREES, dtype=mean.dtype, device=mean.device)
     gap = (mean[:, None] - centres[None]).abs() % 360
     nearest = torch.minimum(gap, 360 - gap).argmin(1)
     readable = (weight > 0).float().flatten(1).mean(1) >= MIN_AREA
@@ -90,11 +90,18 @@ class Reading:
 
 
 class Oracle:
+    """The judge of generated images: `read` runs where its network is (`Oracle.load(folder, device)`), whatever
+    device the pixels come from, and hands numpy arrays back."""
+
     def __init__(self, net: OracleNet, image_size: int):
         self.net, self.image_size = net.eval(), image_size
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
     @classmethod
-    def load(cls, folder: Path) -> Oracle:
+    def load(cls, folder: Path, device: str | torch.device = "cpu") -> Oracle:
         if not (folder / WEIGHTS).is_file():
             raise FileNotFoundError(f"no oracle in {folder} (run the train_oracle stage)")
         saved = json.loads((folder / CONFIG).read_text())["train_oracle"]
@@ -102,17 +109,18 @@ class Oracle:
         cfg = from_saved(TrainOracleConfig, saved)
         net = OracleNet(cfg.width, cfg.feature_dim)
         net.load_state_dict(load_file(folder / WEIGHTS))
-        return cls(net, cfg.image_size)
+        return cls(net.to(device), cfg.image_size)
 
     @torch.no_grad()
     def read(self, pixels: Tensor, batch_size: int = 256) -> Reading:
         if pixels.shape[1:] != (3, self.image_size, self.image_size):
             raise ValueError(f"the oracle reads (B, 3, {self.image_size}, {self.image_size}) images, got {tuple(pixels.shape)}")
-        parts = []
+        parts, dtype = [], next(self.net.parameters()).dtype
         for chunk in pixels.split(batch_size):
+            chunk = chunk.to(self.device, dtype)
             f = self.net.features(chunk)
             parts.append((measure_hue(chunk), self.net.shape_head(f).argmax(1), self.net.pattern_head(f).argmax(1), f))
-        hue, shape, pattern, features = (torch.cat(p).numpy() for p in zip(*parts))
+        hue, shape, pattern, features = (torch.cat(p).cpu().numpy() for p in zip(*parts))
         return Reading(hue, shape, pattern, features)
 
 

@@ -32,6 +32,7 @@ from prefgen.data.tables import scan_parts
 from prefgen.eval.config import ReferenceConfig
 from prefgen.eval.truth import Truth, load_truth
 from prefgen.metrics import ranking
+from prefgen.metrics.auc import auc
 from prefgen.paths import Paths
 
 _HIST_HUE_BINS, _HIST_GREY_BINS = 18, 4
@@ -113,7 +114,7 @@ def summarise_auc(task: ColdTask, scores: np.ndarray, name: str) -> dict:
     """Mean AUC over segments of scores (segments, cold), overall and per kind."""
     aucs: dict[str, list[float]] = {"ind": [], "grp": []}
     for k, segment in enumerate(task.segments):
-        aucs[segment[:3]].append(ranking.auc(scores[k], task.positives[k]))
+        aucs[segment[:3]].append(auc(scores[k], task.positives[k]))
     every = aucs["ind"] + aucs["grp"]
     return {name: float(np.mean(every)), f"{name}_individuals": float(np.mean(aucs["ind"] or [np.nan])),
             f"{name}_groups": float(np.mean(aucs["grp"] or [np.nan]))}

@@ -42,11 +42,13 @@ class Call:
 
 
 def _call(pipe: PreferenceDiffusionPipeline, call: Call) -> tuple[Tensor, float]:
+    """The call's images (or latents) on the CPU, whatever device the pipeline samples on: they go back across
+    processes and on to the oracle and numpy, and latents moved there and back keep every bit."""
     started = time.perf_counter()
     pipe.guidance = call.guidance
     out = pipe(list(call.segments), list(call.prompts), n=call.n, latents=call.latents,
                start_step=call.start_step, stop_step=call.stop_step)
-    return out, time.perf_counter() - started
+    return out.cpu(), time.perf_counter() - started
 
 
 _WORKER_PIPE: PreferenceDiffusionPipeline | None = None  # one per worker process, built once

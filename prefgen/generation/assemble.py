@@ -21,33 +21,41 @@ from prefgen.vision.config import VisualFeaturesConfig
 from prefgen.vision.scorer import PreferenceScorer
 
 
-def pipeline_from_outputs(paths: Paths, visual_cfg: VisualFeaturesConfig,
-                          guidance: GuidanceConfig = GuidanceConfig()) -> PreferenceDiffusionPipeline:
-    """The sampler wired to the stage outputs; the prototype's catalogue is the `train` images (mapped by G), as in training."""
-    catalogue = mapped_embeddings(paths.mapper, paths.visual, split_ids(paths.split, "train"))
-    return build_pipeline(paths.diffusion, paths.vq, paths.w, paths.mapper, paths.graph, paths.clip, visual_cfg, catalogue, guidance)
+def pipeline_from_outputs(paths: Paths, visual_cfg: VisualFeaturesConfig, guidance: GuidanceConfig = GuidanceConfig(),
+                          device: str | torch.device = "cpu") -> PreferenceDiffusionPipeline:
+    """The sampler wired to the stage outputs on `device`; the prototype's catalogue is the `train` images (mapped by G),
+    as in training."""
+    with torch.no_grad():
+        catalogue = mapped_embeddings(paths.mapper, paths.visual, split_ids(paths.split, "train"))
+    return build_pipeline(paths.diffusion, paths.vq, paths.w, paths.mapper, paths.graph, paths.clip, visual_cfg, catalogue,
+                          guidance, device)
 
 
 def build_pipeline(diffusion_dir: Path, vq_dir: Path, w_dir: Path, mapper_dir: Path, graph_dir: Path, clip_dir: Path,
-                   visual_cfg: VisualFeaturesConfig, catalogue: Tensor, guidance: GuidanceConfig = GuidanceConfig()) -> PreferenceDiffusionPipeline:
-    """The sampler wired to the trained models: CLIP text condition and score, Step 2 scorer, W and the prototype
-    over `catalogue` (G(v) of the images the prototype averages, (N, d))."""
+                   visual_cfg: VisualFeaturesConfig, catalogue: Tensor, guidance: GuidanceConfig = GuidanceConfig(),
+                   device: str | torch.device = "cpu") -> PreferenceDiffusionPipeline:
+    """The sampler wired to the trained models, every one placed on `device` (a torch device name: "cpu", "cuda",
+    "cuda:1"; resolve a choice such as "auto" with prefgen.serving.devices first): CLIP text condition and score,
+    Step 2 scorer, W and the prototype over `catalogue` (G(v) of the images the prototype averages, (N, d))."""
+    device = torch.device(device)
     unet = UNet2DConditionModel.from_pretrained(diffusion_dir / "unet", use_safetensors=True, local_files_only=True,
-                                                low_cpu_mem_usage=False)  # the fast path needs `accelerate` (not installed)
+                                                low_cpu_mem_usage=False).to(device)  # the plain load, as vq.load_vq
     # Older models saved diffusers' default clip_sample=True, which the sampler refuses (unet.build_noise_scheduler
     # says why); it does not act in training, so their weights are sound.
     scheduler = DDIMScheduler.from_pretrained(diffusion_dir / "scheduler", local_files_only=True, clip_sample=False)
     scaling = json.loads((diffusion_dir / "conditioning.json").read_text())["scaling_factor"]
     clip, clip_cfg = semantic.load_model(clip_dir)
+    clip = clip.to(device)
     tokenizer = semantic.build_tokenizer(clip_cfg)
-    scorer = PreferenceScorer.from_outputs(mapper_dir, graph_dir, clip_dir, visual_cfg)
-    w = load_w(w_dir)
+    scorer = PreferenceScorer.from_outputs(mapper_dir, graph_dir, clip_dir, visual_cfg).to(device)
+    w, catalogue = load_w(w_dir).to(device), catalogue.to(device)
     with torch.no_grad():  # where each catalogue image lies in the text space, to match it against a prompt
         catalogue_text, clip_scale = w(catalogue), clip.logit_scale.exp()
 
     @lru_cache(maxsize=256)  # asked for by the condition, the prototype and every guided step's text score
+    @torch.no_grad()
     def text_condition(prompt: str) -> Tensor:
-        return semantic.embed_texts(clip, tokenizer, [prompt])[0]
+        return clip.encode_text(tokenizer([prompt]).to(device), normalize=True)[0]  # the tokenizer's ids are on the CPU
 
     def text_score(pixels: Tensor, prompts: list[str]) -> Tensor:  # one prompt per image
         return (semantic.embed_images(clip, pixels) * torch.stack([text_condition(p) for p in prompts])).sum(1)
@@ -63,8 +71,8 @@ def build_pipeline(diffusion_dir: Path, vq_dir: Path, w_dir: Path, mapper_dir: P
 
     def pref_score(pixels: Tensor, segments: list[str]) -> Tensor:  # one segment per image
         distinct = sorted(set(segments))
-        rows = torch.tensor([distinct.index(s) for s in segments])
-        return scorer.score(distinct, images=pixels)[rows, torch.arange(len(segments))]
+        rows = torch.tensor([distinct.index(s) for s in segments], device=pixels.device)
+        return scorer.score(distinct, images=pixels)[rows, torch.arange(len(segments), device=pixels.device)]
 
-    return PreferenceDiffusionPipeline(unet, scheduler, load_vq(vq_dir), scaling, text_condition, pref_condition,
+    return PreferenceDiffusionPipeline(unet, scheduler, load_vq(vq_dir).to(device), scaling, text_condition, pref_condition,
                                        text_score, pref_score, guidance)

@@ -11,14 +11,19 @@ embedding, two conditions in one space rather than one signal counted twice.
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.data import DataLoader, TensorDataset
 
+from prefgen import checkpoint
 from prefgen.generation.config import TrainWConfig
+from prefgen.training.config import TrainerConfig
+from prefgen.training.core import History, Loop, Schedule, fit
+from prefgen.training.data import epoch_loader
 
 
 class PreferenceToText(nn.Module):
@@ -41,41 +46,78 @@ class PreferenceToText(nn.Module):
         return F.normalize(self.net((e - self.mean) / self.std), dim=-1)
 
 
-@dataclass
-class WHistory:
-    epochs: list[dict] = field(default_factory=list)
-    best_epoch: int = -1
-    best_val_cosine: float = -2.0
-    seconds: float = 0.0
-
-
 def mean_cosine(pred: Tensor, target: Tensor) -> float:
     return float(F.cosine_similarity(pred, target, dim=-1).mean())
 
 
-def fit_w(e: Tensor, s: Tensor, val_e: Tensor, val_s: Tensor, cfg: TrainWConfig, log=print) -> tuple[PreferenceToText, WHistory]:
-    """Full-batch Adam on 1 - cos; keeps the epoch with the best validation cosine (seconds on CPU, so no checkpoints)."""
+class _Rows(TensorDataset):
+    """A TensorDataset that hands over a batch's rows with one index per tensor, not one per row (full batches of
+    thousands of rows are W's every epoch)."""
+
+    def __getitems__(self, indices: list[int]) -> tuple[Tensor, ...]:
+        return tuple(t[indices] for t in self.tensors)
+
+
+def _as_batch(rows: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    return rows
+
+
+@dataclass
+class WTask:
+    """W as a task of the training core (prefgen/training/core.py): full-batch AdamW on L_W, one step an epoch,
+    until `patience` epochs pass without a better validation cosine; the best epoch is kept.
+
+    Args:
+        cfg (TrainWConfig): the width, optimiser and stopping rule.
+        e, s (Tensor): (N, d) train image embeddings G(v_i) and (N, text_dim) their semantic features.
+        val_e, val_s (Tensor): the same for the validation images.
+    """
+
+    cfg: TrainWConfig
+    e: Tensor
+    s: Tensor
+    val_e: Tensor
+    val_s: Tensor
+    name: str = "w"
+
+    @property
+    def schedule(self) -> Schedule:
+        return Schedule(max_epochs=self.cfg.max_epochs, seed=self.cfg.seed, monitor="val_cosine", mode="max",
+                        patience=self.cfg.patience, keep="best")
+
+    def modules(self) -> dict[str, nn.Module]:
+        torch.manual_seed(self.cfg.seed)
+        return {"w": PreferenceToText(self.e.shape[1], self.s.shape[1], self.cfg.hidden, self.e.mean(0), self.e.std(0))}
+
+    def optimizers(self, modules: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
+        return {"w": torch.optim.AdamW(modules["w"].parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)}
+
+    def place(self, device: torch.device) -> None:
+        self.val_e, self.val_s = self.val_e.to(device), self.val_s.to(device)
+
+    def batches(self, epoch: int) -> DataLoader:
+        return epoch_loader(_Rows(self.e, self.s), len(self.e), self.cfg.seed, epoch, shuffle=False, collate_fn=_as_batch)
+
+    def step(self, batch: list[Tensor], loop: Loop) -> dict[str, float]:
+        e, s = batch
+        loss = 1 - F.cosine_similarity(loop.modules["w"](e), s, dim=-1).mean()
+        loop.update(loss, "w")
+        return {"loss": loss.item()}
+
+    def validate(self, modules: dict[str, nn.Module]) -> dict[str, float]:
+        return {"val_cosine": mean_cosine(modules["w"](self.val_e), self.val_s)}
+
+    def resume_key(self) -> dict[str, Any]:
+        return {"hidden": self.cfg.hidden, "lr": self.cfg.lr, "weight_decay": self.cfg.weight_decay, "seed": self.cfg.seed,
+                "data": checkpoint.data_key(self.e, self.s, self.val_e.cpu(), self.val_s.cpu())}
+
+
+def fit_w(e: Tensor, s: Tensor, val_e: Tensor, val_s: Tensor, cfg: TrainWConfig, trainer: TrainerConfig = TrainerConfig(),
+          log=print) -> tuple[PreferenceToText, History]:
+    """Train W through the training core (seconds on a CPU, so without checkpoints); the best epoch's W on the CPU."""
     torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    w = PreferenceToText(e.shape[1], s.shape[1], cfg.hidden, e.mean(0), e.std(0))
-    optimizer = torch.optim.AdamW(w.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    history, best, started = WHistory(), {k: v.clone() for k, v in w.state_dict().items()}, time.perf_counter()
-    while len(history.epochs) < cfg.max_epochs and len(history.epochs) - history.best_epoch <= cfg.patience:
-        w.train()
-        loss = 1 - F.cosine_similarity(w(e), s, dim=-1).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        with torch.no_grad():
-            val = mean_cosine(w.eval()(val_e), val_s)
-        history.epochs.append({"epoch": len(history.epochs), "loss": loss.item(), "val_cosine": val})
-        if val > history.best_val_cosine:
-            history.best_epoch, history.best_val_cosine = len(history.epochs) - 1, val
-            best = {k: v.clone() for k, v in w.state_dict().items()}
-    w.load_state_dict(best)
-    history.seconds = time.perf_counter() - started
-    log(f"W: {len(history.epochs)} epochs, best val cosine {history.best_val_cosine:.4f} at epoch {history.best_epoch}")
-    return w.eval(), history
+    modules, history = fit(WTask(cfg, e, s, val_e, val_s), trainer, log=log)
+    return modules["w"].to("cpu"), history
 
 
 def preference_prototype(logits: Tensor, catalogue: Tensor, tau: float = 0.1, prompt_logits: Tensor | None = None) -> Tensor:

@@ -87,7 +87,7 @@ class TrainDiffusionConfig:
     flip_augment: bool = True  # mirrored train images double the data; captions and tastes are mirror-invariant
     epochs: PositiveInt = 20
     lr: PositiveFloat = 0.0003
-    batch_size: PositiveInt = 64  # the global batch: each of N DDP ranks takes batch_size / N
+    batch_size: PositiveInt = 64  # the global batch: each of N processes takes batch_size / N, so N must divide it
     seed: int = 0
     threads: PositiveInt = 2
 

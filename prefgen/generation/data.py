@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from torch import Tensor
 
 from prefgen.generation.conditioning import PreferenceToText
 from prefgen.generation.config import TrainDiffusionConfig
+from prefgen.generation.train_diffusion import DiffusionData
 from prefgen.paths import Paths
 from prefgen.vision import semantic
 from prefgen.vision.mapper_data import read_features
@@ -28,17 +28,6 @@ from prefgen.vision.pixels import read_split
 from prefgen.vision.scorer import MAPPER_FILE, build_models, read_mapper_config
 
 W_FILE, W_CONFIG = "w.safetensors", "config.json"
-
-
-@dataclass
-class DiffusionData:
-    latents: Tensor  # (N, C, h, w) scaled VQ latents of train images (and their mirror images)
-    text: Tensor  # (N, D) caption embeddings
-    pref: Tensor  # (N, D) W(G(v_i))
-    val_latents: Tensor
-    val_text: Tensor
-    val_pref: Tensor
-    scaling_factor: float  # 1 / std of the train latents
 
 
 def split_ids(split_path: Path, name: str) -> list[str]:
@@ -84,8 +73,9 @@ def load_w(folder: Path) -> PreferenceToText:
 
 @torch.no_grad()
 def encode_latents(vq, pixels: Tensor, batch_size: int = 128) -> Tensor:
-    """Unquantised VQ latents E(x) of pixels in [0, 1] (the diffusion model's space)."""
-    return torch.cat([vq.encode(pixels[i : i + batch_size] * 2 - 1).latents for i in range(0, len(pixels), batch_size)])
+    """Unquantised VQ latents E(x) of pixels in [0, 1] (the diffusion model's space), encoded on the VQ's device, on the CPU."""
+    return torch.cat([vq.encode(pixels[i : i + batch_size].to(vq.device) * 2 - 1).latents.cpu()
+                      for i in range(0, len(pixels), batch_size)])
 
 
 def diffusion_inputs(cfg: TrainDiffusionConfig, paths: Paths, skipped: Counter) -> DiffusionData:

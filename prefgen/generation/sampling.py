@@ -97,6 +97,15 @@ class PreferenceDiffusionPipeline:
         return fuse(g_pref, g_text, self.guidance.lambda_pref, self.guidance.lambda_text)
 
     @property
+    def device(self) -> torch.device:
+        """Where the models are: every tensor of a sampling run is made or moved here."""
+        return self.unet.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    @property
     def latent_shape(self) -> tuple[int, int, int]:
         """(channels, height, width) of one image's latent: the shape of starting noise to pass as `latents`."""
         return self.unet.config.in_channels, self.unet.config.sample_size, self.unet.config.sample_size
@@ -107,7 +116,10 @@ class PreferenceDiffusionPipeline:
         """n images in [0, 1] for `segment` (e.g. "grp:g7") and `prompt`: (n, 3, H, W). Lists of segments and prompts
         (job j = (segment[j], prompt[j])) are sampled in one batch: (J * n, 3, H, W), job by job. The starting noise
         comes from `latents` (J * n, *latent_shape) where given, else from `generator`: with a list of J * n
-        generators each image's noise comes from its own (one seed per image, as diffusers does).
+        generators each image's noise comes from its own (one seed per image, as diffusers does). Generators are
+        CPU ones and the noise is drawn in float32 on the CPU, then moved to the models' device and dtype (as
+        diffusers' randn_tensor does), so a seed means the same noise on every device. Images come back on the
+        models' device.
 
         Only DDIM steps start_step <= index < stop_step run (as diffusers' denoising_start / denoising_end hand
         latents from one pipeline to the next): a run that stops early returns its latents, not pixels, and one
@@ -122,8 +134,9 @@ class PreferenceDiffusionPipeline:
         segments, prompts = ([segment], [prompt]) if isinstance(segment, str) else (list(segment), list(prompt))
         count = len(segments) * n
         # 1. Conditions, one row per image: the prompt's text embedding and the segment's preference prototype (for this prompt).
-        text = torch.stack([self.text_condition(p) for p in prompts]).repeat_interleave(n, 0)
-        pref = torch.stack([self.pref_condition(s, p) for s, p in zip(segments, prompts)]).repeat_interleave(n, 0)
+        where = {"device": self.device, "dtype": self.dtype}
+        text = torch.stack([self.text_condition(p) for p in prompts]).to(**where).repeat_interleave(n, 0)
+        pref = torch.stack([self.pref_condition(s, p) for s, p in zip(segments, prompts)]).to(**where).repeat_interleave(n, 0)
         # 2. Pure Gaussian noise in the latent space (or the latents an earlier run stopped at), and the DDIM timesteps.
         z = self._starting_noise(count, generator, latents)
         segments, prompts = [s for s in segments for _ in range(n)], [p for p in prompts for _ in range(n)]
@@ -133,7 +146,7 @@ class PreferenceDiffusionPipeline:
             eps = self._eps(z, t, text, pref)
             # 4. Multi-gradient guidance on the decoded x0-prediction, where it acts.
             if guided(self.guidance, index):
-                alpha_bar = self.scheduler.alphas_cumprod[t]
+                alpha_bar = self.scheduler.alphas_cumprod[t].to(**where)
                 with torch.enable_grad():
                     eps = eps - (1 - alpha_bar).sqrt() * self._guidance_gradient(z, eps, alpha_bar, segments, prompts)
             # 5. One DDIM step (eta = 0: deterministic given the starting noise).
@@ -145,13 +158,19 @@ class PreferenceDiffusionPipeline:
             return self.decode(z, quantize=self.guidance.quantize_output)
 
     def _starting_noise(self, count: int, generator: torch.Generator | list[torch.Generator] | None, latents: Tensor | None) -> Tensor:
-        shape = self.latent_shape
+        shape, where = self.latent_shape, {"device": self.device, "dtype": self.dtype}
         if latents is not None:
             if tuple(latents.shape) != (count, *shape):
                 raise ValueError(f"latents have shape {tuple(latents.shape)}; these jobs need {(count, *shape)}")
-            return latents.clone()
+            return latents.to(**where, copy=True)
+        generators = generator if isinstance(generator, list) else [generator]
+        if isinstance(generator, list) and len(generator) != count:
+            raise ValueError(f"got {len(generator)} generators for {count} images; give one per image or a single one")
+        if any(g is not None and g.device.type != "cpu" for g in generators):
+            raise ValueError("give CPU generators (torch.Generator()): the noise is drawn on the CPU so that a seed "
+                             "means the same image on every device")
         if isinstance(generator, list):
-            if len(generator) != count:
-                raise ValueError(f"got {len(generator)} generators for {count} images; give one per image or a single one")
-            return torch.cat([torch.randn((1, *shape), generator=g) for g in generator])
-        return torch.randn((count, *shape), generator=generator)
+            noise = torch.cat([torch.randn((1, *shape), generator=g, dtype=torch.float32) for g in generator])
+        else:
+            noise = torch.randn((count, *shape), generator=generator, dtype=torch.float32)
+        return noise.to(**where)

@@ -46,7 +46,9 @@ def context(text: Tensor, pref: Tensor) -> Tensor:
 
 
 def drop_conditions(text: Tensor, pref: Tensor, text_p: float, pref_p: float, gen: torch.Generator) -> tuple[Tensor, Tensor]:
-    """Zero each row's text with probability text_p and its preference with pref_p, independently."""
-    keep_text = (torch.rand(len(text), generator=gen) >= text_p).to(text.dtype).unsqueeze(1)
-    keep_pref = (torch.rand(len(pref), generator=gen) >= pref_p).to(pref.dtype).unsqueeze(1)
+    """Zero each row's text with probability text_p and its preference with pref_p, independently.
+
+    The draws come from `gen` on the CPU, so a seed drops the same rows on every device."""
+    keep_text = (torch.rand(len(text), generator=gen) >= text_p).to(text.device, text.dtype).unsqueeze(1)
+    keep_pref = (torch.rand(len(pref), generator=gen) >= pref_p).to(pref.device, pref.dtype).unsqueeze(1)
     return text * keep_text, pref * keep_pref

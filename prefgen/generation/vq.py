@@ -12,23 +12,23 @@ The diffusion model works on the unquantised latents `E(x)`; decoding quantises.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import VQModel
-from torch import Tensor
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from prefgen import checkpoint
 from prefgen.generation.config import TrainVQConfig
-
-
-@dataclass
-class VQHistory:
-    epochs: list[dict] = field(default_factory=list)
+from prefgen.training.config import TrainerConfig
+from prefgen.training.core import History, Loop, Schedule, fit
+from prefgen.training.data import epoch_loader
 
 
 def build_vq(cfg: TrainVQConfig) -> VQModel:
@@ -46,7 +46,7 @@ def load_vq(folder: Path) -> VQModel:
     """A VQModel saved with `save_pretrained` in a local folder (safetensors only; never the hub)."""
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder}: no VQModel here (expected config.json and diffusion_pytorch_model.safetensors)")
-    # low_cpu_mem_usage needs `accelerate`, which we do not install; asking for the plain load keeps the log quiet.
+    # The plain load: a model built with its own init, then every weight read in (accelerate's empty-weights path is not needed).
     return VQModel.from_pretrained(folder, local_files_only=True, use_safetensors=True, low_cpu_mem_usage=False).eval()
 
 
@@ -64,7 +64,7 @@ def reconstruct(model: VQModel, pixels: Tensor) -> tuple[Tensor, Tensor, Tensor]
 
 def psnr(pixels: Tensor, recon: Tensor) -> float:
     """Mean PSNR in dB of reconstructions in [-1, 1] against pixels in [0, 1]."""
-    mse = ((recon.clamp(-1, 1) + 1) / 2 - pixels).pow(2).flatten(1).mean(1).clamp_min(1e-10)
+    mse = ((recon.float().clamp(-1, 1) + 1) / 2 - pixels.float()).pow(2).flatten(1).mean(1).clamp_min(1e-10)
     return float((10 * torch.log10(1 / mse)).mean())
 
 
@@ -78,48 +78,26 @@ def codebook_usage(indices: Tensor, size: int) -> dict[str, float]:
 
 @torch.no_grad()
 def evaluate(model: VQModel, pixels: Tensor, batch_size: int = 64) -> dict[str, float]:
-    """Validation PSNR and codebook usage (quantised reconstructions)."""
+    """Validation PSNR and codebook usage (quantised reconstructions), on the model's device."""
     model.eval()
+    device = next(model.parameters()).device
     values, codes = [], []
     for start in range(0, len(pixels), batch_size):
-        batch = pixels[start : start + batch_size]
+        batch = pixels[start : start + batch_size].to(device)
         recon, _, indices = reconstruct(model, batch)
         values.append(psnr(batch, recon) * len(batch)), codes.append(indices)
-    return {"psnr": sum(values) / len(pixels), **codebook_usage(torch.cat(codes), model.config.num_vq_embeddings)}
+    return {"psnr": sum(values) / len(pixels), **codebook_usage(torch.cat(codes).cpu(), model.config.num_vq_embeddings)}
+
 
 
 def _restart_dead_codes(model: VQModel, counts: Tensor, latents: Tensor, gen: torch.Generator) -> int:
-    """Move codes with zero count onto random encoder outputs of the last batch; returns how many moved."""
+    """Move codes with zero count onto random encoder outputs of `latents`; returns how many moved."""
     dead = (counts == 0).nonzero().flatten()
     if len(dead):
         vectors = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1])
-        pick = torch.randint(0, len(vectors), (len(dead),), generator=gen)
+        pick = torch.randint(0, len(vectors), (len(dead),), generator=gen).to(vectors.device)
         model.quantize.embedding.weight.data[dead] = vectors[pick]
     return len(dead)
-
-
-def train_epoch(model: VQModel, optimizer: torch.optim.Optimizer, pixels: Tensor, cfg: TrainVQConfig, epoch: int) -> dict[str, float]:
-    """One pass over the train pixels in a seeded order; a generator per epoch makes resume exact."""
-    model.train()
-    gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-    order = torch.randperm(len(pixels), generator=gen)
-    counts = torch.zeros(cfg.num_vq_embeddings, dtype=torch.long)
-    totals, n_batches = {"loss_recon": 0.0, "loss_vq": 0.0}, math.ceil(len(pixels) / cfg.batch_size)
-    for start in range(0, len(pixels), cfg.batch_size):
-        batch = pixels[order[start : start + cfg.batch_size]]
-        recon, vq_loss, indices = reconstruct(model, batch)
-        loss_recon = F.mse_loss(recon, batch * 2 - 1)
-        optimizer.zero_grad()
-        (loss_recon + vq_loss).backward()
-        optimizer.step()
-        counts += torch.bincount(indices.flatten(), minlength=cfg.num_vq_embeddings)
-        totals["loss_recon"] += loss_recon.item() / n_batches
-        totals["loss_vq"] += vq_loss.item() / n_batches
-    restarted = 0
-    if cfg.restart_dead_codes:
-        with torch.no_grad():
-            restarted = _restart_dead_codes(model, counts, model.encode(batch * 2 - 1).latents, gen)
-    return totals | {"restarted_codes": restarted}
 
 
 def epoch_lr(cfg: TrainVQConfig, epoch: int) -> float:
@@ -130,63 +108,115 @@ def epoch_lr(cfg: TrainVQConfig, epoch: int) -> float:
     return floor + 0.5 * (cfg.lr - floor) * (1 + math.cos(math.pi * epoch / cfg.epochs))
 
 
-def best_epoch(history: VQHistory) -> int:
-    """The epoch with the highest val PSNR (the first of equals)."""
-    return max(range(len(history.epochs)), key=lambda e: (history.epochs[e]["val_psnr"], -e))
+def vq_schedule(cfg: TrainVQConfig) -> Schedule:
+    """cfg.epochs epochs, judged by val PSNR; the best epoch kept when cfg.keep_best, else the last."""
+    return Schedule(max_epochs=cfg.epochs, seed=cfg.seed, monitor="val_psnr", mode="max",
+                    keep="best" if cfg.keep_best else "last")
 
 
-def _resume(folder: Path, model: VQModel, optimizer: torch.optim.Optimizer, cfg: TrainVQConfig,
-            key: str) -> tuple[VQHistory, dict[str, Tensor]] | None:
-    found = checkpoint.load_matching(folder, asdict(cfg), key)
-    if found is None:
-        return None
-    tensors, meta = found
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    checkpoint.restore_optimizer(optimizer, {k[4:]: v for k, v in tensors.items() if k.startswith("opt.")}, meta["optimizer"])
-    return VQHistory(**meta["history"]), {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+@dataclass
+class VQTask:
+    """The VQ autoencoder as a task of the training core (prefgen/training/core.py).
+
+    A step minimises L on a batch of train pixels through the model's `forward` (the one call data
+    parallelism wraps); a hook on the quantiser counts the codes each batch picks, and the epoch's end
+    restarts the codes no batch picked.
+
+    Args:
+        cfg (TrainVQConfig): the model, optimiser and schedule.
+        pixels, val_pixels (Tensor): (N, 3, H, W) train and validation pixels in [0, 1].
+        grad_accum_steps (int, optional): batches per optimiser step, for the per-epoch rate. (default: 1)
+    """
+
+    cfg: TrainVQConfig
+    pixels: Tensor
+    val_pixels: Tensor
+    grad_accum_steps: int = 1
+    name: str = "vq"
+    counts: Tensor | None = field(default=None, init=False, repr=False)  # codes picked since the epoch began
+    last_batch: Tensor | None = field(default=None, init=False, repr=False)
+    restarted: int = field(default=0, init=False)
+    hook: Any = field(default=None, init=False, repr=False)
+
+    @property
+    def schedule(self) -> Schedule:
+        return vq_schedule(self.cfg)
+
+    def modules(self) -> dict[str, nn.Module]:
+        model = build_vq(self.cfg)
+        self.hook = model.quantize.register_forward_hook(self._count_codes)
+        return {"vq": model}
+
+    def _count_codes(self, module: nn.Module, inputs: Any, output: tuple) -> None:
+        if module.training:  # validation's codes are not the epoch's training usage
+            picked = torch.bincount(output[2][2].flatten(), minlength=self.cfg.num_vq_embeddings)
+            self.counts = picked if self.counts is None else self.counts + picked
+
+    def optimizers(self, modules: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
+        return {"vq": torch.optim.Adam(modules["vq"].parameters(), lr=self.cfg.lr)}
+
+    def schedulers(self, optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, torch.optim.lr_scheduler.LRScheduler]:
+        """epoch_lr, held for every optimiser step of an epoch (the last step of an epoch may take fewer batches)."""
+        steps = math.ceil(math.ceil(len(self.pixels) / self.cfg.batch_size) / self.grad_accum_steps)
+        return {"vq": torch.optim.lr_scheduler.LambdaLR(
+            optimizers["vq"], lambda step: epoch_lr(self.cfg, step // steps) / self.cfg.lr)}
+
+    def batches(self, epoch: int) -> DataLoader:
+        return epoch_loader(TensorDataset(self.pixels), self.cfg.batch_size, self.cfg.seed, epoch)
+
+    def step(self, batch: list[Tensor], loop: Loop) -> dict[str, float]:
+        (pixels,) = batch
+        target = pixels * 2 - 1
+        lr = loop.optimizers["vq"].param_groups[0]["lr"]
+        recon, vq_loss = loop.modules["vq"](target, return_dict=False)
+        loss_recon = F.mse_loss(recon, target)
+        loop.update(loss_recon + vq_loss, "vq")
+        self.last_batch = pixels
+        return {"lr": lr, "loss_recon": loss_recon.item(), "loss_vq": vq_loss.item()}
+
+    def after_epoch(self, epoch: int, loop: Loop) -> None:
+        """Restart the codes no process picked this epoch on encoder outputs of the epoch's last global batch."""
+        counts, self.counts, self.restarted = self.counts, None, 0
+        if not self.cfg.restart_dead_codes or counts is None:
+            return
+        accelerator, model = loop.accelerator, loop.unwrapped()["vq"]
+        counts = accelerator.reduce(counts, "sum")
+        # Seeded by (seed, epoch) alone, not loop.generator: every process must move the same codes to the same place.
+        gen = torch.Generator().manual_seed(int(np.random.SeedSequence([self.cfg.seed, epoch]).generate_state(1)[0]))
+        with torch.no_grad():
+            latents = model.encode(accelerator.gather(self.last_batch) * 2 - 1).latents
+            self.restarted = _restart_dead_codes(model, counts, latents, gen)
+
+    def validate(self, modules: dict[str, nn.Module]) -> dict[str, float]:
+        """Val PSNR and codebook usage, and how many codes the epoch's end restarted."""
+        scores = evaluate(modules["vq"], self.val_pixels)
+        return {f"val_{key}": value for key, value in scores.items()} | {"restarted_codes": self.restarted}
+
+    def resume_key(self) -> dict[str, Any]:
+        """Every setting but the labels, threads and what is kept; epochs only where the cosine rate depends on them."""
+        ignored = {"profile", "threads", "pretrained", "keep_best"}
+        if self.cfg.lr_schedule == "constant":
+            ignored.add("epochs")
+        return {k: v for k, v in asdict(self.cfg).items() if k not in ignored} | {"data": self.data_key}
+
+    @cached_property
+    def data_key(self) -> str:
+        return checkpoint.data_key(self.pixels, self.val_pixels)
 
 
-def _save(folder: Path, model: VQModel, optimizer: torch.optim.Optimizer, cfg: TrainVQConfig, key: str,
-          history: VQHistory, best: dict[str, Tensor]) -> None:
-    opt_tensors, opt_meta = checkpoint.optimizer_tensors(optimizer)
-    tensors = ({f"model.{k}": v for k, v in model.state_dict().items()} | {f"opt.{k}": v for k, v in opt_tensors.items()}
-               | {f"best.{k}": v for k, v in best.items()})
-    checkpoint.save(folder, tensors, {"config": asdict(cfg), "data_key": key, "epoch": len(history.epochs),
-                                      "history": asdict(history), "optimizer": opt_meta})
+def fit_vq(pixels: Tensor, val_pixels: Tensor, cfg: TrainVQConfig, trainer: TrainerConfig = TrainerConfig(),
+           checkpoint_dir: Path | None = None, curve: Path | None = None, log=print) -> tuple[VQModel, History]:
+    """Train for cfg.epochs through the training core, resuming from checkpoint_dir after a kill.
 
-
-def fit_vq(pixels: Tensor, val_pixels: Tensor, cfg: TrainVQConfig, checkpoint_dir: Path | None = None,
-           log=print) -> tuple[VQModel, VQHistory]:
-    """Train for cfg.epochs, validating each epoch; resume from checkpoint_dir after a kill.
-
-    Returns the best val-PSNR epoch's weights when cfg.keep_best, else the last epoch's.
+    Returns the kept epoch's weights on the CPU (the best val-PSNR epoch's when cfg.keep_best, else the
+    last's) and the history; `curve` receives the per-epoch CSV.
     """
     torch.set_num_threads(cfg.threads)
-    model, key = build_vq(cfg), checkpoint.data_key(pixels, val_pixels)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    history, best = (_resume(checkpoint_dir, model, optimizer, cfg, key) if checkpoint_dir else None) or (VQHistory(), {})
-    if history.epochs:
-        log(f"resumed at epoch {len(history.epochs)}")
-    while len(history.epochs) < cfg.epochs:
-        started, epoch = time.perf_counter(), len(history.epochs)
-        for group in optimizer.param_groups:
-            group["lr"] = epoch_lr(cfg, epoch)
-        losses = train_epoch(model, optimizer, pixels, cfg, epoch)
-        row = {"epoch": epoch, "lr": epoch_lr(cfg, epoch), **losses,
-               **{f"val_{k}": v for k, v in evaluate(model, val_pixels).items()}, "seconds": time.perf_counter() - started}
-        history.epochs.append(row)
-        if best_epoch(history) == epoch:
-            best = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        if checkpoint_dir:
-            _save(checkpoint_dir, model, optimizer, cfg, key, history, best)
-        log(f"epoch {epoch:3d}  lr {row['lr']:.2e}  recon {row['loss_recon']:.4f}  vq {row['loss_vq']:.4f}  "
-            f"val_psnr {row['val_psnr']:.2f}  usage {row['val_codebook_usage']:.2f}  restarted {row['restarted_codes']}  "
-            f"{row['seconds']:.1f}s")
-    if cfg.keep_best and best:
-        model.load_state_dict(best)
-        log(f"kept epoch {best_epoch(history)} (best val_psnr {history.epochs[best_epoch(history)]['val_psnr']:.2f})")
-    return model.eval(), history
+    task = VQTask(cfg, pixels, val_pixels, trainer.grad_accum_steps)
+    modules, history = fit(task, trainer, checkpoint_dir, curve, log)
+    task.hook.remove()  # the hook holds the task, and with it the train pixels
+    return modules["vq"].to("cpu"), history
 
 
-def mean_seconds(history: VQHistory) -> float:
+def mean_seconds(history: History) -> float:
     return float(np.mean([e["seconds"] for e in history.epochs])) if history.epochs else 0.0

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
-from scipy.stats import rankdata
 
 from prefgen.data.split import IMAGE_TARGET_TYPES
 
@@ -53,9 +52,3 @@ def rank_metrics(scores: np.ndarray, seen: list[np.ndarray], held: list[np.ndarr
         ndcgs.append(float((hits * discounts).sum() / ideal))
     return {f"recall@{k}": float(np.mean(recalls)), f"ndcg@{k}": float(np.mean(ndcgs)), "segments": len(recalls)}
 
-
-def auc(scores: np.ndarray, positive: np.ndarray) -> float:
-    """ROC AUC of one segment's scores (Mann-Whitney, ties as halves); positive is a boolean mask."""
-    ranks = rankdata(scores)
-    n_pos, n_neg = positive.sum(), (~positive).sum()
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))

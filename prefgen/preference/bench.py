@@ -28,8 +28,10 @@ from prefgen.preference import train as training
 from prefgen.preference.config import TrainGraphConfig
 from prefgen.preference.grouprec import GroupRecData, TestSet, densify, input_report, read_dataset, self_follows
 from prefgen.preference.stage_data import standardise_log
-from prefgen.preference.train import TrainData, carve_validation, score_all, score_rows
+from prefgen.preference.task import TrainData, score_all, score_rows
+from prefgen.preference.train import carve_validation
 from prefgen.social.config import CentralityConfig
+from prefgen.training.config import TrainerConfig
 
 TASKS = ("group", "user")
 METRICS = ("HR@5", "HR@10", "NDCG@5", "NDCG@10")
@@ -190,14 +192,14 @@ def popularity_full(data: GroupRecData, task: str) -> dict[str, float]:
     return full_ranking(np.broadcast_to(counts, (len(test.ids), len(counts))), data, task)
 
 
-def run_seed(data: GroupRecData, cfg: TrainGraphConfig, log=print) -> dict:
+def run_seed(data: GroupRecData, cfg: TrainGraphConfig, log=print, trainer: TrainerConfig = TrainerConfig()) -> dict:
     """Train one seed as the train_graph stage does (train.train_model: the epoch and β chosen on validation, the
     attention's features by cross-validation, then with cfg.refit a fresh model on every line) and score it."""
     rng = np.random.default_rng(cfg.seed)
     train, val = prepare(data, rng)
     every_line = replace(train, user_items=sorted_lines(np.concatenate([train.user_items, val["user"]])),
                          group_items=sorted_lines(np.concatenate([train.group_items, val["group"]])))
-    trained = training.train_model(train, val, every_line, cfg, log=log)
+    trained = training.train_model(train, val, every_line, cfg, log=log, trainer=trainer)
     model, graphs, history = trained.model, trained.graphs, trained.history
     out = {"best_epoch": history.best_epoch, "val_score": history.best_score, "social_smoothing": history.smoothing,
            "seconds_per_epoch": float(np.mean([e["seconds"] for e in history.epochs])), "influence_features": trained.data.feature_names}
@@ -222,24 +224,25 @@ class _SeedLog:
         print(f"[seed {self.seed}] {line}", file=sys.stderr, flush=True)
 
 
-def run_seeds(data: GroupRecData, cfg: TrainGraphConfig, seeds: int, jobs: int = 1, log=print) -> list[dict]:
+def run_seeds(data: GroupRecData, cfg: TrainGraphConfig, seeds: int, jobs: int = 1, log=print,
+              trainer: TrainerConfig = TrainerConfig()) -> list[dict]:
     """One run per seed, in seed order. With jobs > 1 the seeds train in that many spawned processes at once
     (each with cfg.threads torch threads); a seed's run depends only on its seed, so the figures are the same."""
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, not {jobs}")
     configs = [replace(cfg, seed=cfg.seed + s) for s in range(seeds)]
     if jobs == 1 or seeds == 1:
-        return [run_seed(data, c, log) for c in configs]
+        return [run_seed(data, c, log, trainer) for c in configs]
     with ProcessPoolExecutor(min(jobs, seeds), mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(run_seed, [data] * seeds, configs, [_SeedLog(c.seed) for c in configs]))
+        return list(pool.map(run_seed, [data] * seeds, configs, [_SeedLog(c.seed) for c in configs], [trainer] * seeds))
 
 
-def bench(folder: Path, cfg: TrainGraphConfig, seeds: int, log=print, jobs: int = 1) -> dict:
+def bench(folder: Path, cfg: TrainGraphConfig, seeds: int, log=print, jobs: int = 1, trainer: TrainerConfig = TrainerConfig()) -> dict:
     data, report = load(folder, log)
     share = members_test_share(data)
     log(f"validation: {share:.2f} of group test items are a member's user test item, so group validation lines are drawn "
         + ("from the members' validation items" if draws_group_test_from_members(data) else "from any training line"))
-    runs = run_seeds(data, cfg, seeds, jobs, log)
+    runs = run_seeds(data, cfg, seeds, jobs, log, trainer)
     rng = np.random.default_rng(0)
     result: dict = {"seeds": seeds, "best_epochs": [r["best_epoch"] for r in runs], "val_scores": [r["val_score"] for r in runs],
                     "members_test_share": share, "refit": cfg.refit,

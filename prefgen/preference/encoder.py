@@ -95,6 +95,13 @@ class SocialPreferenceEncoder(nn.Module):
         return {"user": ui[: self.n_users], "item": ui[self.n_users :], "group": gm[: self.n_groups],
                 "user_member_side": gm[self.n_groups :]}
 
+    def forward(self, graphs: Graphs) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+        """(propagated embeddings, p for groups, p for individuals): the full-graph pass a training batch needs,
+        as one call, which is what data parallelism and mixed precision wrap."""
+        emb = self.embeddings(graphs)
+        groups, individuals, _ = self.segment_vectors(graphs, emb)
+        return emb, groups, individuals
+
     def member_attention(self, graphs: Graphs, user: Tensor) -> Tensor:
         """Softmax weight of each (group, member) row within its group."""
         if not self.use_influence:

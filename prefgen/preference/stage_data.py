@@ -12,7 +12,7 @@ from prefgen.data import contract as c
 from prefgen.data.split import training_events
 from prefgen.paths import Paths
 from prefgen.preference.config import TrainGraphConfig
-from prefgen.preference.train import TrainData
+from prefgen.preference.task import TrainData
 
 _INDIVIDUAL_IMAGE_TYPES = ("click", "repost", "comment", "favorite")
 SEMANTIC_FILE = "semantic.parquet"  # the visual features' semantic vectors (prefgen/vision/features.py)

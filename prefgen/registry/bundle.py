@@ -28,6 +28,7 @@ from prefgen.checkpoint import replace_folder
 from prefgen.generation.config import GuidanceConfig
 from prefgen.hashing import sha256_file
 from prefgen.params import from_saved
+from prefgen.serving.devices import resolve_device
 from prefgen.vision.config import VisualFeaturesConfig
 
 FORMAT = 1
@@ -131,10 +132,12 @@ class Bundle:
         path = self.folder / LINEAGE
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
-    def pipeline(self, sampler: GuidanceConfig | None = None):
-        """The guided sampler on this bundle's models; `sampler` overrides the bundle's own settings."""
+    def pipeline(self, sampler: GuidanceConfig | None = None, device: str = "auto"):
+        """The guided sampler with every one of this bundle's models on `device`: auto (a GPU where torch sees one),
+        cpu, cuda or a named GPU such as cuda:1 (ConfigError where there is none); `sampler` overrides the bundle's
+        own settings."""
         from prefgen.generation.assemble import build_pipeline
 
         return build_pipeline(self.model_dir("diffusion"), self.model_dir("vq"), self.model_dir("w"), self.model_dir("mapper"),
                               self.model_dir("graph"), self.model_dir("clip"), self.visual, load_file(self.folder / CATALOGUE)["embeddings"],
-                              sampler or self.sampler)
+                              sampler or self.sampler, resolve_device(device))

@@ -19,6 +19,7 @@ from prefgen.params import DEFAULT_PARAMS, ConfigError, load_params
 
 ParamsOpt = Annotated[Path, typer.Option(help="params.yaml (tracking store and the registry section).")]
 ManifestOpt = Annotated[Path | None, typer.Option(help="A manifest.parquet to look the image up in first.")]
+DEVICE_HELP = "Where the bundle's models run: auto (a GPU where torch sees one), cpu, cuda or cuda:N."
 
 
 def fail(message: str) -> None:
@@ -82,6 +83,16 @@ def _errors():
 
 def _log(line: str) -> None:
     typer.echo(line, err=True)
+
+
+def _check_device(device: str) -> None:
+    """Refuse a device this machine does not have before anything is downloaded."""
+    from prefgen.serving.devices import resolve_device
+
+    try:
+        resolve_device(device)
+    except ConfigError as err:
+        fail(str(err))
 
 
 def register(params: ParamsOpt = DEFAULT_PARAMS) -> None:
@@ -153,6 +164,7 @@ def generate(segment: Annotated[list[str], typer.Option(help="Segment id, e.g. g
              bundle: Annotated[str, typer.Option(help="Bundle version number or alias.")] = "champion",
              n: Annotated[int, typer.Option(help="Images per segment and prompt (one batch).")] = 4,
              seed: Annotated[int, typer.Option(help="Seed of the first image; image k uses seed + k.")] = 0,
+             device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
              params: ParamsOpt = DEFAULT_PARAMS) -> None:
     """Images for every segment x prompt from a registered bundle, with the sampler settings of params.yaml."""
     from prefgen.registry import generate as step
@@ -161,11 +173,12 @@ def generate(segment: Annotated[list[str], typer.Option(help="Segment id, e.g. g
     loaded, cfg = _load(params)
     if n < 1:
         fail("--n must be at least 1")
+    _check_device(device)
     try:
         requests = [BatchRequest(s, p, tuple(range(seed, seed + n))) for s in segment for p in prompt]
         result = step.run(tracking_config(loaded), Path.cwd(), cfg.model_name, bundle, requests, out,
-                          section_config(loaded, "sampler"), log=_log)
-    except (*_errors(), ValueError) as err:  # ValueError: an unknown segment (the scorer names it)
+                          section_config(loaded, "sampler"), log=_log, device=device)
+    except (*_errors(), ValueError) as err:  # ValueError: an unknown segment (the scorer names it), a device not here
         fail(str(err))
     sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
 
@@ -187,28 +200,48 @@ def lineage(target: Annotated[str, typer.Argument(help="An image file, or (a pre
 def regenerate(target: Annotated[str, typer.Argument(help="An image's sha256 (>= 8 digits) or its file.")],
                manifest: ManifestOpt = None,
                out: Annotated[Path | None, typer.Option(help="Also write the regenerated PNG here.")] = None,
+               device: Annotated[str | None, typer.Option(help=DEVICE_HELP + " Default: the device class the image "
+                                                          "was made on, where this machine has one.")] = None,
+               tolerance: Annotated[float | None, typer.Option(
+                   help="Largest score difference accepted where the same bytes are not promised "
+                        "(default: SCORE_TOLERANCE in prefgen/serving/image_sets.py).")] = None,
                params: ParamsOpt = DEFAULT_PARAMS) -> None:
-    """Make an image again from its manifest row and check its sha256 (exit 1 when it differs, when the file's bytes
-    are not the image made, or when the bundle version that made it changed since)."""
+    """Make an image again from its manifest row and check it: the same sha256 where it is made as it was (device
+    class, dtype, torch version and machine), else the same scores within --tolerance. Exit 1 when that fails, when
+    the file's bytes are not the image made, or when the bundle version that made it changed since."""
     from prefgen.registry.generate import BundleChanged, regenerate as again
 
     loaded, _ = _load(params)
+    if device is not None:
+        _check_device(device)
     try:
-        result = again(tracking_config(loaded), Path.cwd(), target, manifest, out)
+        result = again(tracking_config(loaded), Path.cwd(), target, manifest, out, device,
+                       **({} if tolerance is None else {"tolerance": tolerance}))
     except BundleChanged as err:
         _log(f"MISMATCH: {err}")
         raise typer.Exit(code=1) from err
-    except _errors() as err:
+    except (*_errors(), ValueError) as err:  # ValueError: a device not here
         fail(str(err))
-    if not result["same_kind_of_machine"]:
-        _log(f"warning: made on '{result['made_on']}', now on '{result['now_on']}': byte equality is promised on the same kind only")
-    _log(("match: " if result["match"] else "MISMATCH: ") + f"{result['image_sha256']} -> {result['regenerated_sha256']}")
+    _log_verdict(result)
     if not result["file_matches_manifest"]:
         _log(f"MISMATCH: {target} is not the image its manifest recorded (file sha256 {result['file_sha256']}, made as "
              f"{result['image_sha256']}): the file was edited or corrupted since it was made")
     sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
-    if not (result["match"] and result["file_matches_manifest"]):
+    if not (result["kept"] and result["file_matches_manifest"]):
         raise typer.Exit(code=1)
+
+
+def _log_verdict(result: dict[str, Any]) -> None:
+    """One line for what was promised and one for whether it held."""
+    shas = f"{result['image_sha256']} -> {result['regenerated_sha256']}"
+    if not result["differs"]:
+        _log(("match: " if result["match"] else "MISMATCH: ") + shas)
+        return
+    gaps = ", ".join(f"{k} {v:.4f}" for k, v in sorted(result["score_gaps"].items()))
+    _log(f"made otherwise ({'; '.join(result['differs'])}): the same bytes are promised only on the same device class, "
+         f"dtype, torch version and machine, so this compares {result['promise']}")
+    _log(f"bytes {'match' if result['match'] else 'differ'}: {shas}")
+    _log(("scores match: " if result["scores_match"] else "MISMATCH: scores differ: ") + gaps)
 
 
 def add_commands(app: typer.Typer) -> None:

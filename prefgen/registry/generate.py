@@ -17,6 +17,7 @@ from typing import Any
 
 import mlflow
 import polars as pl
+import torch
 from mlflow import MlflowClient
 from tqdm import tqdm
 
@@ -27,12 +28,14 @@ from prefgen.registry import store
 from prefgen.registry.bundle import Bundle, BundleError
 from prefgen.serving.image_sets import (
     MANIFEST,
+    SCORE_TOLERANCE,
     BatchRequest,
     BundleRef,
+    Made,
     find_row,
     generate,
     generate_batch,
-    machine,
+    regeneration_verdict,
 )
 from prefgen.tracking_config import TrackingConfig
 
@@ -68,19 +71,21 @@ def load_version(client: MlflowClient, name: str, ref: str, cache: Path) -> Load
 
 
 def run(cfg_tracking: TrackingConfig, root: Path, model: str, ref: str, requests: list[BatchRequest], out_dir: Path,
-        sampler: GuidanceConfig | None = None, log=print) -> dict[str, Any]:
-    """Generate every request's images with bundle `ref` into out_dir, as one MLflow run."""
+        sampler: GuidanceConfig | None = None, log=print, device: str = "auto") -> dict[str, Any]:
+    """Generate every request's images with bundle `ref` into out_dir, as one MLflow run, on `device`
+    (auto, cpu, cuda or cuda:N; auto takes a GPU where torch sees one)."""
     tracking.configure(cfg_tracking, root)
     with tempfile.TemporaryDirectory(prefix="prefgen-bundle-") as cache:
         loaded = load_version(MlflowClient(), model, ref, Path(cache))
-        return _generate_run(cfg_tracking, root, loaded, ref, requests, out_dir, loaded.bundle.pipeline(sampler), log)
+        pipe = loaded.bundle.pipeline(sampler, device=device)
+        return _generate_run(cfg_tracking, root, loaded, ref, requests, out_dir, pipe, log)
 
 
 def _generate_run(cfg_tracking: TrackingConfig, root: Path, loaded: LoadedBundle, ref: str, requests: list[BatchRequest],
                   out_dir: Path, pipe, log) -> dict[str, Any]:
     model = loaded.ref.model
     log(f"generating {sum(len(r.seeds) for r in requests)} image(s) with {model} version {loaded.ref.version} "
-        f"({loaded.ref.digest[:12]}) into {out_dir}")
+        f"({loaded.ref.digest[:12]}) on {pipe.device} into {out_dir}")
     tags = {"bundle.name": model, "bundle.version": loaded.ref.version, "bundle.digest": loaded.ref.digest}
     with tracking.stage_run("generate", {"sampler": asdict(pipe.guidance), "bundle": ref}, cfg_tracking, root) as active:
         mlflow.set_tags(tags)
@@ -146,22 +151,31 @@ def _load_maker(client: MlflowClient, row: dict[str, Any], cache: Path) -> Loade
 
 
 def regenerate(cfg_tracking: TrackingConfig, root: Path, target: str, manifest: Path | None = None,
-               out: Path | None = None) -> dict[str, Any]:
-    """Make the image again from its manifest row and compare sha256; `out` keeps the regenerated file."""
+               out: Path | None = None, device: str | None = None, tolerance: float = SCORE_TOLERANCE) -> dict[str, Any]:
+    """Make the image again from its manifest row and say what that can promise (`regeneration_verdict`): the same
+    sha256 where it is made as it was (device class, dtype, torch version, machine), else scores within `tolerance`.
+    `device` defaults to the device class the image was made on, where this machine has one; `out` keeps the file."""
     tracking.configure(cfg_tracking, root)
     client = MlflowClient()
     row, where = locate(target, client, manifest)
+    made = Made.of_row(row)
     request = BatchRequest(row["segment"], row["prompt"], tuple(int(s) for s in row["batch_seeds"]))
     with tempfile.TemporaryDirectory(prefix="prefgen-bundle-") as cache:
         loaded = _load_maker(client, row, Path(cache))
-        pipe = loaded.bundle.pipeline(GuidanceConfig(**json.loads(row["sampler"])))
+        pipe = loaded.bundle.pipeline(GuidanceConfig(**json.loads(row["sampler"])), device=device or _device_like(made))
         data, again = generate_batch(pipe, request, loaded.ref)[int(row["batch_index"])]
+        now = Made.by(pipe)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(data)
-    same_machine = row.get("machine") == machine()
     file_sha = sha256_file(Path(target)) if Path(target).is_file() else row["image_sha256"]
-    return {"image_sha256": row["image_sha256"], "regenerated_sha256": again["image_sha256"],
-            "match": again["image_sha256"] == row["image_sha256"], "manifest": where,
+    return {"image_sha256": row["image_sha256"], "regenerated_sha256": again["image_sha256"], "manifest": where,
             "file_sha256": file_sha, "file_matches_manifest": file_sha == row["image_sha256"],
-            "same_kind_of_machine": same_machine, "made_on": row.get("machine"), "now_on": machine()}
+            "same_kind_of_machine": made.machine == now.machine, "made_on": made.machine, "now_on": now.machine,
+            **regeneration_verdict(row, again, made, now, tolerance)}
+
+
+def _device_like(made: Made) -> str:
+    """The device class an image was made on where this machine has it (the only place its bytes can come back),
+    else auto."""
+    return made.device if made.device == "cpu" or torch.cuda.is_available() else "auto"

@@ -24,10 +24,11 @@ COLUMNS = ("segment", "prompt", "seed")
 
 
 class BundleModel:
-    """A loaded bundle: `predict` makes one image per input row (rows of one segment and prompt share a batch)."""
+    """A loaded bundle: `predict` makes one image per input row (rows of one segment and prompt share a batch), on
+    `device` (auto: a GPU where torch sees one)."""
 
-    def __init__(self, bundle: Bundle):
-        self.bundle, self._pipe = bundle, None
+    def __init__(self, bundle: Bundle, device: str = "auto"):
+        self.bundle, self.device, self._pipe = bundle, device, None
 
     def get_raw_model(self) -> Bundle:
         """What `PyFuncModel.get_raw_model()` returns: the verified bundle."""
@@ -38,7 +39,7 @@ class BundleModel:
         if missing:
             raise ValueError(f"prefgen-bundle predicts from columns {list(COLUMNS)}; missing {missing}")
         if self._pipe is None:
-            self._pipe = self.bundle.pipeline()
+            self._pipe = self.bundle.pipeline(device=self.device)
         ref = BundleRef("pyfunc", "", self.bundle.digest)
         out = []
         for (segment, prompt), rows in model_input.groupby(["segment", "prompt"], sort=False):

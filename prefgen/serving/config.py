@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import Literal
 
 from prefgen.params import ConfigError, PositiveInt, from_section, read_yaml
 
@@ -51,6 +52,10 @@ class NightlyConfig:
     # torch threads per segment task, the same on every path: a kernel's rounding may depend on its
     # thread count, and the Dask run must give the very bytes of the single-process run.
     threads: PositiveInt = 1
+    # Where each worker's models run: auto deals the GPUs torch sees to the workers, one each where there are as
+    # many (round robin where fewer), and takes the CPU where there is none; cuda with no GPU is an error. A running
+    # scheduler's workers (dask.address) resolve it on their own machines.
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     dask: DaskConfig = field(default_factory=DaskConfig)
 
 

@@ -1,9 +1,11 @@
 """Image sets from a bundle: deterministic PNGs named by their sha256, and one manifest row per image.
 
-A row holds everything needed to make the image again, byte for byte, on the same kind
-of machine: bundle version and digest, segment, prompt, seed, the seeds of its whole
-batch (CPU kernels may round differently for another batch size, so a regeneration
-reruns the batch), and the sampler settings. Files are named by content
+A row holds everything needed to make the image again: bundle version and digest, segment,
+prompt, seed, the seeds of its whole batch (CPU kernels may round differently for another
+batch size, so a regeneration reruns the batch), the sampler settings, and where it was made
+(device class, dtype, torch version, machine). The same bytes are promised only where all of
+those are the same (`Made.differences`); elsewhere the same seed still gives the same starting
+noise (drawn on the CPU), and a regeneration is checked by its scores. Files are named by content
 (`images/<sha256>.png`): no segment id or prompt ever becomes a path component, and a
 file, once there, is the image its name says.
 """
@@ -14,6 +16,7 @@ import hashlib
 import io
 import json
 import platform
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -87,10 +90,61 @@ def cpu_isa(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     return "+".join(flag for flag in KERNEL_ISA_FLAGS if flag in flags)
 
 
-def machine() -> str:
-    """The kind of machine an image was made on: byte-exact regeneration is promised only on the same kind."""
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu {cpu_isa() or platform.processor()}"
-    return f"{platform.system()}-{platform.machine()} torch {torch.__version__} {device}".rstrip()
+def machine(device: str | torch.device = "cpu") -> str:
+    """The kind of machine images made on `device` come from (its GPU model, or the CPU's kernel extensions):
+    byte-exact regeneration is promised only on the same kind."""
+    device = torch.device(device)
+    kind = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu {cpu_isa() or platform.processor()}"
+    return f"{platform.system()}-{platform.machine()} torch {torch.__version__} {kind}".rstrip()
+
+
+@dataclass(frozen=True)
+class Made:
+    """Where images were made: what decides whether the same request gives the same bytes."""
+
+    device: str  # the device class: "cpu" or "cuda"
+    dtype: str  # the models' dtype, e.g. "float32"
+    torch_version: str
+    machine: str
+
+    @classmethod
+    def by(cls, pipe) -> Made:
+        """Where `pipe` samples."""
+        return cls(pipe.device.type, str(pipe.dtype).removeprefix("torch."), torch.__version__, machine(pipe.device))
+
+    @classmethod
+    def of_row(cls, row: dict[str, Any]) -> Made:
+        """Where a manifest row's image was made. Rows written before these columns existed were made on the CPU in
+        float32 (nothing placed a model elsewhere then); their torch version is read from the machine string."""
+        recorded = row.get("machine") or ""
+        version = re.search(r"\btorch (\S+)", recorded)
+        return cls(row.get("device") or "cpu", row.get("dtype") or "float32",
+                   row.get("torch_version") or (version.group(1) if version else ""), recorded)
+
+    def differences(self, now: Made) -> list[str]:
+        """What differs from `now`, e.g. ["device cpu -> cuda"]; none: the same bytes are promised."""
+        return [f"{name} {a or '?'} -> {b or '?'}" for name, a, b in
+                (("device", self.device, now.device), ("dtype", self.dtype, now.dtype),
+                 ("torch", self.torch_version, now.torch_version), ("machine", self.machine, now.machine)) if a != b]
+
+
+# Made elsewhere, rounding differs from the first step on and DDIM carries it along, so the bytes may change while
+# what the image shows should not: its two scores are compared instead, each within a twentieth of a unit.
+SCORE_TOLERANCE = 0.05
+SCORES = ("preference_score", "text_score")
+
+
+def regeneration_verdict(row: dict[str, Any], again: dict[str, Any], made: Made, now: Made,
+                         tolerance: float = SCORE_TOLERANCE) -> dict[str, Any]:
+    """What a regeneration (`again`, a row made `now`) can promise for the image of `row` (made `made`), and whether
+    it kept it: the same bytes where device class, dtype, torch version and machine all agree; elsewhere scores
+    within `tolerance` (whether the bytes matched is reported all the same)."""
+    differs = made.differences(now)
+    gaps = {key: abs(float(again[key]) - float(row[key])) for key in SCORES}
+    bytes_match, scores_match = again["image_sha256"] == row["image_sha256"], max(gaps.values()) <= tolerance
+    return {"promise": f"scores within {tolerance}" if differs else "byte-identical", "differs": differs,
+            "match": bytes_match, "scores_match": scores_match, "score_gaps": gaps,
+            "kept": scores_match if differs else bytes_match, "made_with": asdict(made), "now_with": asdict(now)}
 
 
 def sampler_json(cfg: GuidanceConfig) -> str:
@@ -99,7 +153,7 @@ def sampler_json(cfg: GuidanceConfig) -> str:
 
 def png_bytes(pixels: Tensor, text: dict[str, str]) -> bytes:
     """(3, H, W) in [0, 1] -> PNG bytes with `text` as tEXt chunks; the same input gives the same bytes."""
-    array = (pixels.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    array = (pixels.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
     info = PngImagePlugin.PngInfo()
     for key, value in sorted(text.items()):
         info.add_text(key, value)
@@ -115,11 +169,12 @@ def _scores(pipe, pixels: Tensor, request: BatchRequest) -> tuple[list[float], l
 
 
 def generate_batch(pipe, request: BatchRequest, bundle: BundleRef) -> list[tuple[bytes, dict[str, Any]]]:
-    """(PNG bytes, manifest row) for each image of one batch."""
+    """(PNG bytes, manifest row) for each image of one batch, made where `pipe`'s models are; each image's starting
+    noise comes from a CPU generator seeded with its seed."""
     pixels = pipe(request.segment, request.prompt, n=len(request.seeds),
                   generator=[torch.Generator().manual_seed(s) for s in request.seeds])
     pref, text = _scores(pipe, pixels, request)
-    sampler = sampler_json(pipe.guidance)
+    sampler, made = sampler_json(pipe.guidance), asdict(Made.by(pipe))
     out = []
     for k, seed in enumerate(request.seeds):
         data = png_bytes(pixels[k], {"prefgen.bundle": f"{bundle.model}/{bundle.version}", "prefgen.segment": request.segment,
@@ -128,7 +183,8 @@ def generate_batch(pipe, request: BatchRequest, bundle: BundleRef) -> list[tuple
         out.append((data, {"image_sha256": sha, "file": f"images/{sha}.png", "segment": request.segment,
                            "prompt": request.prompt, "seed": seed, "batch_seeds": list(request.seeds), "batch_index": k,
                            "sampler": sampler, "preference_score": pref[k], "text_score": text[k],
-                           "bundle_model": bundle.model, "bundle_version": bundle.version, "bundle_digest": bundle.digest}))
+                           "bundle_model": bundle.model, "bundle_version": bundle.version, "bundle_digest": bundle.digest}
+                    | made))
     return out
 
 
@@ -153,7 +209,7 @@ def generate(pipe, requests: Iterable[BatchRequest], bundle: BundleRef, out_dir:
              progress: Callable[[Iterable], Iterable] = lambda it: it) -> list[dict[str, Any]]:
     """Every request's images as OUT/images/<sha>.png; their rows (plus `run`'s ids) merged into OUT/manifest.parquet."""
     rows = []
-    stamp = {"generation_run_id": run.get("run_id", ""), "machine": machine(),
+    stamp = {"generation_run_id": run.get("run_id", ""),
              "created_at": datetime.now(UTC).isoformat(timespec="seconds")} | {k: v for k, v in run.items() if k != "run_id"}
     for request in progress(list(requests)):
         for data, row in generate_batch(pipe, request, bundle):

@@ -22,7 +22,7 @@ import polars as pl
 import torch
 
 from prefgen.atomic import write_atomic
-from prefgen.serving.image_sets import MANIFEST, BundleRef, generate_batch, machine
+from prefgen.serving.image_sets import MANIFEST, BundleRef, generate_batch
 from prefgen.serving.plan import Unit
 
 UNITS = "units"
@@ -53,7 +53,7 @@ def _parquet_bytes(rows: list[dict[str, Any]]) -> bytes:
 def run_unit(pipe, unit: Unit, bundle: BundleRef, night: Path, stamp: dict[str, str]) -> int:
     """Make one unit's images and then its manifest part; returns the number of images written."""
     rows = []
-    made_at = {"machine": machine(), "created_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    made_at = {"created_at": datetime.now(UTC).isoformat(timespec="seconds")}
     for data, row in generate_batch(pipe, unit.request, bundle):
         write_atomic(night / row["file"], data)
         rows.append(row | {"unit": unit.key} | stamp | made_at)
@@ -94,21 +94,22 @@ def finalize(night: Path, units: list[Unit]) -> tuple[Path, list[Unit]]:
     return night / MANIFEST, missing
 
 
-_PIPELINES: dict[tuple[str, str, str], Any] = {}
+_PIPELINES: dict[tuple[str, str, str, str], Any] = {}
 
 
-def cached_pipeline(bundle_folder: str, digest: str, sampler_json: str):
-    """The bundle's sampler, built once per process (a Dask worker serves many segments with one load)."""
+def cached_pipeline(bundle_folder: str, digest: str, sampler_json: str, device: str = "cpu"):
+    """The bundle's sampler on `device` (a torch device name, e.g. "cuda:1"), built once per process (a Dask worker
+    serves many segments with one load)."""
     import json
 
     from prefgen.generation.config import GuidanceConfig
     from prefgen.registry.bundle import Bundle, BundleError
 
-    key = (bundle_folder, digest, sampler_json)
+    key = (bundle_folder, digest, sampler_json, device)
     if key not in _PIPELINES:
         bundle = Bundle.load(Path(bundle_folder))
         if bundle.digest != digest:
             raise BundleError(f"{bundle_folder}: digest {bundle.digest[:12]}, the night resolved {digest[:12]}")
         _PIPELINES.clear()  # one bundle at a time: a model set is hundreds of MB
-        _PIPELINES[key] = bundle.pipeline(GuidanceConfig(**json.loads(sampler_json)))
+        _PIPELINES[key] = bundle.pipeline(GuidanceConfig(**json.loads(sampler_json)), device=device)
     return _PIPELINES[key]

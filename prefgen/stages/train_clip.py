@@ -1,29 +1,30 @@
-"""DVC stage `train_clip`: params.yaml [train_clip], the `train` split's (image, caption) pairs -> the semantic
-image tower (paths.clip; its curve in paths.plots, its checkpoint in paths.checkpoints/clip).
+"""DVC stage `train_clip`: params.yaml [train_clip] and [trainer], the `train` split's (image, caption) pairs ->
+the semantic image tower (paths.clip; its curve in paths.plots, its checkpoint in paths.checkpoints/clip).
+Runs unchanged under torchrun: every process trains, and only rank 0 writes outputs and returns metrics.
 
-With `checkpoint` set, a pretrained open_clip model is loaded from that local
+With `checkpoint` set, a pretrained open_clip model is loaded from that
 path instead and saved as the stage output, so later stages read one place.
 """
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import mlflow
-import polars as pl
 import torch
 
-from prefgen.params import section
 from prefgen.paths import Paths
+from prefgen.training.config import Training, training_section
 from prefgen.vision import semantic
 from prefgen.vision.config import ClipConfig
 from prefgen.vision.pixels import read_split
 
 
-def load_config(params: dict[str, Any] | None) -> ClipConfig:
-    return section(params, ClipConfig, "train_clip")
+def load_config(params: dict[str, Any] | None) -> Training[ClipConfig]:
+    return training_section(params, ClipConfig, "train_clip")
 
 
 def split_images(cfg: ClipConfig, paths: Paths, split_name: str, skipped: Counter) -> tuple[torch.Tensor, list[str]]:
@@ -32,25 +33,22 @@ def split_images(cfg: ClipConfig, paths: Paths, split_name: str, skipped: Counte
     return pixels, captions
 
 
-def run(cfg: ClipConfig, paths: Paths, log: Callable[[str], None] = print) -> dict[str, Any]:
-    skipped: Counter = Counter()
-    if cfg.checkpoint:
-        model, history = semantic.build_clip(cfg), None
-        result: dict[str, Any] = {"pretrained": cfg.checkpoint}
+def run(cfg: Training[ClipConfig], paths: Paths, log: Callable[[str], None] = print) -> dict[str, Any]:
+    model_cfg, skipped = cfg.model, Counter()
+    if model_cfg.checkpoint:
+        model = semantic.build_clip(model_cfg)
+        result: dict[str, Any] = {"pretrained": model_cfg.checkpoint}
     else:
-        images, captions = split_images(cfg, paths, "train", skipped)
-        val_images, val_captions = split_images(cfg, paths, "val", skipped)
-        model, history = semantic.train_clip(images, captions, val_images, val_captions, cfg, paths.checkpoint_dir("clip"), log=log)
-        best = history.epochs[history.best_epoch - 1]
+        images, captions = split_images(model_cfg, paths, "train", skipped)
+        val_images, val_captions = split_images(model_cfg, paths, "val", skipped)
+        model, history = semantic.train_clip(images, captions, val_images, val_captions, model_cfg, cfg.trainer,
+                                             paths.checkpoint_dir("clip"), curve=paths.curve_file("train_clip"), log=log)
+        if int(os.environ.get("RANK", "0")) != 0:  # under torchrun the other processes train beside rank 0, writing nothing
+            return {}
+        kept = history.epochs[history.best_epoch]  # best_epoch -1 (no epoch validated to a number): the last, as kept
         result = {"train_images": len(images), "val_images": len(val_images), "best_epoch": history.best_epoch,
-                  "epochs": len(history.epochs), "val_acc": best["val_acc"], "val_loss": best["val_loss"]}
-        curve = paths.curve_file("train_clip")
-        curve.parent.mkdir(parents=True, exist_ok=True)
-        pl.DataFrame(history.epochs).write_csv(curve)
-        if mlflow.active_run():
-            for row in history.epochs:
-                mlflow.log_metrics({"epoch_loss": row["loss"], "epoch_val_acc": row["val_acc"]}, step=int(row["epoch"]))
-    semantic.save_model(model, cfg, paths.clip)
+                  "epochs": len(history.epochs), "val_acc": kept["val_acc"], "val_loss": kept["val_loss"]}
+    semantic.save_model(model, model_cfg, paths.clip)
     if mlflow.active_run():
         mlflow.log_artifacts(str(paths.clip), artifact_path="clip_tower")
     return result | {"skipped": dict(skipped)}

@@ -2,12 +2,13 @@
 
 Output folder: `unet/` (EMA weights, diffusers save_pretrained, safetensors),
 `scheduler/` (the DDPM noise schedule it was trained with) and `conditioning.json`
-(latent scale, condition layout, config). Under `torchrun`, every rank trains and only
-rank 0 writes outputs and returns metrics; the others return an empty dict.
+(latent scale, condition layout, config). Under `torchrun` or `accelerate launch`, every process
+trains and only rank 0 writes outputs and returns metrics; the others return an empty dict.
 """
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict
@@ -15,20 +16,19 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import polars as pl
 
 from prefgen.atomic import write_json_atomic
 from prefgen.checkpoint import replace_folder
-from prefgen.generation import train_diffusion as trainer
+from prefgen.generation import train_diffusion as diffusion
 from prefgen.generation.config import TrainDiffusionConfig
 from prefgen.generation.data import diffusion_inputs
 from prefgen.generation.unet import PREF_TOKEN, TEXT_TOKEN, build_noise_scheduler
-from prefgen.params import section
 from prefgen.paths import Paths
+from prefgen.training.config import Training, training_section
 
 
-def load_config(params: dict[str, Any] | None) -> TrainDiffusionConfig:
-    return section(params, TrainDiffusionConfig, "train_diffusion")
+def load_config(params: dict[str, Any] | None) -> Training[TrainDiffusionConfig]:
+    return training_section(params, TrainDiffusionConfig, "train_diffusion")
 
 
 def save_outputs(unet, cfg: TrainDiffusionConfig, scaling_factor: float, out: Path) -> None:
@@ -40,25 +40,22 @@ def save_outputs(unet, cfg: TrainDiffusionConfig, scaling_factor: float, out: Pa
     replace_folder(out, write)
 
 
-def run(cfg: TrainDiffusionConfig, paths: Paths, log: Callable[[str], None] = print) -> dict[str, Any]:
-    rank, _ = trainer.init_distributed()
+def run(cfg: Training[TrainDiffusionConfig], paths: Paths, log: Callable[[str], None] = print) -> dict[str, Any]:
+    model, main = cfg.model, int(os.environ.get("RANK", "0")) == 0
     skipped = Counter()
-    data = diffusion_inputs(cfg, paths, skipped)
-    unet, history = trainer.fit(data, cfg, paths.checkpoint_dir("diffusion"), log=log if rank == 0 else (lambda _: None))
-    if rank != 0:  # other ranks train beside rank 0 but write nothing
+    data = diffusion_inputs(model, paths, skipped)
+    unet, history = diffusion.fit(data, model, cfg.trainer, paths.checkpoint_dir("diffusion"),
+                                  paths.curve_file("train_diffusion"), log=log if main else (lambda _: None))
+    hashes = diffusion.rank_weight_sha256(unet)  # every process takes part in the gather
+    if not main:  # the other processes train beside rank 0 but write nothing
         return {}
-    save_outputs(unet, cfg, data.scaling_factor, paths.diffusion)
-    curve = paths.curve_file("train_diffusion")
-    curve.parent.mkdir(parents=True, exist_ok=True)
-    pl.DataFrame(history.epochs).write_csv(curve)
+    save_outputs(unet.to("cpu"), model, data.scaling_factor, paths.diffusion)
     if mlflow.active_run():
         mlflow.log_artifacts(str(paths.diffusion), artifact_path="diffusion")
-        for row in history.epochs:
-            mlflow.log_metrics({"epoch_loss": row["loss"], "epoch_val_loss": row["val_loss"]}, step=int(row["epoch"]))
-    last = history.epochs[-1]
-    return {"profile": cfg.profile, "final_loss": last["loss"], "val_loss": last["val_loss"], "epochs": len(history.epochs),
-            "steps": last["steps"], "train_seconds": sum(e["seconds"] for e in history.epochs),
-            "samples_per_second": sum(e["samples_per_second"] for e in history.epochs) / len(history.epochs),
+    last, seconds = history.epochs[-1], [e["seconds"] for e in history.epochs]
+    return {"profile": model.profile, "final_loss": last["loss"], "val_loss": last["val_loss"], "epochs": len(history.epochs),
+            "steps": len(history.epochs) * -(-len(data.latents) // model.batch_size), "train_seconds": sum(seconds),
+            "samples_per_second": sum(len(data.latents) / s for s in seconds) / len(seconds),
             "train_samples": len(data.latents), "val_samples": len(data.val_latents), "scaling_factor": data.scaling_factor,
-            "world_size": history.world_size, "ranks_identical": len(set(history.rank_weight_sha256)) == 1,
-            "rank_weight_sha256": history.rank_weight_sha256, "skipped": dict(skipped)}
+            "world_size": history.world_size, "device": history.device, "mixed_precision": history.mixed_precision,
+            "ranks_identical": len(set(hashes)) == 1, "rank_weight_sha256": hashes, "skipped": dict(skipped)}

@@ -13,11 +13,8 @@ CLIP tower recomputes `semantic` only. Files are replaced atomically.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,29 +23,9 @@ import torch
 from tqdm import tqdm
 
 from prefgen.data import contract as c
-from prefgen.vision import semantic
-from prefgen.vision.colour import ColourConfig, ColourHistogram
 from prefgen.vision.config import VisualFeaturesConfig
+from prefgen.vision.extractors import PARTS, extractors
 from prefgen.vision.pixels import file_sha256, read_image
-from prefgen.vision.style import GramStyle, StyleConfig
-
-PARTS = ("semantic", "style", "colour")
-_VERSION = "1"  # bump when an extractor's code changes its output
-
-
-def extractors(cfg: VisualFeaturesConfig, clip_dir: Path) -> dict[str, tuple[str, Callable[[torch.Tensor], torch.Tensor]]]:
-    """part -> (extractor digest, pixels -> vectors); the semantic part is the image tower saved in `clip_dir`."""
-    clip_model, _ = semantic.load_model(clip_dir)
-    clip_digest = hashlib.sha256((clip_dir / semantic.WEIGHTS_FILE).read_bytes()).hexdigest()
-    style_cfg = StyleConfig(dim=cfg.style_dim, seed=cfg.style_seed)
-    colour_cfg = ColourConfig(l_bins=cfg.colour_l_bins, ab_bins=cfg.colour_ab_bins, bandwidth=cfg.colour_bandwidth)
-
-    def digest(*parts: object) -> str:
-        return hashlib.sha256(json.dumps([_VERSION, *map(str, parts)]).encode()).hexdigest()
-
-    style, colour = GramStyle(style_cfg).eval(), ColourHistogram(colour_cfg).eval()
-    return {"semantic": (digest("semantic", clip_digest), lambda x: semantic.embed_images(clip_model.eval(), x)),
-            "style": (digest("style", style_cfg), style), "colour": (digest("colour", colour_cfg), colour)}
 
 
 def _existing(path: Path) -> pl.DataFrame | None:
@@ -62,8 +39,10 @@ def _write_atomic(frame: pl.DataFrame, path: Path) -> None:
 
 
 @torch.no_grad()
-def _compute(todo: list[tuple[str, Path]], parts: dict, size: int, batch_size: int) -> tuple[dict[str, dict], Counter, list]:
-    """Vectors per part for the todo images, in batches with a progress bar; reasons for the unreadable ones."""
+def _compute(todo: list[tuple[str, Path]], parts: dict, size: int, batch_size: int,
+             device: str | torch.device = "cpu") -> tuple[dict[str, dict], Counter, list]:
+    """Vectors per part for the todo images, in batches on `device` (where the extractors are) with a progress bar;
+    reasons for the unreadable ones."""
     vectors: dict[str, dict[str, np.ndarray]] = {p: {} for p in parts}
     reasons: Counter = Counter()
     skipped = []
@@ -78,21 +57,23 @@ def _compute(todo: list[tuple[str, Path]], parts: dict, size: int, batch_size: i
                 batch.append(pixels), ids.append(image_id)
         if not batch:
             continue
-        stacked = torch.stack(batch)
+        stacked = torch.stack(batch).to(device)
         for part, (_, fn) in parts.items():
-            out = fn(stacked).float().numpy()
+            out = fn(stacked).float().cpu().numpy()
             vectors[part].update(zip(ids, out))
     return vectors, reasons, skipped
 
 
-def run(cfg: VisualFeaturesConfig, tables_dir: Path, images_dir: Path, clip_dir: Path, out: Path, log=print) -> dict:
-    """Update the part tables in `out` for every image of the images table in `tables_dir` (paths relative to `images_dir`)."""
+def run(cfg: VisualFeaturesConfig, tables_dir: Path, images_dir: Path, clip_dir: Path, out: Path, log=print,
+        device: str | torch.device = "cpu") -> dict:
+    """Update the part tables in `out` for every image of the images table in `tables_dir` (paths relative to `images_dir`),
+    the extractors running on `device`."""
     torch.set_num_threads(cfg.threads)
     out.mkdir(parents=True, exist_ok=True)
     images = pl.read_parquet(tables_dir / c.IMAGES_FILE).filter(pl.col("path") != "").select("image_id", "path")
     paths = {i: images_dir / p for i, p in images.iter_rows()}
     shas = {i: file_sha256(p) for i, p in paths.items()}
-    parts = extractors(cfg, clip_dir)
+    parts = {part: (digest, module.to(device)) for part, (digest, module) in extractors(cfg, clip_dir).items()}
     kept: dict[str, pl.DataFrame] = {}
     todo_ids: set[str] = set()
     for part, (digest, _) in parts.items():
@@ -102,7 +83,7 @@ def run(cfg: VisualFeaturesConfig, tables_dir: Path, images_dir: Path, clip_dir:
         have = set(kept[part]["image_id"]) if kept[part] is not None else set()
         todo_ids |= set(shas) - have
     todo = sorted((i, paths[i]) for i in todo_ids)
-    vectors, reasons, skipped = _compute(todo, {p: parts[p] for p in PARTS}, cfg.image_size, cfg.batch_size)
+    vectors, reasons, skipped = _compute(todo, {p: parts[p] for p in PARTS}, cfg.image_size, cfg.batch_size, device)
     sizes = {}
     for part, (digest, _) in parts.items():
         new = pl.DataFrame({"image_id": list(vectors[part]), "sha256": [shas[i] for i in vectors[part]],

@@ -14,10 +14,6 @@ from PIL import Image, UnidentifiedImageError
 from prefgen.data import contract as c
 
 
-class ImageSizeError(ValueError):
-    """An image is not the size a model expects; the message names both."""
-
-
 def read_image(path: Path, size: int) -> tuple[torch.Tensor | None, str]:
     """(pixels (3, size, size), '') or (None, reason). Images of another size are a reason, not resized:
     the world's images and generated ones share one size, so another size means a wrong file."""
@@ -36,14 +32,6 @@ def read_image(path: Path, size: int) -> tuple[torch.Tensor | None, str]:
 
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
-
-
-def check_pixels(pixels: torch.Tensor, size: int) -> None:
-    """Raise a clear error for a batch that is not (B, 3, size, size)."""
-    if pixels.ndim != 4 or pixels.shape[1] != 3:
-        raise ImageSizeError(f"expected pixels of shape (B, 3, {size}, {size}), got {tuple(pixels.shape)}")
-    if tuple(pixels.shape[2:]) != (size, size):
-        raise ImageSizeError(f"images are {pixels.shape[2]}x{pixels.shape[3]}; the models expect {size}x{size}")
 
 
 def read_split(tables_dir: Path, images_dir: Path, split_path: Path, split_name: str, size: int,

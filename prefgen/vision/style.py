@@ -105,7 +105,7 @@ class GramStyle(nn.Module):
         (stripes shifted vs stripes -> dots); dilated layers stay translation-
         equivariant while the receptive field still grows 3, 7, 15 px.
         """
-        hidden = 2.0 * pixels.float() - 1.0  # centred, so ReLU's threshold sits at mid-grey
+        hidden = 2.0 * pixels.to(self.projection.dtype) - 1.0  # centred, so ReLU's threshold sits at mid-grey
         maps = []
         for index in range(len(self.config.channels)):
             dilation = 2**index

@@ -1,4 +1,4 @@
-"""Training Step 2's mapper: G and D alternately, early stopping on `val` images, resumable.
+"""Training Step 2's mapper through the training core: D then G on every batch, early stopping on `val` images.
 
 Pure functions over dense rows; the `train_mapper` stage maps ids in and out.
 Validation: the mean over segments of the AUC of pref(g, ·) on `val` images
@@ -8,17 +8,27 @@ Validation: the mean over segments of the AUC of pref(g, ·) on `val` images
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from prefgen import checkpoint
-from prefgen.metrics.ranking import auc
+from prefgen.metrics.auc import auc
+from prefgen.training import core
+from prefgen.training.config import TrainerConfig
+from prefgen.training.core import History, Loop, Schedule
+from prefgen.training.data import epoch_loader
 from prefgen.vision.config import TrainMapperConfig
 from prefgen.vision.mapper import Discriminator, Generator, discriminator_loss, generator_loss, preference
+
+# Settings that decide how long a run lasts or how fast it goes, not what an epoch computes: a resume may change them.
+NOT_IN_RESUME_KEY = ("max_epochs", "patience", "threads", "profile")
 
 
 @dataclass
@@ -31,12 +41,18 @@ class MapperData:
     val_features: torch.Tensor  # (V, Dv)
     val_positives: list[tuple[int, np.ndarray]]  # (segment row, val image rows it interacted with)
 
+    def to(self, device: torch.device) -> MapperData:
+        """The same data with its tensors on `device` (pairs and positives stay numpy: they only index)."""
+        return replace(self, features=self.features.to(device), targets=self.targets.to(device), p=self.p.to(device),
+                       project=self.project.to(device), val_features=self.val_features.to(device))
 
-@dataclass
-class History:
-    epochs: list[dict] = field(default_factory=list)
-    best_epoch: int = -1
-    best_score: float = -1.0
+    def val_rows(self) -> np.ndarray:
+        """Rows of the segments validation scores, sorted."""
+        return np.array(sorted({s for s, _ in self.val_positives}), dtype=np.int64)
+
+
+def data_key(data: MapperData) -> str:
+    return checkpoint.data_key(data.features, data.targets, data.p, data.val_features, data.pairs)
 
 
 def mean_segment_auc(scores: np.ndarray, segments: list[tuple[int, np.ndarray]], rows: np.ndarray) -> float:
@@ -53,96 +69,80 @@ def mean_segment_auc(scores: np.ndarray, segments: list[tuple[int, np.ndarray]],
 
 @torch.no_grad()
 def validate(g: Generator, d: Discriminator, data: MapperData) -> float:
-    g.eval(), d.eval()
-    rows = np.array(sorted({s for s, _ in data.val_positives}), dtype=np.int64)
-    scores = preference(g, d, data.p[torch.as_tensor(rows)], data.val_features).numpy()
+    """Mean segment AUC of pref(g, ·) on the val images, on the device the models are on."""
+    device = next(g.parameters()).device
+    rows = data.val_rows()
+    p = data.p.to(device)[torch.as_tensor(rows, device=device)]
+    scores = preference(g, d, p, data.val_features.to(device)).float().cpu().numpy()
     return mean_segment_auc(scores, data.val_positives, rows)
 
 
-def new_models(data: MapperData, cfg: TrainMapperConfig) -> tuple[Generator, Discriminator]:
-    torch.manual_seed(cfg.seed)
-    g = Generator(data.features.mean(0), data.features.std(0), data.targets.shape[1], cfg.hidden)
-    return g, Discriminator(data.project, cfg.hidden)
+def frozen(module: nn.Module) -> Callable[..., Tensor]:
+    """`module` at its current weights as a function that passes gradients to its inputs only."""
+    params = {name: p.detach() for name, p in module.named_parameters()}
+    return lambda *args: torch.func.functional_call(module, params, args)
 
 
-def train_epoch(g, d, opt_g, opt_d, data: MapperData, rng: np.random.Generator, cfg: TrainMapperConfig) -> dict[str, float]:
-    g.train(), d.train()
-    order = rng.permutation(len(data.pairs))
-    negatives = rng.integers(0, len(data.features), len(data.pairs))
-    totals = {"loss_d": 0.0, "loss_g": 0.0}
-    n_batches = max(1, int(np.ceil(len(order) / cfg.batch_size)))
-    for b in range(n_batches):
-        rows = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-        seg, img = torch.as_tensor(data.pairs[rows, 0]), torch.as_tensor(data.pairs[rows, 1])
-        p, v, e_pos, e_neg = data.p[seg], data.features[img], data.targets[img], data.targets[torch.as_tensor(negatives[rows])]
-        loss_d = discriminator_loss(d, p, e_pos, e_neg, g(v), cfg.bpr_weight, cfg.adversarial)
-        opt_d.zero_grad()
-        loss_d.backward()
-        opt_d.step()
-        loss_g = generator_loss(d, p, g(v), e_pos, cfg.l2_weight, cfg.adversarial)
-        opt_g.zero_grad()
-        loss_g.backward()
-        opt_g.step()
-        totals["loss_d"] += loss_d.item() / n_batches
-        totals["loss_g"] += loss_g.item() / n_batches
-    return totals
+@dataclass
+class MapperTask:
+    """Step 2's GAN for `core.fit`: modules and optimisers "g" and "d"; each batch updates D, then G against the new D.
+
+    Args:
+        data: the train pairs, their features and Step 1 targets, and the val images.
+        cfg: the `train_mapper` section (hidden width, α, β, adversarial, lr, batch size, epochs, patience, seed).
+    """
+
+    data: MapperData
+    cfg: TrainMapperConfig
+    name: str = "mapper"
+    schedule: Schedule = field(init=False)
+    placed: MapperData = field(init=False, repr=False)  # `data` on the device the core trains on
+
+    def __post_init__(self) -> None:
+        self.schedule = Schedule(self.cfg.max_epochs, self.cfg.seed, monitor="val_auc", mode="max",
+                                 patience=self.cfg.patience, keep="best")
+        self.placed = self.data
+
+    def modules(self) -> dict[str, nn.Module]:
+        torch.manual_seed(self.cfg.seed)
+        data, hidden = self.data, self.cfg.hidden
+        g = Generator(data.features.mean(0), data.features.std(0), data.targets.shape[1], hidden)
+        return {"g": g, "d": Discriminator(data.project, hidden)}
+
+    def optimizers(self, modules: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
+        return {name: torch.optim.Adam(modules[name].parameters(), lr=self.cfg.lr, betas=(0.5, 0.999)) for name in ("g", "d")}
+
+    def place(self, device: torch.device) -> None:
+        self.placed = self.data.to(device)
+
+    def batches(self, epoch: int) -> DataLoader:
+        return epoch_loader(TensorDataset(torch.as_tensor(self.data.pairs)), self.cfg.batch_size, self.cfg.seed, epoch)
+
+    def step(self, batch: list[Tensor], loop: Loop) -> dict[str, float]:
+        (pairs,) = batch
+        data, cfg, g, d = self.placed, self.cfg, loop.modules["g"], loop.modules["d"]
+        negatives = torch.randint(0, len(data.features), (len(pairs),), generator=loop.generator).to(loop.device)
+        p, e_pos, e_neg = data.p[pairs[:, 0]], data.targets[pairs[:, 1]], data.targets[negatives]
+        fake = g(data.features[pairs[:, 1]])
+        loss_d = discriminator_loss(d, p, e_pos, e_neg, fake, cfg.bpr_weight, cfg.adversarial)  # detaches fake
+        loop.update(loss_d, "d")
+        # D at its new weights, frozen: G's loss must leave no gradient on D for D's next step.
+        judge = frozen(loop.accelerator.unwrap_model(d))
+        loss_g = generator_loss(judge, p, fake, e_pos, cfg.l2_weight, cfg.adversarial)
+        loop.update(loss_g, "g")
+        return {"loss_d": loss_d.item(), "loss_g": loss_g.item()}
+
+    def validate(self, modules: dict[str, nn.Module]) -> dict[str, float]:
+        return {"val_auc": validate(modules["g"], modules["d"], self.placed)}
+
+    def resume_key(self) -> dict[str, Any]:
+        settings = {k: v for k, v in asdict(self.cfg).items() if k not in NOT_IN_RESUME_KEY}
+        return {"task": self.name, **settings, "data": data_key(self.data)}
 
 
-def data_key(data: MapperData) -> str:
-    return checkpoint.data_key(data.features, data.targets, data.p, data.val_features, data.pairs)
-
-
-def _save(folder: Path, g, d, opt_g, opt_d, history: History, cfg, rng, best: dict, key: str) -> None:
-    tensors = {f"g.{k}": v for k, v in g.state_dict().items()} | {f"d.{k}": v for k, v in d.state_dict().items()}
-    rng_tensors, rng_meta = checkpoint.rng_state(rng)
-    tensors |= {f"best.{k}": v for k, v in best.items()} | rng_tensors
-    meta: dict = {"config": asdict(cfg), "data_key": key, "epoch": len(history.epochs), "history": asdict(history), **rng_meta}
-    for name, opt in (("opt_g", opt_g), ("opt_d", opt_d)):
-        opt_tensors, meta[name] = checkpoint.optimizer_tensors(opt)
-        tensors |= {f"{name}.{k}": v for k, v in opt_tensors.items()}
-    checkpoint.save(folder, tensors, meta)
-
-
-def _resume(folder: Path, g, d, opt_g, opt_d, cfg, rng, key: str) -> tuple[History, dict] | None:
-    found = checkpoint.load_matching(folder, asdict(cfg), key)
-    if found is None:
-        return None
-    tensors, meta = found
-    g.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("g.")})
-    d.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("d.")})
-    for name, opt in (("opt_g", opt_g), ("opt_d", opt_d)):
-        checkpoint.restore_optimizer(opt, {k[len(name) + 1 :]: v for k, v in tensors.items() if k.startswith(f"{name}.")}, meta[name])
-    checkpoint.restore_rng(tensors, meta, rng)
-    return History(**meta["history"]), {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
-
-
-def _state(g, d) -> dict[str, torch.Tensor]:
-    return {f"g.{k}": v.clone() for k, v in g.state_dict().items()} | {f"d.{k}": v.clone() for k, v in d.state_dict().items()}
-
-
-def fit(data: MapperData, cfg: TrainMapperConfig, checkpoint_dir: Path | None = None, log=print) -> tuple[Generator, Discriminator, History]:
-    """Alternate D and G steps; keep the epoch with the best validation AUC; resume from checkpoint_dir."""
+def fit(data: MapperData, cfg: TrainMapperConfig, trainer: TrainerConfig, checkpoint_dir: Path | None = None,
+        curve: Path | None = None, log: Callable[[str], None] = print) -> tuple[Generator, Discriminator, History]:
+    """Train G and D through the core; (G, D) of the epoch with the best validation AUC, on the CPU, and the history."""
     torch.set_num_threads(cfg.threads)
-    rng = np.random.default_rng(cfg.seed)
-    g, d = new_models(data, cfg)
-    opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
-    history, best, key = History(), _state(g, d), data_key(data)
-    resumed = _resume(checkpoint_dir, g, d, opt_g, opt_d, cfg, rng, key) if checkpoint_dir else None
-    if resumed:
-        history, best = resumed
-        log(f"resumed at epoch {len(history.epochs)}")
-    while len(history.epochs) < cfg.max_epochs and len(history.epochs) - history.best_epoch <= cfg.patience:
-        started = time.perf_counter()
-        losses = train_epoch(g, d, opt_g, opt_d, data, rng, cfg)
-        metrics = {"epoch": len(history.epochs), **losses, "val_auc": validate(g, d, data), "seconds": time.perf_counter() - started}
-        history.epochs.append(metrics)
-        if metrics["val_auc"] > history.best_score:
-            history.best_epoch, history.best_score, best = metrics["epoch"], metrics["val_auc"], _state(g, d)
-        if checkpoint_dir:
-            _save(checkpoint_dir, g, d, opt_g, opt_d, history, cfg, rng, best, key)
-        log(f"epoch {metrics['epoch']:3d}  loss_d {losses['loss_d']:.4f}  loss_g {losses['loss_g']:.4f}  "
-            f"val_auc {metrics['val_auc']:.4f}  {metrics['seconds']:.1f}s")
-    g.load_state_dict({k[2:]: v for k, v in best.items() if k.startswith("g.")})
-    d.load_state_dict({k[2:]: v for k, v in best.items() if k.startswith("d.")})
-    return g, d, history
+    modules, history = core.fit(MapperTask(data, cfg), trainer, checkpoint_dir, curve, log)
+    return modules["g"].to("cpu"), modules["d"].to("cpu"), history

@@ -4,6 +4,7 @@ import json
 import re
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from torchvision.transforms.v2.functional import gaussian_blur
@@ -74,3 +75,13 @@ def test_no_generation_or_vision_module_uses_the_oracle():
             if path.name in ("eval_generation.py", "train_oracle.py"):
                 continue
             assert not re.search(r"eval\.oracle|import oracle", path.read_text()), f"{path.relative_to(ROOT)} imports the oracle"
+
+
+def test_the_oracle_reads_where_its_network_is_and_hands_back_numpy(trained):
+    _, out, _ = trained
+    pixels = rendered_set(16, 32, seed=7)[0].float() / 255
+    oracle = Oracle.load(out, device="cpu")
+    reading = oracle.read(pixels)
+    assert oracle.device == torch.device("cpu") and isinstance(reading.features, np.ndarray)
+    in_double = Oracle(Oracle.load(out).net.double(), oracle.image_size).read(pixels)  # float32 pixels meet float64 weights
+    assert (in_double.shape == reading.shape).all() and (in_double.hue == reading.hue).all()

@@ -85,9 +85,10 @@ def test_train_graph_reads_the_catalogue_and_eval_graph_judges_what_it_wrote(bui
     paths.visual.mkdir(parents=True, exist_ok=True)
     vectors = np.random.default_rng(0).normal(size=(len(train_items), 4)).tolist()
     pl.DataFrame({"image_id": train_items, "vector": vectors}).write_parquet(paths.visual / "semantic.parquet")
-    cfg = replace(train_graph_stage.load_config(None), max_epochs=1, influence_folds=2, dim=8)
-    assert cfg.item_features is True
-    assert stage_data.load_for(replace(cfg, item_features=False), paths).data.item_features is None
+    cfg = train_graph_stage.load_config(None)
+    cfg = replace(cfg, model=replace(cfg.model, max_epochs=1, influence_folds=2, dim=8))
+    assert cfg.model.item_features is True
+    assert stage_data.load_for(replace(cfg.model, item_features=False), paths).data.item_features is None
     lines: list[str] = []
     result = train_graph_stage.run(cfg, paths, lines.append)
     assert result["items_without_features"] == 0 and lines  # every train image has its semantic vector

@@ -129,3 +129,18 @@ def test_preference_guidance_raises_the_segments_score_over_no_guidance(trained_
         pipe = pipeline(vq_model=trained_vq, lambda_pref=lambda_pref, lambda_text=0.0, guide_from=0.0, guide_until=1.0, quantize_output=False)
         return pipe("a", "a", n=4, generator=torch.Generator().manual_seed(0))
     assert redness(images(1.0), "a").mean() > redness(images(0.0), "a").mean() + 0.005
+
+
+def test_a_seed_gives_the_cpu_generators_noise_whatever_the_models_dtype_and_every_tensor_follows_the_models():
+    """Noise is drawn in float32 on the CPU, then moved: a tensor made in an assumed dtype would not meet float64 weights."""
+    pipe = pipeline(lambda_pref=1.0, lambda_text=0.5, guide_from=0.0, guide_until=1.0)
+    seeds = [torch.Generator().manual_seed(s) for s in (4, 5)]
+    expected = torch.cat([torch.randn((1, *pipe.latent_shape), generator=torch.Generator().manual_seed(s)) for s in (4, 5)])
+    assert torch.equal(pipe._starting_noise(2, seeds, None), expected)
+    single = pipe("a", "b", n=2, generator=[torch.Generator().manual_seed(s) for s in (4, 5)])
+    pipe.unet.double(), pipe.vq.double()
+    assert pipe.dtype == torch.float64 and pipe.device == torch.device("cpu")
+    noise = pipe._starting_noise(2, [torch.Generator().manual_seed(s) for s in (4, 5)], None)
+    assert noise.dtype == torch.float64 and torch.equal(noise, expected.double())
+    double = pipe("a", "b", n=2, generator=[torch.Generator().manual_seed(s) for s in (4, 5)])
+    assert double.dtype == torch.float64 and torch.allclose(double.float(), single, atol=1e-3)

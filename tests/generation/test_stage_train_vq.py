@@ -1,6 +1,7 @@
 """Stage `train_vq` on a small synthetic world: it trains, writes its model, metrics and curve, or loads a local model."""
 
 import dataclasses
+from collections import Counter
 from pathlib import Path
 
 import polars as pl
@@ -14,9 +15,12 @@ from prefgen.generation import vq
 from prefgen.params import load_params
 from prefgen.paths import Paths
 from prefgen.stages import train_vq
+from prefgen.training.config import TrainerConfig, Training
+from prefgen.vision.pixels import read_split
 from tests.generation.tiny import VQ
 
 ROOT = Path(__file__).resolve().parents[2]
+CPU = TrainerConfig(device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -37,12 +41,16 @@ def stage_paths(world: Paths, out: Path) -> Paths:
 
 def test_the_stage_trains_on_train_images_and_reports_val_figures(world, tmp_path):
     paths = stage_paths(world, tmp_path)
-    result = train_vq.run(VQ, paths, log=lambda _: None)
+    result = train_vq.run(Training(VQ, CPU), paths, log=lambda _: None)
     n_train = pl.read_parquet(world.split).filter(pl.col("split") == "train").height
     assert result["train_images"] == n_train and result["epochs"] == VQ.epochs and result["profile"] == "demo"
     assert 0 < result["codebook_usage"] <= 1 and 1 <= result["codebook_perplexity"] <= VQ.num_vq_embeddings
     assert result["val_psnr"] > 5
-    assert pl.read_csv(paths.curve_file("train_vq"))["epoch"].to_list() == list(range(VQ.epochs))
+    curve = pl.read_csv(paths.curve_file("train_vq"))
+    assert curve["epoch"].to_list() == list(range(VQ.epochs))
+    assert result["val_psnr"] == pytest.approx(curve["val_psnr"][result["kept_epoch"]]) == pytest.approx(curve["val_psnr"].max())
+    val_pixels = read_split(world.tables, world.raw, world.split, "val", VQ.image_size, Counter())[1]
+    assert vq.evaluate(vq.load_vq(paths.vq), val_pixels)["psnr"] == pytest.approx(result["val_psnr"], abs=1e-5)
     assert vq.load_vq(paths.vq).config.num_vq_embeddings == VQ.num_vq_embeddings
     assert (paths.checkpoint_dir("vq")).is_dir()
 
@@ -51,9 +59,9 @@ def test_a_pretrained_local_model_is_loaded_evaluated_and_saved_not_trained(worl
     paths = stage_paths(world, tmp_path)
     pretrained = tmp_path / "pretrained"
     vq.save_vq(vq.build_vq(VQ), pretrained)
-    result = train_vq.run(dataclasses.replace(VQ, pretrained=str(pretrained)), paths, log=lambda _: None)
+    result = train_vq.run(Training(dataclasses.replace(VQ, pretrained=str(pretrained)), CPU), paths, log=lambda _: None)
     assert result["pretrained"] == str(pretrained) and "epochs" not in result
     assert (paths.vq / "diffusion_pytorch_model.safetensors").read_bytes() == (pretrained / "diffusion_pytorch_model.safetensors").read_bytes()
     assert not paths.checkpoints.exists()
     with pytest.raises(FileNotFoundError, match="no VQModel here"):
-        train_vq.run(dataclasses.replace(VQ, pretrained=str(tmp_path / "nowhere")), paths, log=lambda _: None)
+        train_vq.run(Training(dataclasses.replace(VQ, pretrained=str(tmp_path / "nowhere")), CPU), paths, log=lambda _: None)

@@ -1,15 +1,11 @@
-"""Tiny seeded Step 3 models and data for fast CPU tests (also run by the DDP test's torchrun workers)."""
+"""Tiny seeded Step 3 models and data for fast CPU tests."""
 
 from __future__ import annotations
-
-import json
-import sys
-from pathlib import Path
 
 import torch
 
 from prefgen.generation.config import TrainDiffusionConfig, TrainVQConfig
-from prefgen.generation.data import DiffusionData
+from prefgen.generation.train_diffusion import DiffusionData
 
 VQ = TrainVQConfig(block_out_channels=[8, 8], norm_num_groups=4, num_vq_embeddings=16, epochs=3, batch_size=8, threads=1, image_size=16)
 DIFFUSION = TrainDiffusionConfig(block_out_channels=[8, 16], norm_num_groups=4, attention_head_dim=4, layers_per_block=1,
@@ -22,12 +18,3 @@ def diffusion_data(n: int = 24, dim: int = 8, seed: int = 0) -> DiffusionData:
         return torch.randn(*shape, generator=gen)
     return DiffusionData(rand(n, 4, 8, 8), rand(n, dim), rand(n, dim), rand(6, 4, 8, 8), rand(6, dim), rand(6, dim), 1.0)
 
-
-if __name__ == "__main__":  # torchrun --nproc_per_node 2 tests/generation/tiny.py OUT_DIR
-    from prefgen.generation.train_diffusion import fit, init_distributed
-
-    rank, world = init_distributed()
-    out = Path(sys.argv[1])
-    _, history = fit(diffusion_data(), DIFFUSION, out / "checkpoint", log=lambda _: None)
-    (out / f"rank{rank}.json").write_text(json.dumps({"world": world, "hashes": history.rank_weight_sha256,
-                                                      "losses": [e["loss"] for e in history.epochs]}))

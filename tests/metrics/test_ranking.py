@@ -5,15 +5,18 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import given, strategies as st
+from scipy.stats import rankdata
 
 from prefgen.metrics import ranking
+from prefgen.metrics.auc import auc, average_ranks
 
 
 def test_auc_counts_pairs_and_splits_ties():
     scores = np.array([0.9, 0.8, 0.8, 0.1])
     positive = np.array([True, False, True, False])
     # pairs (pos, neg): (0.9,0.8)=1 (0.9,0.1)=1 (0.8,0.8)=0.5 (0.8,0.1)=1 -> 3.5/4
-    assert ranking.auc(scores, positive) == 0.875
+    assert auc(scores, positive) == 0.875
 
 
 @pytest.mark.parametrize(("scores", "positive", "expected"), [
@@ -23,7 +26,12 @@ def test_auc_counts_pairs_and_splits_ties():
     ([0.9, 0.4, 0.4, 0.1], [True, True, False, False], (1 + 1 + 1 + 0.5) / 4),  # 2 positives x 2 negatives, one tie
 ])
 def test_auc_is_the_share_of_positive_negative_pairs_ranked_right(scores, positive, expected):
-    assert ranking.auc(np.array(scores), np.array(positive)) == expected
+    assert auc(np.array(scores), np.array(positive)) == expected
+
+
+@given(st.lists(st.integers(-3, 3), min_size=1, max_size=40))
+def test_average_ranks_are_scipys(values):
+    assert average_ranks(np.array(values, dtype=np.float64)).tolist() == rankdata(values).tolist()  # ties share their mean
 
 
 def test_temporal_holdout_keeps_the_latest_fifth():

@@ -1,16 +1,22 @@
-"""Step 1 encoder and training: tiny seeded models on CPU."""
+"""Step 1 encoder and its training through the core: tiny seeded models on the CPU."""
 
+import os
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 from torch_geometric.utils import scatter
 
 from prefgen.params import ConfigError
 from prefgen.preference.config import TrainGraphConfig
 from prefgen.preference.encoder import Graphs, SocialPreferenceEncoder, social_smoothing
-from prefgen.preference.train import History, TrainData, _loss, build_graphs, carve_validation, fit, refit, score_rows, train_for
+from prefgen.preference.task import TrainData, _loss, build_graphs, score_rows, validate, validation_candidates
+from prefgen.preference.train import History, carve_validation, fit, refit, train_for
 
 CFG = TrainGraphConfig(dim=8, layers=2, batch_size=64, max_epochs=6, patience=10, eval_negatives=20, threads=1)
 
@@ -68,13 +74,16 @@ def test_the_pairwise_term_is_bpr_of_the_positive_against_the_drawn_negative():
     torch.nn.init.normal_(model.click_gcn.embedding.weight)
     emb = model.embeddings(graphs)
     _, p_users, _ = model.segment_vectors(graphs, emb)
-    rows, neg = data.user_items[:16], np.arange(16) % data.n_items
+    rows, neg = torch.as_tensor(data.user_items[:16]), torch.arange(16) % data.n_items
     no_reg = torch.zeros(0, dtype=torch.long)
     softmax_only = _loss(model, p_users, emb["item"], rows, neg, no_reg, CFG)
     both = _loss(model, p_users, emb["item"], rows, neg, no_reg, replace(CFG, pairwise_weight=2.0))
-    users, pos = torch.as_tensor(rows[:, 0]), torch.as_tensor(rows[:, 1])
-    difference = model.score(p_users[users], emb["item"][pos]) - model.score(p_users[users], emb["item"][torch.as_tensor(neg)])
+    users, pos = rows[:, 0], rows[:, 1]
+    difference = model.score(p_users[users], emb["item"][pos]) - model.score(p_users[users], emb["item"][neg])
     assert torch.allclose(both - softmax_only, 2.0 * -torch.nn.functional.logsigmoid(difference).mean(), atol=1e-5)
+
+
+QUIET = {"log": lambda _: None}
 
 
 def killed_then_resumed(train, folder, kill_after: str) -> tuple[list[str], SocialPreferenceEncoder, History]:
@@ -94,6 +103,7 @@ def killed_then_resumed(train, folder, kill_after: str) -> tuple[list[str], Soci
 
 def assert_same_run(a: tuple[SocialPreferenceEncoder, History], b: tuple[SocialPreferenceEncoder, History]) -> None:
     assert [e["loss"] for e in a[1].epochs] == [e["loss"] for e in b[1].epochs]
+    assert a[1].best_epoch == b[1].best_epoch
     for key, value in a[0].state_dict().items():
         assert torch.equal(value, b[0].state_dict()[key]), key
 
@@ -101,25 +111,58 @@ def assert_same_run(a: tuple[SocialPreferenceEncoder, History], b: tuple[SocialP
 def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path):
     data = planted()
     val = {"user": carve_validation(data.user_items, np.random.default_rng(1))[1]}
-    full, _, history_full = fit(data, val, CFG, tmp_path / "a", log=lambda _: None)
+    full, _, history_full = fit(data, val, CFG, tmp_path / "a", **QUIET)
     lines, resumed, history_resumed = killed_then_resumed(lambda folder, log: fit(data, val, CFG, folder, log=log),
-                                                          tmp_path / "b", "epoch   2")
-    assert lines[0] == "resumed at epoch 3"
+                                                          tmp_path / "b", "graph epoch 2/")
+    assert lines[0] == f"graph: resumed after epoch 2 from {tmp_path / 'b'}"
     assert_same_run((full, history_full), (resumed, history_resumed))
+
+
+@pytest.mark.parametrize("validated", [True, False])
+def test_two_epochs_resumed_to_three_are_three_at_once(tmp_path, validated):
+    """Asking a finished run for more epochs extends it, to the very weights of a run that asked for them at first."""
+    data = planted()
+    val = {"user": carve_validation(data.user_items, np.random.default_rng(1))[1]}
+    if validated:
+        train = lambda epochs, folder, log: fit(data, val, replace(CFG, max_epochs=epochs), folder, log=log)  # noqa: E731
+    else:
+        train = lambda epochs, folder, log: train_for(data, CFG, epochs, folder, log=log)  # noqa: E731
+    once = train(3, None, lambda _: None)
+    train(2, tmp_path, lambda _: None)
+    lines: list[str] = []
+    extended = train(3, tmp_path, lines.append)
+    assert lines[0].endswith(f"resumed after epoch 1 from {tmp_path}") and len(extended[2].epochs) == 3
+    assert_same_run((once[0], once[2]), (extended[0], extended[2]))
+
+
+def test_the_best_epoch_is_kept_and_counted_from_zero():
+    data = planted()
+    val = {"user": carve_validation(data.user_items, np.random.default_rng(1))[1]}
+    model, graphs, history = fit(data, val, CFG, **QUIET)
+    scores = [e["val_score"] for e in history.epochs]
+    assert history.best_epoch == scores.index(max(scores)) and history.best_score == max(scores)
+    assert validate(model, graphs, validation_candidates(val, data.n_items, CFG))["val_score"] == max(scores)
+
+
+def test_training_stops_once_patience_is_spent():
+    data = planted()
+    val = {"user": carve_validation(data.user_items, np.random.default_rng(1))[1]}
+    _, _, history = fit(data, val, replace(CFG, max_epochs=40, patience=1), **QUIET)
+    assert len(history.epochs) == history.best_epoch + 2 < 40
 
 
 def test_refit_trains_the_chosen_epochs_with_the_chosen_beta_and_resumes_after_a_kill(tmp_path):
     data = planted()
     chosen = History(best_epoch=2, smoothing=0.4)
-    full, _, history_full = refit(data, CFG, chosen, tmp_path / "a", log=lambda _: None)
+    full, _, history_full = refit(data, CFG, chosen, tmp_path / "a", **QUIET)
     assert len(history_full.epochs) == 3 and float(full.smoothing) == pytest.approx(0.4)
     lines, resumed, history_resumed = killed_then_resumed(lambda folder, log: refit(data, CFG, chosen, folder, log=log),
-                                                          tmp_path / "b", "refit epoch   1")
-    assert lines[0] == "refit resumed at epoch 2"
+                                                          tmp_path / "b", "graph_refit epoch 1/")
+    assert lines[0] == f"graph_refit: resumed after epoch 1 from {tmp_path / 'b'}"
     assert_same_run((full, history_full), (resumed, history_resumed))
-    lines.clear()  # another epoch count is another run: its checkpoint is not resumed
-    refit(data, CFG, History(best_epoch=3), tmp_path / "b", log=lines.append)
-    assert not any("resumed" in line for line in lines) and len(lines) == 4
+    lines.clear()  # fewer epochs than the checkpoint holds: a run of its own, from scratch
+    _, _, shorter = refit(data, CFG, History(best_epoch=1), tmp_path / "b", log=lines.append)
+    assert not any("resumed" in line for line in lines) and len(shorter.epochs) == 2
 
 
 @pytest.mark.parametrize("kind", ["user", "group"])
@@ -150,20 +193,21 @@ def test_a_checkpoint_of_other_data_is_not_resumed(tmp_path):
     smaller.features = smaller.features[: len(smaller.members)]
     lines: list[str] = []
     fit(smaller, {"user": val["user"][val["user"][:, 0] < smaller.n_users]}, CFG, tmp_path, log=lines.append)
-    assert not any(line.startswith("resumed") for line in lines)
+    assert not any("resumed" in line for line in lines)
 
 
 def test_settings_that_act_after_the_epochs_resume_the_training_and_others_start_afresh(tmp_path):
-    """Turning the refit on or changing β's candidates reuses the finished training; a new learning rate does not."""
+    """Turning the refit on, changing β's candidates or the thread count reuses the finished training; a new learning
+    rate does not."""
     data = planted()
     val = {"user": carve_validation(data.user_items, np.random.default_rng(1))[1]}
     first = fit(data, val, CFG, tmp_path, log=lambda _: None)[2]
     lines: list[str] = []
-    again = fit(data, val, replace(CFG, refit=True, social_smoothing=[0.0, 0.5]), tmp_path, log=lines.append)[2]
-    assert lines[0] == f"resumed at epoch {len(first.epochs)}" and again.epochs == first.epochs
+    again = fit(data, val, replace(CFG, refit=True, social_smoothing=[0.0, 0.5], threads=2), tmp_path, log=lines.append)[2]
+    assert lines[0] == f"graph: resumed after epoch {len(first.epochs) - 1} from {tmp_path}" and again.epochs == first.epochs
     lines.clear()
     fit(data, val, replace(CFG, lr=CFG.lr / 2), tmp_path, log=lines.append)
-    assert not any(line.startswith("resumed") for line in lines)
+    assert not any("resumed" in line for line in lines)
 
 
 def test_image_features_are_the_initial_image_embeddings():
@@ -244,3 +288,18 @@ def test_without_image_offsets_only_images_lacking_features_keep_a_learned_id():
 def test_bad_training_settings_are_named(change, message):
     with pytest.raises(ConfigError, match=message):
         replace(CFG, **change)
+
+
+def test_two_gloo_processes_train_step_1_near_one_process(tmp_path):
+    """Data-parallel Step 1 runs (the full-graph pass goes through the wrapped forward) and lands near one process:
+    not on it, as each process averages its own share of the batch's individual and group lines."""
+    root = Path(__file__).resolve().parents[2]
+    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
+    one = [sys.executable, "-m", "tests.preference.graph_ddp_worker", str(tmp_path / "one.safetensors"), "40"]
+    two = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+           "tests.preference.graph_ddp_worker", str(tmp_path / "two.safetensors"), "40"]
+    for command in (one, two):
+        done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+    a, b = load_file(tmp_path / "one.safetensors"), load_file(tmp_path / "two.safetensors")
+    assert max((a[k].float() - b[k].float()).abs().max().item() for k in a) < 0.05

@@ -1,8 +1,9 @@
-"""`bundles`, `promote` and `rollback` before any bundle was registered: one line saying so, never a traceback."""
+"""The registry commands' one-line refusals: no bundle registered yet, a device this machine lacks."""
 
 import shutil
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from prefgen import tracking
@@ -27,3 +28,17 @@ def test_an_empty_registry_is_one_clear_line(tmp_path, monkeypatch, store):
         message = NO_BUNDLE if code == 0 else f"error: {NO_BUNDLE}"
         assert (done.exit_code, done.stdout, done.stderr.strip().splitlines()) == (code, "", [message]), args
     assert (tmp_path / "mlruns.db").exists() == (store == "empty")  # asking created no store
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="asks for a GPU where there is none")
+def test_a_device_this_machine_lacks_is_refused_in_one_line_before_anything_is_loaded(tmp_path, monkeypatch):
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    for device, message in (("cuda", "device cuda was asked for, but torch sees no CUDA device (give auto or cpu)"),
+                            ("gpu", "device 'gpu': give one of ['auto', 'cpu', 'cuda'] (or a named GPU such as cuda:1)")):
+        done = runner.invoke(app, ["generate", "--segment", "grp:g1", "--prompt", "a star", "--out", "out", "--device", device])
+        assert (done.exit_code, done.stderr.strip()) == (2, f"error: {message}")
+        again = runner.invoke(app, ["regenerate", "0123456789abcdef", "--device", device])
+        assert (again.exit_code, again.stderr.strip()) == (2, f"error: {message}")
+    assert not (tmp_path / "mlruns.db").exists() and not (tmp_path / "out").exists()  # nothing was looked up or made

@@ -9,12 +9,16 @@ import torch
 from prefgen.serving.image_sets import (
     BatchRequest,
     BundleRef,
+    Made,
     RequestError,
     cpu_isa,
     find_row,
     generate,
     generate_batch,
+    machine,
+    merge_manifest,
     png_bytes,
+    regeneration_verdict,
 )
 from tests.generation.test_sampling import pipeline
 
@@ -84,3 +88,36 @@ def test_rows_are_found_by_a_sha_prefix_but_not_an_ambiguous_one():
         find_row(manifest, "abcdef00")
     with pytest.raises(RequestError, match="at least 8 hex digits"):
         find_row(manifest, "abc")
+
+
+def test_a_row_records_where_its_image_was_made():
+    pipe = pipeline()
+    (_, row), = generate_batch(pipe, BatchRequest("a", "b", (3,)), REF)
+    recorded = (row["device"], row["dtype"], row["torch_version"], row["machine"])
+    assert recorded == ("cpu", "float32", torch.__version__, machine("cpu"))
+    assert Made.of_row(row) == Made.by(pipe)
+
+
+def test_a_manifest_from_before_the_device_columns_still_reads_as_made_on_the_cpu_in_float32(tmp_path):
+    old = {"image_sha256": "0" * 64, "seed": 1, "machine": "Linux-x86_64 torch 2.5.1 cpu avx2+avx512f"}
+    merge_manifest(tmp_path, [old])
+    pipe = pipeline()
+    generate(pipe, [BatchRequest("a", "b", (0,))], REF, tmp_path, {"run_id": "r1"})
+    rows = pl.read_parquet(tmp_path / "manifest.parquet").rows(named=True)
+    assert Made.of_row(rows[0]) == Made("cpu", "float32", "2.5.1", old["machine"])
+    assert Made.of_row(rows[1]) == Made.by(pipe)
+
+
+def test_a_regeneration_promises_bytes_only_where_it_is_made_alike_and_scores_elsewhere():
+    row = {"image_sha256": "a" * 64, "preference_score": 0.70, "text_score": 0.30}
+    here = Made("cpu", "float32", "2.5.1", "Linux-x86_64 torch 2.5.1 cpu avx2")
+    same_bytes, other_bytes = row | {"preference_score": 0.71}, row | {"image_sha256": "b" * 64, "text_score": 0.32}
+    alike = regeneration_verdict(row, other_bytes, here, here)
+    assert (alike["promise"], alike["differs"], alike["match"], alike["kept"]) == ("byte-identical", [], False, False)
+    assert regeneration_verdict(row, same_bytes, here, here)["kept"]
+    on_gpu = Made("cuda", "float32", "2.5.1", "Linux-x86_64 torch 2.5.1 NVIDIA H100")
+    elsewhere = regeneration_verdict(row, other_bytes, here, on_gpu, tolerance=0.05)
+    assert elsewhere["promise"] == "scores within 0.05" and elsewhere["differs"][0] == "device cpu -> cuda"
+    assert not elsewhere["match"] and elsewhere["scores_match"] and elsewhere["kept"]
+    far = regeneration_verdict(row, other_bytes | {"preference_score": 0.9}, here, on_gpu, tolerance=0.05)
+    assert not far["kept"] and far["score_gaps"]["preference_score"] == pytest.approx(0.2)

@@ -13,9 +13,9 @@ from safetensors.torch import save_file
 from prefgen.data import contract as c
 from prefgen.vision import features, semantic
 from prefgen.vision.config import TrainMapperConfig, VisualFeaturesConfig
-from prefgen.vision.pixels import ImageSizeError
+from prefgen.vision.extractors import ImageSizeError
+from prefgen.vision.mapper import Discriminator, Generator
 from prefgen.vision.scorer import CONFIG_FILE, MAPPER_FILE, PreferenceScorer, UnknownSegmentError, read_mapper_config
-from prefgen.vision.train_mapper import new_models
 from tests.vision.test_mapper import planted
 
 TINY_CLIP = semantic.ClipConfig(embed_dim=16, image_size=32, vision_width=32, vision_layers=1, vision_heads=2, vision_patch=8)
@@ -75,7 +75,9 @@ def _scorer(root, cfg) -> PreferenceScorer:
     dim = 16 + 64 + 68
     data.features, data.val_features = torch.randn(len(data.features), dim), torch.randn(len(data.val_features), dim)
     mapper_cfg = TrainMapperConfig(hidden=16)
-    g, d = new_models(data, mapper_cfg)
+    torch.manual_seed(mapper_cfg.seed)
+    g = Generator(data.features.mean(0), data.features.std(0), data.targets.shape[1], mapper_cfg.hidden)
+    d = Discriminator(data.project, mapper_cfg.hidden)
     (root / "mapper").mkdir()
     state = {f"g.{k}": v for k, v in g.state_dict().items()} | {f"d.{k}": v for k, v in d.state_dict().items()}
     save_file(state, root / "mapper" / MAPPER_FILE)
@@ -112,3 +114,14 @@ def test_a_mapper_folder_that_recorded_its_stage_paths_still_loads(tmp_path):
     (tmp_path / CONFIG_FILE).write_text(json.dumps({"train_mapper": asdict(cfg) | {"features_dir": "data/03_features/visual",
                                                                                    "out_dir": "data/04_models/mapper"}}))
     assert read_mapper_config(tmp_path) == cfg
+
+
+def test_moving_the_scorer_moves_every_model_it_scores_with(world):
+    """The extractors (the CLIP tower among them) are submodules: `.to(device)` cannot leave one behind."""
+    root, cfg = world
+    scorer = _scorer(root, cfg)
+    assert {"semantic", "style", "colour"} <= set(scorer.extractors)
+    assert any(k.startswith("extractors.semantic.model.visual.") for k in scorer.state_dict())
+    moved = scorer.to(torch.float64)
+    assert all(t.dtype == torch.float64 for t in moved.state_dict().values() if t.is_floating_point())
+    assert moved.rows(["ind:u1"]).device == moved.p.device
