@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from prefgen.generation.conditioning import fit_w, preference_prototype
 from prefgen.generation.config import GuidanceConfig, TrainDiffusionConfig, TrainVQConfig, TrainWConfig
 from prefgen.generation.sampling import PreferenceDiffusionPipeline
-from prefgen.generation.train_diffusion import DiffusionData, fit as fit_diffusion
+from prefgen.generation.train_diffusion import fit as fit_diffusion, tensor_data
 from prefgen.generation.unet import build_noise_scheduler, context
 from prefgen.generation.vq import fit_vq
 from prefgen.preference.config import TrainGraphConfig
@@ -185,8 +185,8 @@ def unet(trainer: TrainerConfig, size: Size, out: dict) -> tuple[int, float, dic
     with torch.no_grad():
         latents = vq_model.encode(out["images"] * 2 - 1).latents
     scaling = float(1 / latents.std())
+    data = tensor_data(latents, out["text"], out["pref"], latents[:16], out["text"][:16], out["pref"][:16], scaling)
     latents = latents * scaling
-    data = DiffusionData(latents, out["text"], out["pref"], latents[:16], out["text"][:16], out["pref"][:16], scaling)
     cfg = TrainDiffusionConfig(block_out_channels=[32, 64], norm_num_groups=16, epochs=size.epochs, batch_size=size.batch, threads=1)
     model, history = fit_diffusion(data, cfg, trainer, log=quiet)
     out |= {"unet": model, "diffusion_cfg": cfg, "scaling": scaling, "latents": latents}

@@ -27,6 +27,7 @@ class Paths:
     split: Path  # every image id -> train | val | cold
     centrality: Path  # per-individual and per-(group, member) social features
     visual: Path  # semantic, style and colour vectors of every image
+    images: Path  # the train and val images decoded once into uint8 shards at the models' size (what image trainers stream)
     clip: Path  # the semantic image tower
     graph: Path  # Step 1's model: segments, p_g, image embeddings, attention
     mapper: Path  # Step 2's GAN mapper

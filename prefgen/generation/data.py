@@ -3,13 +3,18 @@
     e^_i = G(v_i)            Step 2's generator on the image's visual features
     s_i                      the image's semantic feature (CLIP image tower) -- W's target
     text_i                   the CLIP text embedding of the image's caption -- the text condition
-    z_i = E(x_i) * scale     VQ latents, scaled to unit variance for the noise schedule
+    z_i = E(x_i) * scale     VQ latents of the image store's images, scaled to unit variance for the noise schedule
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
+import shutil
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -17,17 +22,21 @@ import polars as pl
 import torch
 from safetensors.torch import load_file
 from torch import Tensor
+from torch.utils.data import ConcatDataset
 
+from prefgen import checkpoint
 from prefgen.generation.conditioning import PreferenceToText
 from prefgen.generation.config import TrainDiffusionConfig
 from prefgen.generation.train_diffusion import DiffusionData
 from prefgen.paths import Paths
 from prefgen.vision import semantic
+from prefgen.vision.image_store import ImageStore
+from prefgen.vision.latent_store import LatentStore, encode_latents, pooled_std, weights_digest
 from prefgen.vision.mapper_data import read_features
-from prefgen.vision.pixels import read_split
 from prefgen.vision.scorer import MAPPER_FILE, build_models, read_mapper_config
 
 W_FILE, W_CONFIG = "w.safetensors", "config.json"
+LATENTS, LOCK_FILE = "latents", ".lock"  # the latent stores' folder under paths.checkpoints, and its lock
 
 
 def split_ids(split_path: Path, name: str) -> list[str]:
@@ -71,30 +80,71 @@ def load_w(folder: Path) -> PreferenceToText:
     return w.eval()
 
 
-@torch.no_grad()
-def encode_latents(vq, pixels: Tensor, batch_size: int = 128) -> Tensor:
-    """Unquantised VQ latents E(x) of pixels in [0, 1] (the diffusion model's space), encoded on the VQ's device, on the CPU."""
-    return torch.cat([vq.encode(pixels[i : i + batch_size].to(vq.device) * 2 - 1).latents.cpu()
-                      for i in range(0, len(pixels), batch_size)])
+@contextmanager
+def one_process_at_a_time(folder: Path) -> Iterator[None]:
+    """An exclusive lock on `folder`: the processes of a torchrun run encode a VQ's latents once, not all into one folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOCK_FILE, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def latent_stores(vq, store: ImageStore, root: Path, flip_augment: bool, batch_size: int = 128) -> dict[str, LatentStore]:
+    """Unquantised VQ latents E(x) of the store's `train` images, of their mirror images (`train-flipped`, if asked)
+    and of the `val` images: encoded in batches on the VQ's device the first time this VQ meets these images, else read."""
+    def encode(pixels: Tensor) -> Tensor:
+        return vq.encode(pixels.to(vq.device) * 2 - 1).latents
+
+    def mirrored(pixels: Tensor) -> Tensor:
+        return encode(pixels.flip(-1))
+
+    wanted = {"train": ("train", encode), "train-flipped": ("train", mirrored), "val": ("val", encode)}
+    if not flip_augment:
+        del wanted["train-flipped"]
+    key = weights_digest(vq)
+    with one_process_at_a_time(root):
+        stores = {name: encode_latents(store.dataset(split), how, root, key, name, batch_size)
+                  for name, (split, how) in wanted.items()}
+        for folder in root.iterdir():  # an earlier VQ's latents: of no use to any checkpoint, and images a deletion must not keep
+            if folder.is_dir() and folder.name != key[:16]:
+                shutil.rmtree(folder)
+        return stores
+
+
+def conditions(paths: Paths, w: PreferenceToText, ids: list[str], captions: list[str]) -> tuple[Tensor, Tensor]:
+    """(text, pref) of the given images: the CLIP embedding of each caption, and W(G(v)) of each image."""
+    clip, clip_cfg = semantic.load_model(paths.clip)
+    with torch.no_grad():
+        pref = w(mapped_embeddings(paths.mapper, paths.visual, ids))
+    return semantic.embed_texts(clip, semantic.build_tokenizer(clip_cfg), captions), pref
 
 
 def diffusion_inputs(cfg: TrainDiffusionConfig, paths: Paths, skipped: Counter) -> DiffusionData:
-    """Latents and both conditions of the train images (mirrored too, if asked) and of the val images."""
+    """Latent datasets and both conditions of the image store's train images (mirrored too, if asked) and val images.
+
+    The latents live in latent stores under `paths.checkpoints / "latents"`, encoded once per VQ; the trainer streams them.
+    The conditions stay in memory, one row per image, shared by an image and its mirror image."""
     from prefgen.generation.vq import load_vq  # diffusers is slow to import: only the stages that encode pay it
 
     vq, w = load_vq(paths.vq), load_w(paths.w)
-    clip, clip_cfg = semantic.load_model(paths.clip)
-    splits = {name: read_split(paths.tables, paths.raw, paths.split, name, vq.config.sample_size, skipped)
-              for name in ("train", "val")}
-    ids = splits["train"][0] + splits["val"][0]
-    with torch.no_grad():  # both conditions of both splits in one pass: G, W and the text tower are read once
-        pref = w(mapped_embeddings(paths.mapper, paths.visual, ids))
-    text = semantic.embed_texts(clip, semantic.build_tokenizer(clip_cfg), splits["train"][2] + splits["val"][2])
-    n = len(splits["train"][0])
-    z, val_z = encode_latents(vq, splits["train"][1]), encode_latents(vq, splits["val"][1])
-    train_text, train_pref = text[:n], pref[:n]
-    if cfg.flip_augment:
-        z = torch.cat([z, encode_latents(vq, splits["train"][1].flip(-1))])
-        train_text, train_pref = train_text.repeat(2, 1), train_pref.repeat(2, 1)
-    scale = float(1 / z.std())
-    return DiffusionData(z * scale, train_text, train_pref, val_z * scale, text[n:], pref[n:], scale)
+    store = ImageStore(paths.images, size=vq.config.sample_size)
+    skipped.update(store.manifest["skipped"])
+    latents = latent_stores(vq, store, paths.checkpoints / LATENTS, cfg.flip_augment)
+    text, pref = conditions(paths, w, store.ids("train") + store.ids("val"), store.captions("train") + store.captions("val"))
+    return streamed_data(latents, text, pref)
+
+
+def streamed_data(latents: dict[str, LatentStore], text: Tensor, pref: Tensor) -> DiffusionData:
+    """DiffusionData over latent stores (`latent_stores`' names), given the conditions of the train then the val images.
+
+    The scaling factor is 1 / std of every train latent, mirror images' included; the resume key digests the latent
+    stores and the conditions, not every latent."""
+    train = [latents[name] for name in ("train", "train-flipped") if name in latents]
+    n = train[0].count
+    digests = [found.manifest["digest"] for found in (*train, latents["val"])] + [checkpoint.data_key(text, pref)]
+    key = hashlib.sha256(json.dumps(digests).encode()).hexdigest()
+    return DiffusionData(ConcatDataset([found.dataset() for found in train]), text[:n], pref[:n], latents["val"].dataset(),
+                         text[n:], pref[n:], 1 / pooled_std(*train), key)

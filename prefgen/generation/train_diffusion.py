@@ -20,7 +20,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DConditionModel
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from prefgen import checkpoint
 from prefgen.generation.config import TrainDiffusionConfig
@@ -32,15 +32,31 @@ from prefgen.training.data import epoch_loader
 
 @dataclass
 class DiffusionData:
-    """What the diffusion trainer reads: latents and both conditions of train and val images (prefgen/generation/data.py builds it)."""
+    """What the diffusion trainer reads (prefgen/generation/data.py builds it from latent stores, `tensor_data` from tensors).
 
-    latents: Tensor  # (N, C, h, w) scaled VQ latents of train images (and their mirror images)
-    text: Tensor  # (N, D) caption embeddings
-    pref: Tensor  # (N, D) W(G(v_i))
-    val_latents: Tensor
+    The latents are datasets of `(latent (C, h, w), row)` items, read a batch at a time; `row` picks the image's
+    conditions, so a mirror image's latent carries its image's row and shares its conditions.
+    """
+
+    latents: Dataset  # unscaled VQ latents of the train images (then of their mirror images)
+    text: Tensor  # (n, D) caption embedding of train image `row`
+    pref: Tensor  # (n, D) W(G(v)) of train image `row`
+    val_latents: Dataset
     val_text: Tensor
     val_pref: Tensor
-    scaling_factor: float  # 1 / std of the train latents
+    scaling_factor: float  # 1 / std of the train latents: what brings them to unit variance
+    key: str  # a digest of the latents and conditions: a checkpoint resumes only on the same data
+
+
+def tensor_data(latents: Tensor, text: Tensor, pref: Tensor, val_latents: Tensor, val_text: Tensor, val_pref: Tensor,
+                scaling_factor: float = 1.0) -> DiffusionData:
+    """DiffusionData held in memory (small runs and tests). Latent i takes the conditions of row i % len(text), so
+    latents of the train images followed by those of their mirror images share their images' conditions."""
+    def rows(z: Tensor, conditions: Tensor) -> TensorDataset:
+        return TensorDataset(z, torch.arange(len(z)) % len(conditions))
+    key = checkpoint.data_key(latents, text, pref, val_latents, val_text, val_pref, torch.tensor([scaling_factor]))
+    return DiffusionData(rows(latents, text), text, pref, rows(val_latents, val_text), val_text, val_pref,
+                         scaling_factor, key)
 
 
 # Settings that do not shape an epoch: asking for more epochs extends a finished run instead of redoing it.
@@ -65,27 +81,22 @@ def rank_weight_sha256(model: nn.Module) -> list[str]:
     return hashes
 
 
-def data_key(data: DiffusionData) -> str:
-    return checkpoint.data_key(data.latents, data.text, data.pref, data.val_latents, data.val_text, data.val_pref)
-
-
 @torch.no_grad()
 def validation_loss(unet: UNet2DConditionModel, data: DiffusionData, cfg: TrainDiffusionConfig, batch_size: int = 128) -> float:
     """Mean eps-MSE on the val latents with both conditions, at fixed seeded noise and timesteps (comparable across
-    epochs), computed on the UNet's device."""
+    epochs), streamed in batches and computed on the UNet's device."""
     device, scheduler = next(unet.parameters()).device, build_noise_scheduler(cfg)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
-    noise = torch.randn(data.val_latents.shape, generator=gen)
-    steps = torch.randint(0, cfg.num_train_timesteps, (len(noise),), generator=gen)
-    total = 0.0
-    for i in range(0, len(noise), batch_size):
-        rows = slice(i, i + batch_size)
-        eps, t = noise[rows].to(device), steps[rows].to(device)
-        noisy = scheduler.add_noise(data.val_latents[rows].to(device), eps, t)
+    total, count = 0.0, 0
+    for z0, rows in DataLoader(data.val_latents, batch_size=batch_size, shuffle=False):
+        eps = torch.randn(z0.shape, generator=gen).to(device)
+        t = torch.randint(0, cfg.num_train_timesteps, (len(z0),), generator=gen).to(device)
+        noisy = scheduler.add_noise(z0.to(device) * data.scaling_factor, eps, t)
         cond = context(data.val_text[rows], data.val_pref[rows]).to(device)
         pred = unet(noisy, t, encoder_hidden_states=cond).sample
         total += F.mse_loss(pred.float(), eps.float(), reduction="sum").item()
-    return total / noise.numel()
+        count += eps.numel()
+    return total / count
 
 
 @dataclass
@@ -97,9 +108,14 @@ class DiffusionTask:
     cfg: TrainDiffusionConfig
     name: str = "diffusion"
     scheduler: DDPMScheduler = field(init=False)
+    conditions: tuple[Tensor, Tensor] = field(init=False)  # (text, pref) of the train rows, on the training device
 
     def __post_init__(self) -> None:
         self.scheduler = build_noise_scheduler(self.cfg)
+        self.conditions = (self.data.text, self.data.pref)
+
+    def place(self, device: torch.device) -> None:
+        self.conditions = (self.data.text.to(device), self.data.pref.to(device))
 
     @property
     def schedule(self) -> Schedule:
@@ -110,19 +126,20 @@ class DiffusionTask:
         return {"unet": self.cfg.ema_decay}
 
     def modules(self) -> dict[str, nn.Module]:
-        _, channels, size, _ = self.data.latents.shape
+        channels, size, _ = self.data.latents[0][0].shape
         return {"unet": build_unet(self.cfg, channels, size, self.data.text.shape[1])}
 
     def optimizers(self, modules: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
         return {"unet": torch.optim.AdamW(modules["unet"].parameters(), lr=self.cfg.lr, weight_decay=0.0)}
 
     def batches(self, epoch: int) -> DataLoader:
-        rows = TensorDataset(self.data.latents, self.data.text, self.data.pref)
-        return epoch_loader(rows, self.cfg.batch_size, self.cfg.seed, epoch)
+        return epoch_loader(self.data.latents, self.cfg.batch_size, self.cfg.seed, epoch)
 
     def step(self, batch: list[torch.Tensor], loop: Loop) -> dict[str, float]:
-        z0, text, pref = batch
-        cfg, n, device = self.cfg, len(z0), loop.device
+        latents, rows = batch
+        cfg, n, device = self.cfg, len(latents), loop.device
+        z0 = latents * self.data.scaling_factor
+        text, pref = (condition[rows] for condition in self.conditions)
         noise = torch.randn(z0.shape, generator=loop.generator).to(device)
         steps = torch.randint(0, cfg.num_train_timesteps, (n,), generator=loop.generator).to(device)
         # Dropout masks drawn on the CPU generator (so a seed means the same on every device), applied on the batch's.
@@ -139,7 +156,7 @@ class DiffusionTask:
 
     def resume_key(self) -> dict:
         settings = {k: v for k, v in asdict(self.cfg).items() if k not in NOT_IN_RESUME_KEY}
-        return settings | {"data": data_key(self.data)}
+        return settings | {"data": self.data.key}
 
 
 def fit(data: DiffusionData, cfg: TrainDiffusionConfig, trainer: TrainerConfig = TrainerConfig(),

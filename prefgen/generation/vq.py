@@ -7,6 +7,8 @@ The codebook and commitment terms are diffusers' `VectorQuantizer` loss. Pixels 
 as [-1, 1]. Codes left unused for a whole epoch are restarted on random encoder
 outputs (the usual fix for codebook collapse; diffusers has none built in).
 The diffusion model works on the unquantised latents `E(x)`; decoding quantises.
+Images arrive as (image, row) items of a Dataset (an image store's split, streamed a batch at a
+time); uint8 images become pixels `image / 255` on the device.
 """
 
 from __future__ import annotations
@@ -22,13 +24,13 @@ import torch
 import torch.nn.functional as F
 from diffusers import VQModel
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset
 
 from prefgen import checkpoint
 from prefgen.generation.config import TrainVQConfig
 from prefgen.training.config import TrainerConfig
 from prefgen.training.core import History, Loop, Schedule, fit
-from prefgen.training.data import epoch_loader
+from prefgen.training.data import epoch_loader, image_items, items_key, unit_pixels
 
 
 def build_vq(cfg: TrainVQConfig) -> VQModel:
@@ -77,17 +79,18 @@ def codebook_usage(indices: Tensor, size: int) -> dict[str, float]:
 
 
 @torch.no_grad()
-def evaluate(model: VQModel, pixels: Tensor, batch_size: int = 64) -> dict[str, float]:
-    """Validation PSNR and codebook usage (quantised reconstructions), on the model's device."""
+def evaluate(model: VQModel, images: Tensor | Dataset, batch_size: int = 64) -> dict[str, float]:
+    """Validation PSNR and codebook usage (quantised reconstructions) of images (a tensor or a Dataset of
+    (image, row) items), streamed `batch_size` at a time onto the model's device."""
     model.eval()
     device = next(model.parameters()).device
-    values, codes = [], []
-    for start in range(0, len(pixels), batch_size):
-        batch = pixels[start : start + batch_size].to(device)
-        recon, _, indices = reconstruct(model, batch)
-        values.append(psnr(batch, recon) * len(batch)), codes.append(indices)
-    return {"psnr": sum(values) / len(pixels), **codebook_usage(torch.cat(codes).cpu(), model.config.num_vq_embeddings)}
-
+    values, codes, count = [], [], 0
+    for batch, _ in DataLoader(image_items(images), batch_size=batch_size, shuffle=False):
+        pixels = unit_pixels(batch.to(device))
+        recon, _, indices = reconstruct(model, pixels)
+        values.append(psnr(pixels, recon) * len(pixels)), codes.append(indices)
+        count += len(pixels)
+    return {"psnr": sum(values) / count, **codebook_usage(torch.cat(codes).cpu(), model.config.num_vq_embeddings)}
 
 
 def _restart_dead_codes(model: VQModel, counts: Tensor, latents: Tensor, gen: torch.Generator) -> int:
@@ -124,13 +127,14 @@ class VQTask:
 
     Args:
         cfg (TrainVQConfig): the model, optimiser and schedule.
-        pixels, val_pixels (Tensor): (N, 3, H, W) train and validation pixels in [0, 1].
+        images, val_images (Dataset): train and validation (image, row) items; images uint8 (3, H, W), or
+            float pixels in [0, 1].
         grad_accum_steps (int, optional): batches per optimiser step, for the per-epoch rate. (default: 1)
     """
 
     cfg: TrainVQConfig
-    pixels: Tensor
-    val_pixels: Tensor
+    images: Dataset
+    val_images: Dataset
     grad_accum_steps: int = 1
     name: str = "vq"
     counts: Tensor | None = field(default=None, init=False, repr=False)  # codes picked since the epoch began
@@ -157,15 +161,15 @@ class VQTask:
 
     def schedulers(self, optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, torch.optim.lr_scheduler.LRScheduler]:
         """epoch_lr, held for every optimiser step of an epoch (the last step of an epoch may take fewer batches)."""
-        steps = math.ceil(math.ceil(len(self.pixels) / self.cfg.batch_size) / self.grad_accum_steps)
+        steps = math.ceil(math.ceil(len(self.images) / self.cfg.batch_size) / self.grad_accum_steps)
         return {"vq": torch.optim.lr_scheduler.LambdaLR(
             optimizers["vq"], lambda step: epoch_lr(self.cfg, step // steps) / self.cfg.lr)}
 
     def batches(self, epoch: int) -> DataLoader:
-        return epoch_loader(TensorDataset(self.pixels), self.cfg.batch_size, self.cfg.seed, epoch)
+        return epoch_loader(self.images, self.cfg.batch_size, self.cfg.seed, epoch)
 
     def step(self, batch: list[Tensor], loop: Loop) -> dict[str, float]:
-        (pixels,) = batch
+        pixels = unit_pixels(batch[0])
         target = pixels * 2 - 1
         lr = loop.optimizers["vq"].param_groups[0]["lr"]
         recon, vq_loss = loop.modules["vq"](target, return_dict=False)
@@ -189,7 +193,7 @@ class VQTask:
 
     def validate(self, modules: dict[str, nn.Module]) -> dict[str, float]:
         """Val PSNR and codebook usage, and how many codes the epoch's end restarted."""
-        scores = evaluate(modules["vq"], self.val_pixels)
+        scores = evaluate(modules["vq"], self.val_images)
         return {f"val_{key}": value for key, value in scores.items()} | {"restarted_codes": self.restarted}
 
     def resume_key(self) -> dict[str, Any]:
@@ -201,20 +205,23 @@ class VQTask:
 
     @cached_property
     def data_key(self) -> str:
-        return checkpoint.data_key(self.pixels, self.val_pixels)
+        keys = f"{items_key(self.images)}|{items_key(self.val_images)}"
+        return checkpoint.data_key(np.frombuffer(keys.encode(), dtype=np.uint8))
 
 
-def fit_vq(pixels: Tensor, val_pixels: Tensor, cfg: TrainVQConfig, trainer: TrainerConfig = TrainerConfig(),
-           checkpoint_dir: Path | None = None, curve: Path | None = None, log=print) -> tuple[VQModel, History]:
-    """Train for cfg.epochs through the training core, resuming from checkpoint_dir after a kill.
+def fit_vq(images: Tensor | Dataset, val_images: Tensor | Dataset, cfg: TrainVQConfig,
+           trainer: TrainerConfig = TrainerConfig(), checkpoint_dir: Path | None = None, curve: Path | None = None,
+           log=print) -> tuple[VQModel, History]:
+    """Train for cfg.epochs through the training core on train images (a tensor, or a Dataset of (image, row)
+    items such as an image store's split), resuming from checkpoint_dir after a kill.
 
     Returns the kept epoch's weights on the CPU (the best val-PSNR epoch's when cfg.keep_best, else the
     last's) and the history; `curve` receives the per-epoch CSV.
     """
     torch.set_num_threads(cfg.threads)
-    task = VQTask(cfg, pixels, val_pixels, trainer.grad_accum_steps)
+    task = VQTask(cfg, image_items(images), image_items(val_images), trainer.grad_accum_steps)
     modules, history = fit(task, trainer, checkpoint_dir, curve, log)
-    task.hook.remove()  # the hook holds the task, and with it the train pixels
+    task.hook.remove()  # the hook holds the task, and with it the last batch
     return modules["vq"].to("cpu"), history
 
 

@@ -24,6 +24,10 @@ class TrainGraphConfig:
     # the cross-entropy. It pushes the positive above one typical image, the 1 + 100 protocol's question (0 = off;
     # tried without gain: BENCHMARKS.md, "Step 1 on public group-recommendation data").
     pairwise_weight: NonNegativeFloat = 0.0
+    # With loss "softmax": 0 scores every batch row against the whole catalogue, a (batch x catalogue) matrix; k > 0
+    # with a catalogue of more than k images scores it against its positive and k images drawn uniformly once per
+    # batch (a sampled softmax, batch x (k + 1)), for catalogues whose full matrix does not fit.
+    softmax_negatives: NonNegativeInt = 0
     batch_size: PositiveInt = 2048
     max_epochs: PositiveInt = 120
     patience: PositiveInt = 15  # epochs without a better validation HR@10 before stopping (demo profile: 8, for time)
@@ -60,5 +64,7 @@ class TrainGraphConfig:
             raise ConfigError(f"params.train_graph.loss: {self.loss!r}; use softmax or bpr")
         if self.pairwise_weight < 0 or (self.pairwise_weight and self.loss != "softmax"):
             raise ConfigError(f"params.train_graph.pairwise_weight: {self.pairwise_weight}; a weight >= 0, with loss softmax only")
+        if self.softmax_negatives and self.loss != "softmax":
+            raise ConfigError(f"params.train_graph.softmax_negatives: {self.softmax_negatives}; with loss softmax only (0: off)")
         if not self.social_smoothing or any(not 0 <= b < 1 for b in self.social_smoothing):
             raise ConfigError(f"params.train_graph.social_smoothing: {self.social_smoothing}; give candidates in [0, 1)")

@@ -1,9 +1,10 @@
 """Step 1's training task for the core (prefgen/training/core.py): its data, batches, batch loss and validation.
 
 The loss (`TrainGraphConfig.loss`): "softmax", the cross-entropy of each interaction's image against every
-image of the catalogue under score(g, i), or "bpr", LightGCN's pairwise loss against one uniform negative;
-`pairwise_weight` adds that pairwise term to the softmax loss. Every batch propagates the whole click and
-member graphs, so the embeddings a batch is scored on are the current weights' own.
+image of the catalogue under score(g, i) (with `softmax_negatives` k, against k images drawn once per batch: a
+sampled softmax, for catalogues too large for a batch x catalogue matrix), or "bpr", LightGCN's pairwise loss
+against one uniform negative; `pairwise_weight` adds that pairwise term to the softmax loss. Every batch
+propagates the whole click and member graphs, so the embeddings a batch is scored on are the current weights' own.
 
 Pure functions over dense integer ids; the callers (the `train_graph` stage, the group-rec benchmark) map
 their ids in and out.
@@ -129,22 +130,53 @@ def negatives(rows: Tensor, known: Tensor, n_items: int, loop: Loop) -> Tensor:
     return neg
 
 
+def sampled_logits(projected: Tensor, items: Tensor, pos: Tensor, shared: Tensor) -> Tensor:
+    """Logits of a sampled softmax, (B, k + 1): column 0 each row's positive, then the k `shared` images.
+
+    A shared image that is the row's own positive is masked out (an accidental hit). The logQ correction of
+    sampled softmax subtracts log Q(i) from each logit; under uniform sampling Q is the same for every image,
+    positive included, so the correction shifts all logits alike and leaves the softmax unchanged: it is dropped.
+    """
+    pos_logit = (projected * items[pos]).sum(-1, keepdim=True)
+    shared_logits = (projected @ items[shared].T).masked_fill(shared[None, :] == pos[:, None], float("-inf"))
+    return torch.cat([pos_logit, shared_logits], dim=1)
+
+
+def _softmax_terms(projected: Tensor, items: Tensor, pos: Tensor, neg: Tensor | None,
+                   shared: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """(the softmax cross-entropy, the BPR pair's (positive, negative) scores or None without `neg`)."""
+    rows_at = torch.arange(len(pos), device=pos.device)
+    if shared is None:  # the full softmax: the logits already hold both scores of each BPR pair
+        logits = projected @ items.T
+        pair = (logits[rows_at, pos], logits[rows_at, neg]) if neg is not None else None
+        return torch.nn.functional.cross_entropy(logits, pos), pair
+    logits = sampled_logits(projected, items, pos, shared)
+    pair = (logits[:, 0], (projected * items[neg]).sum(-1)) if neg is not None else None
+    return torch.nn.functional.cross_entropy(logits, torch.zeros_like(pos)), pair
+
+
 def _loss(model: SocialPreferenceEncoder, p: Tensor, items: Tensor, rows: Tensor, neg: Tensor | None,
-          reg_nodes: Tensor, cfg: TrainGraphConfig) -> Tensor:
-    """The configured ranking loss of (segment, image) rows, plus LightGCN's L2 on the batch's initial embeddings."""
+          reg_nodes: Tensor, cfg: TrainGraphConfig, shared: Tensor | None = None) -> Tensor:
+    """The configured ranking loss of (segment, image) rows, plus LightGCN's L2 on the batch's initial embeddings;
+    `shared`: the batch's sampled softmax negatives (None: the full softmax)."""
     seg, pos = rows[:, 0], rows[:, 1]
     if cfg.loss == "bpr":
         pos_score, neg_score = model.score(p[seg], items[pos]), model.score(p[seg], items[neg])
         return model.click_gcn.recommendation_loss(pos_score, neg_score, node_id=reg_nodes, lambda_reg=cfg.reg)
-    logits = model.project(p[seg]) @ items.T
-    loss = torch.nn.functional.cross_entropy(logits, pos)
-    if cfg.pairwise_weight:  # the logits already hold both scores of each BPR pair; L2 is added once, below
-        rows_at = torch.arange(len(rows), device=rows.device)
-        pos_score, neg_score = logits[rows_at, pos], logits[rows_at, neg]
-        loss = loss + cfg.pairwise_weight * model.click_gcn.recommendation_loss(pos_score, neg_score, lambda_reg=0.0)
+    loss, pair = _softmax_terms(model.project(p[seg]), items, pos, neg if cfg.pairwise_weight else None, shared)
+    if pair is not None:  # L2 is added once, below
+        loss = loss + cfg.pairwise_weight * model.click_gcn.recommendation_loss(*pair, lambda_reg=0.0)
     if len(reg_nodes):  # the same penalty as PyG's BPRLoss: lambda * ||E_0[batch]||^2 / batch size
         loss = loss + cfg.reg * model.click_gcn.embedding(reg_nodes).norm(p=2).pow(2) / len(rows)
     return loss
+
+
+def shared_negatives(cfg: TrainGraphConfig, n_items: int, loop: Loop) -> Tensor | None:
+    """The batch's sampled softmax negatives, drawn uniformly from the epoch's generator; None for the full softmax
+    (softmax_negatives 0, or a catalogue no larger than it)."""
+    if cfg.loss != "softmax" or not 0 < cfg.softmax_negatives < n_items:
+        return None
+    return torch.randint(0, n_items, (cfg.softmax_negatives,), generator=loop.generator).to(loop.device)
 
 
 @torch.no_grad()
@@ -252,11 +284,12 @@ class EncoderTask:
         with loop.accelerator.autocast():
             reg_nodes = torch.unique(torch.cat([user_rows[:, 0], user_rows[:, 1] + self.data.n_users]))
             user_neg = negatives(user_rows, self.known["user"], n_items, loop) if draws else None
-            loss = _loss(model, p_users, emb["item"], user_rows, user_neg, reg_nodes, cfg)
+            shared = shared_negatives(cfg, n_items, loop)  # one draw for the individual and group rows alike
+            loss = _loss(model, p_users, emb["item"], user_rows, user_neg, reg_nodes, cfg, shared)
             # Every batch uses the group side, even without group rows: data parallelism needs a gradient for every weight.
             group_neg = negatives(group_rows, self.known["group"], n_items, loop) if draws and len(group_rows) else None
-            group_loss = _loss(model, p_groups, emb["item"], group_rows, group_neg, reg_nodes[:0], cfg) if len(group_rows) \
-                else 0.0 * p_groups.sum()
+            group_loss = (_loss(model, p_groups, emb["item"], group_rows, group_neg, reg_nodes[:0], cfg, shared)
+                          if len(group_rows) else 0.0 * p_groups.sum())
             loss = loss + cfg.group_weight * group_loss
         loop.update(loss)
         return {"loss": loss.item()}

@@ -1,5 +1,6 @@
-"""DVC stage `train_clip`: params.yaml [train_clip] and [trainer], the `train` split's (image, caption) pairs ->
-the semantic image tower (paths.clip; its curve in paths.plots, its checkpoint in paths.checkpoints/clip).
+"""DVC stage `train_clip`: params.yaml [train_clip] and [trainer], the image store's (paths.images) train
+(image, caption) pairs, streamed a batch at a time -> the semantic image tower (paths.clip; its curve in
+paths.plots, its checkpoint in paths.checkpoints/clip).
 Runs unchanged under torchrun: every process trains, and only rank 0 writes outputs and returns metrics.
 
 With `checkpoint` set, a pretrained open_clip model is loaded from that
@@ -9,40 +10,33 @@ path instead and saved as the stage output, so later stages read one place.
 from __future__ import annotations
 
 import os
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import mlflow
-import torch
 
 from prefgen.paths import Paths
 from prefgen.training.config import Training, training_section
 from prefgen.vision import semantic
 from prefgen.vision.config import ClipConfig
-from prefgen.vision.pixels import read_split
+from prefgen.vision.image_store import ImageStore
 
 
 def load_config(params: dict[str, Any] | None) -> Training[ClipConfig]:
     return training_section(params, ClipConfig, "train_clip")
 
 
-def split_images(cfg: ClipConfig, paths: Paths, split_name: str, skipped: Counter) -> tuple[torch.Tensor, list[str]]:
-    """Pixels and captions of one split's images (only that split's: no cold image is read here)."""
-    _, pixels, captions = read_split(paths.tables, paths.raw, paths.split, split_name, cfg.image_size, skipped)
-    return pixels, captions
-
-
 def run(cfg: Training[ClipConfig], paths: Paths, log: Callable[[str], None] = print) -> dict[str, Any]:
-    model_cfg, skipped = cfg.model, Counter()
+    model_cfg, skipped = cfg.model, {}
     if model_cfg.checkpoint:
         model = semantic.build_clip(model_cfg)
         result: dict[str, Any] = {"pretrained": model_cfg.checkpoint}
     else:
-        images, captions = split_images(model_cfg, paths, "train", skipped)
-        val_images, val_captions = split_images(model_cfg, paths, "val", skipped)
-        model, history = semantic.train_clip(images, captions, val_images, val_captions, model_cfg, cfg.trainer,
-                                             paths.checkpoint_dir("clip"), curve=paths.curve_file("train_clip"), log=log)
+        store = ImageStore(paths.images, size=model_cfg.image_size)
+        images, val_images, skipped = store.dataset("train"), store.dataset("val"), store.manifest["skipped"]
+        model, history = semantic.train_clip(images, store.captions("train"), val_images, store.captions("val"),
+                                             model_cfg, cfg.trainer, paths.checkpoint_dir("clip"),
+                                             curve=paths.curve_file("train_clip"), log=log)
         if int(os.environ.get("RANK", "0")) != 0:  # under torchrun the other processes train beside rank 0, writing nothing
             return {}
         kept = history.epochs[history.best_epoch]  # best_epoch -1 (no epoch validated to a number): the last, as kept
@@ -51,4 +45,4 @@ def run(cfg: Training[ClipConfig], paths: Paths, log: Callable[[str], None] = pr
     semantic.save_model(model, model_cfg, paths.clip)
     if mlflow.active_run():
         mlflow.log_artifacts(str(paths.clip), artifact_path="clip_tower")
-    return result | {"skipped": dict(skipped)}
+    return result | {"skipped": skipped}

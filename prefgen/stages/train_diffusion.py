@@ -1,5 +1,8 @@
 """DVC stage `train_diffusion`: Step 3.3's conditioned latent diffusion model -> paths.diffusion.
 
+It streams the VQ latents of the image store's images (paths.images), encoded once per VQ into latent stores under
+`paths.checkpoints / "latents"` (kept across runs, not a DVC output).
+
 Output folder: `unet/` (EMA weights, diffusers save_pretrained, safetensors),
 `scheduler/` (the DDPM noise schedule it was trained with) and `conditioning.json`
 (latent scale, condition layout, config). Under `torchrun` or `accelerate launch`, every process

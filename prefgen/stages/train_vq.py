@@ -1,4 +1,5 @@
-"""DVC stage `train_vq`: Step 3.1's VQ autoencoder -> paths.vq, PSNR and codebook metrics.
+"""DVC stage `train_vq`: Step 3.1's VQ autoencoder, trained on the image store's train split (paths.images)
+-> paths.vq, PSNR and codebook metrics. Both splits are streamed from the store a batch at a time.
 
 With `pretrained` set, a local diffusers VQModel folder is loaded instead of
 training one; it is evaluated on the same `val` images and saved as the output.
@@ -6,7 +7,6 @@ training one; it is evaluated on the same `val` images and saved as the output.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -18,7 +18,7 @@ from prefgen.generation import vq
 from prefgen.generation.config import TrainVQConfig
 from prefgen.paths import Paths
 from prefgen.training.config import Training, training_section
-from prefgen.vision.pixels import read_split
+from prefgen.vision.image_store import ImageStore
 
 
 def load_config(params: dict[str, Any] | None) -> Training[TrainVQConfig]:
@@ -26,16 +26,15 @@ def load_config(params: dict[str, Any] | None) -> Training[TrainVQConfig]:
 
 
 def run(cfg: Training[TrainVQConfig], paths: Paths, log: Callable[[str], None] = print) -> dict[str, Any]:
-    model_cfg, skipped = cfg.model, Counter()
-    def pixels(name: str):
-        return read_split(paths.tables, paths.raw, paths.split, name, model_cfg.image_size, skipped)[1]
-    train_pixels, val_pixels = pixels("train"), pixels("val")
+    model_cfg = cfg.model
+    store = ImageStore(paths.images, size=model_cfg.image_size)
+    train_images, val_images = store.dataset("train"), store.dataset("val")
     if model_cfg.pretrained:
         model = vq.load_vq(Path(model_cfg.pretrained))
-        scores = vq.evaluate(model, val_pixels)
+        scores = vq.evaluate(model, val_images)
         result: dict[str, Any] = {"pretrained": model_cfg.pretrained}
     else:
-        model, history = vq.fit_vq(train_pixels, val_pixels, model_cfg, cfg.trainer, paths.checkpoint_dir("vq"),
+        model, history = vq.fit_vq(train_images, val_images, model_cfg, cfg.trainer, paths.checkpoint_dir("vq"),
                                    paths.curve_file("train_vq"), log=log)
         kept = history.kept_epoch(vq.vq_schedule(model_cfg))
         # The kept epoch's validation ran on exactly the weights the stage saves.
@@ -48,4 +47,4 @@ def run(cfg: Training[TrainVQConfig], paths: Paths, log: Callable[[str], None] =
         mlflow.log_dict(asdict(model_cfg), "train_vq_config.json")
     return result | {"profile": model_cfg.profile, "val_psnr": scores["psnr"], "codebook_usage": scores["codebook_usage"],
                      "codebook_perplexity": scores["codebook_perplexity"], "codebook_size": model_cfg.num_vq_embeddings,
-                     "train_images": len(train_pixels), "val_images": len(val_pixels), "skipped": dict(skipped)}
+                     "train_images": len(train_images), "val_images": len(val_images), "skipped": store.manifest["skipped"]}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -28,4 +29,9 @@ def log_mlflow(task: str, row: dict[str, float]) -> None:
     A process that never imported MLflow has no active run, so MLflow is not imported here."""
     mlflow = sys.modules.get("mlflow")
     if mlflow is not None and mlflow.active_run():
-        mlflow.log_metrics({f"{task}.{k}": float(v) for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
+        mlflow.log_metrics({metric_name(f"{task}.{k}"): float(v) for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
+
+
+def metric_name(key: str) -> str:
+    """`key` as MLflow accepts it (letters, digits, _ - . : / and spaces): val_user_HR@10 -> val_user_HR_at_10."""
+    return re.sub(r"[^\w\-. :/]", "_", key.replace("@", "_at_"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prefgen.params import ConfigError, NonNegativeFloat, PositiveFloat, PositiveInt
+from prefgen.params import ConfigError, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,14 @@ class ClipConfig:
     batch_size: PositiveInt = 128
     seed: int = 0
     threads: PositiveInt = 1  # one thread is reproducible bit for bit; a resume with another count may differ in the last bits
+
+
+@dataclass(frozen=True)
+class ImageStoreConfig:
+    """Stage `image_store`: the train and val images decoded once at the models' size (vision/image_store.py)."""
+
+    size: PositiveInt = 64  # the VQ, CLIP and diffusion models' image size: a store holds one size
+    shard_rows: NonNegativeInt = 0  # images per shard; 0 = about 64 MiB per shard
 
 
 @dataclass(frozen=True)

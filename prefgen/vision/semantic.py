@@ -52,7 +52,7 @@ from open_clip.utils import to_2tuple
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset
 from transformers.utils import logging as hf_logging
 
 from prefgen import checkpoint as ckpt
@@ -60,7 +60,7 @@ from prefgen.checkpoint import CheckpointError, data_key
 from prefgen.hashing import sha256_file
 from prefgen.training.config import TrainerConfig
 from prefgen.training.core import History, Loop, Schedule, fit
-from prefgen.training.data import epoch_loader
+from prefgen.training.data import epoch_loader, image_items, items_key, unit_pixels
 from prefgen.vision.config import ClipConfig
 
 Model = open_clip.CustomTextCLIP | open_clip.CLIP
@@ -223,20 +223,22 @@ class TrainableParts(nn.Module):
 class ClipTask:
     """The small CLIP as a task of the training core (prefgen/training/core.py).
 
-    Batches are shuffled (image, caption id) pairs; each step scores the batch's images against its
-    unique captions (`multi_positive_clip_loss`). Validation is caption retrieval among the unique
+    Batches are shuffled (image, row) items, each row's caption id kept here; each step scores the batch's
+    images against its unique captions (`multi_positive_clip_loss`). Validation is caption retrieval among the unique
     validation captions; the kept epoch has the best `val_score`, the accuracy with ties broken by
     the lower loss (1e-6 * loss is below one image's share of the accuracy).
 
     Args:
-        images, val_images: (N, 3, H, W) in [0, 1]; captions, val_captions: one per image.
+        images, val_images: Datasets of (image, row) items (an image store's splits; uint8 (3, H, W), or float
+            pixels in [0, 1]), or (N, 3, H, W) tensors; captions, val_captions: one per row.
         cfg: the model and its training (epochs, patience, lr, batch_size, seed).
     """
 
     name = "clip"
 
-    def __init__(self, images: Tensor, captions: Sequence[str], val_images: Tensor, val_captions: Sequence[str],
-                 cfg: ClipConfig):
+    def __init__(self, images: Tensor | Dataset, captions: Sequence[str], val_images: Tensor | Dataset,
+                 val_captions: Sequence[str], cfg: ClipConfig):
+        images, val_images = image_items(images), image_items(val_images)
         for label, x, caps in (("images", images, captions), ("val_images", val_images, val_captions)):
             if len(x) != len(caps) or not len(caps):
                 raise ValueError(f"{label}: {len(x)} images for {len(caps)} captions (need as many, at least one)")
@@ -247,11 +249,12 @@ class ClipTask:
         self.model = build_clip(cfg)
         vocab = sorted(set(captions) | set(val_captions))
         index = {c: i for i, c in enumerate(vocab)}
-        self.images, self.val_images = images.detach().float().contiguous(), val_images.detach().float().contiguous()
+        self.images, self.val_images = images, val_images
         self.ids, self.val_ids = (torch.tensor([index[c] for c in caps]) for caps in (captions, val_captions))
         self.pooled = _pooled_text(self.model, build_tokenizer(cfg), vocab)
         vocab_bytes = np.frombuffer(json.dumps(vocab).encode(), dtype=np.uint8)
-        self.data_key = data_key(self.images, self.ids, self.val_images, self.val_ids, vocab_bytes)
+        stores = np.frombuffer(f"{items_key(images)}|{items_key(val_images)}".encode(), dtype=np.uint8)
+        self.data_key = data_key(stores, self.ids, self.val_ids, vocab_bytes)
 
     def modules(self) -> dict[str, nn.Module]:
         return {"clip": TrainableParts(self.model)}  # trains self.model's own weights in place
@@ -260,14 +263,15 @@ class ClipTask:
         return {"clip": torch.optim.AdamW(modules["clip"].parameters(), lr=self.cfg.lr)}
 
     def place(self, device: torch.device) -> None:
-        self.pooled, self.val_ids = self.pooled.to(device), self.val_ids.to(device)
+        self.pooled, self.ids, self.val_ids = self.pooled.to(device), self.ids.to(device), self.val_ids.to(device)
 
     def batches(self, epoch: int) -> DataLoader:
-        return epoch_loader(TensorDataset(self.images, self.ids), self.cfg.batch_size, self.cfg.seed, epoch)
+        return epoch_loader(self.images, self.cfg.batch_size, self.cfg.seed, epoch)
 
     def step(self, batch: tuple[Tensor, Tensor], loop: Loop) -> dict[str, float]:
-        pixels, caption_ids = batch
-        images, texts, scale = loop.modules["clip"](pixels, self.pooled)
+        images, rows = batch
+        caption_ids = self.ids[rows]
+        images, texts, scale = loop.modules["clip"](unit_pixels(images), self.pooled)
         images, caption_ids = _global_batch(loop, images, caption_ids)
         loss = multi_positive_clip_loss(images, texts, caption_ids, scale)
         loop.update(loss)
@@ -277,13 +281,16 @@ class ClipTask:
 
     def validate(self, modules: dict[str, nn.Module]) -> dict[str, float]:
         """Validation loss and caption retrieval accuracy: an image -> its caption among the unique val captions."""
-        parts, size = modules["clip"], self.cfg.batch_size
-        device = self.pooled.device
-        feats = torch.cat([parts.embed(self.val_images[s:s + size].to(device)) for s in range(0, len(self.val_images), size)])
+        parts, device = modules["clip"], self.pooled.device
+        feats, ids = [], []
+        for images, rows in DataLoader(self.val_images, batch_size=self.cfg.batch_size, shuffle=False):
+            feats.append(parts.embed(unit_pixels(images.to(device))))
+            ids.append(self.val_ids[rows.to(device)])
+        feats, ids = torch.cat(feats), torch.cat(ids)
         texts = F.normalize(parts.proj(self.pooled), dim=-1)
-        loss = multi_positive_clip_loss(feats, texts, self.val_ids, parts.logit_scale.exp()).item()
-        present = torch.unique(self.val_ids)
-        accuracy = (present[(feats @ texts[present].T).argmax(1)] == self.val_ids).float().mean().item()
+        loss = multi_positive_clip_loss(feats, texts, ids, parts.logit_scale.exp()).item()
+        present = torch.unique(ids)
+        accuracy = (present[(feats @ texts[present].T).argmax(1)] == ids).float().mean().item()
         return {"val_loss": loss, "val_acc": accuracy, "val_score": accuracy - 1e-6 * loss}
 
     def resume_key(self) -> dict[str, Any]:
@@ -306,10 +313,12 @@ def _global_batch(loop: Loop, images: Tensor, caption_ids: Tensor) -> tuple[Tens
     return torch.cat([everyone[: mine.start], scaled, everyone[mine.stop:]]), accelerator.gather(caption_ids)
 
 
-def train_clip(images: Tensor, captions: Sequence[str], val_images: Tensor, val_captions: Sequence[str],
-               cfg: ClipConfig = ClipConfig(), trainer: TrainerConfig = TrainerConfig(), checkpoint_dir: Path | None = None,
-               curve: Path | None = None, log: Callable[[str], object] = print) -> tuple[Model, History]:
-    """Train the image tower and text projection on (N, 3, H, W) images in [0, 1] with their captions.
+def train_clip(images: Tensor | Dataset, captions: Sequence[str], val_images: Tensor | Dataset,
+               val_captions: Sequence[str], cfg: ClipConfig = ClipConfig(), trainer: TrainerConfig = TrainerConfig(),
+               checkpoint_dir: Path | None = None, curve: Path | None = None,
+               log: Callable[[str], object] = print) -> tuple[Model, History]:
+    """Train the image tower and text projection on images with their captions: Datasets of (image, row) items
+    such as an image store's splits (streamed a batch at a time), or (N, 3, H, W) tensors; one caption per row.
 
     Early stopping on validation caption retrieval; returns the kept epoch's model (eval mode, on the
     CPU) and the history. With `checkpoint_dir`, every epoch is saved there and a run of the same

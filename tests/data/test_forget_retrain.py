@@ -18,8 +18,8 @@ import polars as pl
 from prefgen.data import contract as c
 from tests.tiny_pipeline import run_command, stage_commands, tiny_params, write_params
 
-BEFORE_FORGET = ["ingest", "split", "train_clip", "visual_features"]  # the persisted features a request finds
-RETRAIN = ["ingest", "split", "centrality", "train_clip", "visual_features", "train_graph"]
+BEFORE_FORGET = ["ingest", "split", "image_store", "train_clip", "visual_features"]  # the persisted features a request finds
+RETRAIN = ["ingest", "split", "image_store", "centrality", "train_clip", "visual_features", "train_graph"]
 INDIVIDUAL_ACTOR = {"click", "repost", "comment", "favorite", "follow", "unfollow", "join", "leave"}
 ON_IMAGE = {"click", "repost", "comment", "favorite", "group_click"}
 FOLLOW = {"follow", "unfollow"}

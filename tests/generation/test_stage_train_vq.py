@@ -1,4 +1,5 @@
-"""Stage `train_vq` on a small synthetic world: it trains, writes its model, metrics and curve, or loads a local model."""
+"""Stage `train_vq` on a small synthetic world's image store: it trains, writes its model, metrics and curve,
+or loads a local model."""
 
 import dataclasses
 from collections import Counter
@@ -16,6 +17,7 @@ from prefgen.params import load_params
 from prefgen.paths import Paths
 from prefgen.stages import train_vq
 from prefgen.training.config import TrainerConfig, Training
+from prefgen.vision.image_store import StoreError, write_image_store
 from prefgen.vision.pixels import read_split
 from tests.generation.tiny import VQ
 
@@ -30,13 +32,14 @@ def world(tmp_path_factory):
           paths.raw, paths.truth)
     ingest(IngestConfig(), paths.raw, paths.tables)
     split.run(SplitConfig(), paths.tables, paths.split)
+    write_image_store(paths.tables, paths.raw, paths.split, VQ.image_size, paths.images)
     return paths
 
 
 def stage_paths(world: Paths, out: Path) -> Paths:
-    """The world's inputs; every output under `out`."""
+    """The world's image store; every output under `out` (no raw image, table or split: the stage reads only the store)."""
     written = Paths.from_params(load_params(ROOT / "params.yaml")).rooted(out)
-    return dataclasses.replace(written, raw=world.raw, tables=world.tables, split=world.split)
+    return dataclasses.replace(written, images=world.images)
 
 
 def test_the_stage_trains_on_train_images_and_reports_val_figures(world, tmp_path):
@@ -49,7 +52,7 @@ def test_the_stage_trains_on_train_images_and_reports_val_figures(world, tmp_pat
     curve = pl.read_csv(paths.curve_file("train_vq"))
     assert curve["epoch"].to_list() == list(range(VQ.epochs))
     assert result["val_psnr"] == pytest.approx(curve["val_psnr"][result["kept_epoch"]]) == pytest.approx(curve["val_psnr"].max())
-    val_pixels = read_split(world.tables, world.raw, world.split, "val", VQ.image_size, Counter())[1]
+    val_pixels = read_split(world.tables, world.raw, world.split, "val", VQ.image_size, Counter())[1]  # the store's pixels
     assert vq.evaluate(vq.load_vq(paths.vq), val_pixels)["psnr"] == pytest.approx(result["val_psnr"], abs=1e-5)
     assert vq.load_vq(paths.vq).config.num_vq_embeddings == VQ.num_vq_embeddings
     assert (paths.checkpoint_dir("vq")).is_dir()
@@ -65,3 +68,10 @@ def test_a_pretrained_local_model_is_loaded_evaluated_and_saved_not_trained(worl
     assert not paths.checkpoints.exists()
     with pytest.raises(FileNotFoundError, match="no VQModel here"):
         train_vq.run(Training(dataclasses.replace(VQ, pretrained=str(tmp_path / "nowhere")), CPU), paths, log=lambda _: None)
+
+
+def test_a_store_of_another_size_is_an_error_naming_both_sizes(world, tmp_path):
+    paths = stage_paths(world, tmp_path)
+    with pytest.raises(StoreError, match=f"{VQ.image_size}-px images; 32 px asked"):
+        train_vq.run(Training(dataclasses.replace(VQ, image_size=32), CPU), paths, log=lambda _: None)
+    assert not paths.vq.exists()

@@ -67,9 +67,10 @@ def test_training_is_deterministic_and_keeps_the_last_epochs_ema_weights(tmp_pat
 
 def test_training_lowers_the_loss_on_learnable_data():
     """Latents that are a function of the text condition: the conditioned denoiser must learn them."""
-    data = diffusion_data(n=48)
-    data.latents = data.text[:, :4, None, None].expand(-1, -1, 8, 8).contiguous()
-    data.val_latents = data.val_text[:, :4, None, None].expand(-1, -1, 8, 8).contiguous()
+    conditions = diffusion_data(n=48)
+    text, val_text = conditions.text, conditions.val_text
+    data = trainer.tensor_data(text[:, :4, None, None].expand(-1, -1, 8, 8).contiguous(), text, conditions.pref,
+                               val_text[:, :4, None, None].expand(-1, -1, 8, 8).contiguous(), val_text, conditions.val_pref)
     cfg = replace(DIFFUSION, epochs=8, lr=0.003)
     _, history = trainer.fit(data, cfg, CPU, **QUIET)
     assert history.epochs[-1]["loss"] < 0.8 * history.epochs[0]["loss"]

@@ -4,6 +4,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from torch.utils.data import TensorDataset
 
 from prefgen.generation import vq
 from prefgen.training.config import TrainerConfig
@@ -117,3 +118,16 @@ def test_the_kept_epoch_is_the_best_validation_or_the_last(keep_best):
     assert history.kept_epoch(vq.vq_schedule(cfg)) == (best if keep_best else 3)
     kept_psnr = history.epochs[best if keep_best else 3]["val_psnr"]
     assert vq.evaluate(model, noise)["psnr"] == pytest.approx(kept_psnr, abs=1e-6)
+
+
+def test_uint8_items_train_as_their_pixels_do():
+    """A Dataset of (uint8 image, row) items, as an image store streams them, trains as the pixels `image / 255` do."""
+    images, val = (torch.round(squares(n, seed=seed) * 255).to(torch.uint8) for n, seed in ((16, 0), (4, 1)))
+    items, val_items = (TensorDataset(x, torch.arange(len(x))) for x in (images, val))
+    cfg = replace(VQ, epochs=2)
+    streamed, history = vq.fit_vq(items, val_items, cfg, CPU, log=quiet)
+    in_memory, reference = vq.fit_vq(images.float() / 255, val.float() / 255, cfg, CPU, log=quiet)
+    assert same_weights(streamed, in_memory)
+    assert [row["val_psnr"] for row in history.epochs] == [row["val_psnr"] for row in reference.epochs]
+    in_batches_of_three = vq.evaluate(streamed, val_items, batch_size=3)
+    assert in_batches_of_three == pytest.approx(vq.evaluate(streamed, val.float() / 255), abs=1e-5)

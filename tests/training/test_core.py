@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 
 from prefgen import checkpoint
 from prefgen.params import ConfigError
+from prefgen.training import records
 from prefgen.training.config import TrainerConfig
 from prefgen.training.core import Schedule, fit
 from tests.training.tiny_task import TinyTask
@@ -156,3 +157,14 @@ def test_two_gloo_processes_step_like_one_process_at_the_same_global_batch(tmp_p
     assert "epoch 2/2" in output
     # Each process averages its half of every batch and DDP averages the two: the same gradient, summed in another order.
     assert_same(load_file(tmp_path / "two.safetensors"), load_file(tmp_path / "one.safetensors"), atol=1e-5)
+
+
+def test_epochs_are_logged_to_the_active_mlflow_run_under_names_mlflow_accepts(tmp_path):
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlruns.db'}")
+    with mlflow.start_run() as run:
+        records.log_mlflow("graph", {"epoch": 3, "val_user_HR@10": 0.5, "loss": 1.25})
+    logged = mlflow.MlflowClient().get_run(run.info.run_id).data.metrics
+    assert logged == {"graph.val_user_HR_at_10": 0.5, "graph.loss": 1.25}
+    assert mlflow.MlflowClient().get_metric_history(run.info.run_id, "graph.loss")[0].step == 3

@@ -1,7 +1,6 @@
-"""No training stage of Step 2 reads a `cold` image or an interaction with one (they stand in for new images)."""
+"""No training stage reads a `cold` image or an interaction with one (they stand in for new images)."""
 
 import sys
-from collections import Counter
 from pathlib import Path
 
 import polars as pl
@@ -12,8 +11,7 @@ from prefgen.data.config import IngestConfig, SplitConfig, SynthConfig
 from prefgen.data.ingest import run as ingest
 from prefgen.data.synth import run as synth
 from prefgen.paths import Paths
-from prefgen.stages.train_clip import split_images
-from prefgen.vision.config import ClipConfig
+from prefgen.vision.image_store import ImageStore, write_image_store
 from prefgen.vision.mapper_data import _interactions
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,9 +32,9 @@ def test_clip_training_and_mapper_pairs_never_touch_cold_images(tmp_path):
             opened.append(Path(args[0]).stem)
 
     sys.addaudithook(hook)  # hooks cannot be removed; this one only records
-    train_pixels, _ = split_images(ClipConfig(image_size=16), paths, "train", Counter())
-    val_pixels, _ = split_images(ClipConfig(image_size=16), paths, "val", Counter())
-    assert len(train_pixels) + len(val_pixels) == 80 - len(cold)
+    write_image_store(paths.tables, paths.raw, paths.split, 16, tmp_path / "store")  # what CLIP, the VQ and the UNet read
+    store = ImageStore(tmp_path / "store")
+    assert store.count("train") + store.count("val") == 80 - len(cold)
     assert not set(opened) & cold and set(opened) & set(splits.filter(pl.col("split") == "train")["image_id"])  # the hook sees opens
     for name in ("train", "val"):
         pairs = _interactions(paths.tables, paths.split, name)

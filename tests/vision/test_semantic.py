@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from torch.utils.data import TensorDataset
 
 from prefgen.training.config import TrainerConfig
 from prefgen.vision import semantic as S
@@ -38,7 +39,13 @@ def squares(per_colour: int, seed: int) -> tuple[torch.Tensor, list[str]]:
     return torch.stack(images).clamp(0, 1), captions
 
 
+def as_items(images: torch.Tensor) -> TensorDataset:
+    """(uint8 image, row) items, as an image store streams them."""
+    return TensorDataset(torch.round(images * 255).to(torch.uint8), torch.arange(len(images)))
+
+
 TRAIN, VAL = squares(3, seed=0), squares(2, seed=1)
+TRAIN_ITEMS, VAL_ITEMS = (as_items(TRAIN[0]), TRAIN[1]), (as_items(VAL[0]), VAL[1])
 # Batches that divide the 12 training images: several processes would pad a short last batch with repeated images.
 DATA_PARALLEL = replace(TINY, epochs=2, batch_size=6)
 CPU = TrainerConfig(device="cpu")
@@ -125,6 +132,17 @@ def test_the_returned_model_is_the_best_epochs(trained):
         again = task.validate({"clip": S.TrainableParts(model)})
     assert again["val_acc"] == rows[best]["val_acc"]
     assert again["val_loss"] == pytest.approx(rows[best]["val_loss"], rel=1e-5)
+
+
+def test_uint8_items_train_as_their_pixels_do():
+    """(uint8 image, row) items, as an image store streams them, train and validate as the pixels `image / 255` do."""
+    cfg = replace(TINY, epochs=1)
+    streamed, history = S.train_clip(*TRAIN_ITEMS, *VAL_ITEMS, cfg=cfg, trainer=CPU, log=lambda _: None)
+    pixels = [(items.tensors[0].float() / 255, captions) for items, captions in (TRAIN_ITEMS, VAL_ITEMS)]
+    in_memory, reference = S.train_clip(*pixels[0], *pixels[1], cfg=cfg, trainer=CPU, log=lambda _: None)
+    assert_same(streamed, in_memory)
+    assert history.epochs[0]["loss"] == reference.epochs[0]["loss"]
+    assert history.epochs[0]["val_acc"] == reference.epochs[0]["val_acc"]
 
 
 def test_trainable_parts_compute_what_the_model_does(fresh):
@@ -286,7 +304,8 @@ def test_a_checkpoint_architecture_whose_text_tower_or_tokenizer_has_a_hub_name_
 
 
 def test_two_gloo_processes_train_as_one_process_at_the_same_batch(tmp_path):
-    """Each process contrasts its images with the whole global batch, so two processes step as one does."""
+    """Each process contrasts its images with the whole global batch, so two processes step as one does; each
+    process's items carry their rows, which pick their captions."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "tests.vision.clip_ddp_worker", str(tmp_path)]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -295,7 +314,7 @@ def test_two_gloo_processes_train_as_one_process_at_the_same_batch(tmp_path):
         assert f.metadata()["world"] == "2"
     ranks = [load_file(tmp_path / f"rank{r}.safetensors") for r in (0, 1)]
     assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])
-    one = train(DATA_PARALLEL)[0]
+    one = S.train_clip(*TRAIN_ITEMS, *VAL_ITEMS, cfg=DATA_PARALLEL, trainer=CPU, log=lambda _: None)[0]
     two = copy.deepcopy(one)
     S._load_trainable(two, ranks[0])
     # The features, not every weight: Adam turns rounding noise in a gradient that is zero in exact arithmetic

@@ -1,7 +1,9 @@
-"""Stage `train_clip` on a tiny world: the core's checkpoint and curve in the stage's paths, 0-based best epoch."""
+"""Stage `train_clip` on a tiny world's image store: the core's checkpoint and curve in the stage's paths,
+0-based best epoch."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import polars as pl
@@ -16,6 +18,7 @@ from prefgen.data.synth import run as synth
 from prefgen.paths import Paths
 from prefgen.stages import train_clip
 from prefgen.vision import semantic
+from prefgen.vision.image_store import ImageStore, StoreError, write_image_store
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = {"embed_dim": 16, "image_size": 16, "vision_width": 32, "vision_layers": 1, "vision_heads": 2, "vision_patch": 8,
@@ -32,6 +35,7 @@ def world(tmp_path) -> tuple[dict, Paths]:
           paths.raw, paths.truth)
     ingest(IngestConfig(), paths.raw, paths.tables)
     split.run(SplitConfig(), paths.tables, paths.split)
+    write_image_store(paths.tables, paths.raw, paths.split, TINY["image_size"], paths.images)
     return params, paths
 
 
@@ -42,6 +46,8 @@ def test_the_stage_trains_through_the_core_and_resumes(world):
     lines: list[str] = []
     result = train_clip.run(cfg, paths, log=lines.append)
     assert set(result) == {"train_images", "val_images", "best_epoch", "epochs", "val_acc", "val_loss", "skipped"}
+    store = ImageStore(paths.images)
+    assert (result["train_images"], result["val_images"]) == (store.count("train"), store.count("val"))
     curve = pl.read_csv(paths.curve_file("train_clip"))
     assert curve["epoch"].to_list() == [0, 1] and result["epochs"] == 2
     best = result["best_epoch"]
@@ -52,3 +58,14 @@ def test_the_stage_trains_through_the_core_and_resumes(world):
     lines.clear()
     assert train_clip.run(cfg, paths, log=lines.append) == result  # nothing left to train: the kept epoch again
     assert len(lines) == 1 and lines[0].startswith("clip: resumed after epoch 1")
+
+
+def test_the_stage_reads_only_the_store_and_refuses_one_of_another_size(world):
+    params, paths = world
+    for folder in (paths.raw, paths.tables):  # the store holds the pixels and captions the stage trains on
+        shutil.rmtree(folder)
+    paths.split.unlink()
+    cfg = train_clip.load_config(params | {"train_clip": TINY | {"epochs": 1}})
+    assert train_clip.run(cfg, paths, log=lambda _: None)["epochs"] == 1
+    with pytest.raises(StoreError, match="16-px images; 32 px asked"):
+        train_clip.run(train_clip.load_config(params | {"train_clip": TINY | {"image_size": 32}}), paths, log=lambda _: None)
