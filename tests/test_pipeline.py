@@ -32,9 +32,9 @@ def test_stage_order_follows_deps(tmp_path):
         "  a: {cmd: x, deps: [raw], outs: ['${a.out}']}\n"
     )
     assert pipeline.stage_order(tmp_path) == ["a", "b", "c"]
-    assert pipeline.stage_order(ROOT) == ["synth", "train_oracle", "ingest", "split", "centrality", "train_clip", "train_vq", "reference",
-                                          "visual_features", "train_graph", "eval_graph", "train_mapper", "eval_mapper", "train_w",
-                                          "train_diffusion", "eval_generation"]
+    assert pipeline.stage_order(ROOT) == ["synth", "train_oracle", "ingest", "split", "centrality", "image_store", "reference",
+                                          "train_clip", "train_vq", "visual_features", "train_graph", "eval_graph", "train_mapper",
+                                          "eval_mapper", "train_w", "train_diffusion", "eval_generation"]
 
 
 def test_flow_helpers_run_stages_without_an_activated_virtualenv(project, monkeypatch):
@@ -79,12 +79,11 @@ def test_repro_then_noop_then_forget_reruns(trained_project):
     run([sys.executable, "-m", "prefgen", "forget", "u1", "--by", "test"], project)
     assert pipeline.is_changed(project, "ingest")  # the tables changed under DVC
     # What a full `dvc repro` would run now. A dry run lists the stages whose own inputs changed; the stages after
-    # them (eval_graph, train_w) follow from the DAG that test_stage_order_follows_deps checks. eval_mapper reads the tables
-    # and the split itself (its cold-start task), so they are its own deps.
+    # them (eval_graph, train_w, and the image trainers, which read the image store) follow from the DAG that
+    # test_stage_order_follows_deps checks. eval_mapper reads the tables and the split itself (its cold-start task).
     planned = dvc(project, "repro", "--dry")
     assert {s for s in pipeline.stage_order(project) if f"Running stage '{s}'" in planned} == {
-        "ingest", "split", "centrality", "reference", "train_graph", "train_mapper", "eval_mapper", "train_vq", "train_diffusion",
-        "eval_generation"}
+        "ingest", "split", "centrality", "reference", "image_store", "train_graph", "train_mapper", "eval_mapper", "eval_generation"}
     # Rerun for real the stages that read the tables and truth (which still holds the forgotten person) side by side.
     # The later stages would run the first run's code on the new tables; rerunning them all here cost five minutes of CI.
     rerun = dvc(project, "repro", "reference", "eval_graph")

@@ -163,7 +163,8 @@ def test_epochs_are_logged_to_the_active_mlflow_run_under_names_mlflow_accepts(t
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlruns.db'}")
-    with mlflow.start_run() as run:
+    experiment = mlflow.set_experiment("records")  # not the active experiment another test in this process left
+    with mlflow.start_run(experiment_id=experiment.experiment_id) as run:
         records.log_mlflow("graph", {"epoch": 3, "val_user_HR@10": 0.5, "loss": 1.25})
     logged = mlflow.MlflowClient().get_run(run.info.run_id).data.metrics
     assert logged == {"graph.val_user_HR_at_10": 0.5, "graph.loss": 1.25}
