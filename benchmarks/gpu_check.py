@@ -46,14 +46,15 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write every part's row here")
     args = parser.parse_args()
     make_absent()
-    scratch = Path(tempfile.mkdtemp(prefix="prefgen-gpu-check-"))
-    if args.wheels:
-        add_wheels(args.wheels, scratch / "site")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from benchmarks.gpu_parts import run_parts  # after the wheels and the absent packages are in place
+    with tempfile.TemporaryDirectory(prefix="prefgen-gpu-check-") as folder:  # the unpacked wheels and the saved models
+        scratch = Path(folder)
+        if args.wheels:
+            add_wheels(args.wheels, scratch / "site")
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from benchmarks.gpu_parts import run_parts  # after the wheels and the absent packages are in place
 
-    devices = ["cpu"] if args.device == "cpu" else ["cuda", "cpu"]
-    rows = [row for device in devices for row in run_parts(device, args.tiny, scratch)]
+        devices = ["cpu"] if args.device == "cpu" else ["cuda", "cpu"]
+        rows = [row for device in devices for row in run_parts(device, args.tiny, scratch)]
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"tiny": args.tiny, "rows": rows}, indent=2))

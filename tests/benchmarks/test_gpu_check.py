@@ -12,11 +12,13 @@ PARTS = ["step1", "clip", "mapper", "vq", "w", "unet", "data_parallel", "samplin
 
 
 def test_gpu_check_runs_every_part_with_only_the_model_code(tmp_path):
-    out = tmp_path / "gpu_check.json"
-    env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    out, scratch = tmp_path / "gpu_check.json", tmp_path / "tmp"
+    scratch.mkdir()
+    env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TMPDIR": str(scratch)}
     done = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--device", "cpu", "--tiny", "--json", str(out)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert not any(scratch.glob("prefgen-gpu-check-*"))  # its wheels and models go with it
     rows = json.loads(out.read_text())["rows"]
     assert [r["part"] for r in rows] == PARTS and {r["device"] for r in rows} == {"cpu"}
     assert all(r["samples"] > 0 and r["samples_per_second"] > 0 and r["peak_memory_mb"] > 0 for r in rows)
