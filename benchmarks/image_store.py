@@ -192,7 +192,7 @@ def run(sizes: list[int], size: int, workers: list[int], tmp: Path) -> dict:
             rows.append(in_subprocess(tmp / f"store-{n}", w, "pread") | {"store_mb": store_mb})
         rows.append(in_subprocess(tmp / f"store-{n}", 0, "mmap") | {"store_mb": store_mb})
         print(f"  {n} images done", file=sys.stderr)
-    fits = {f"{reader}/workers={w} {key[6:9]}": growth([r for r in rows if r["reader"] == reader and r["workers"] == w], key)
+    fits = {f"{reader}, {w} workers, {key[6:9]}": growth([r for r in rows if r["reader"] == reader and r["workers"] == w], key)
             for reader, w in [("pread", w) for w in workers] + [("mmap", 0)] for key in ("added_rss_mb", "added_pss_mb")}
     return {"image_size": size, "batch_size": BATCH, "writes": writes, "epochs": rows, "growth": fits,
             "store_mb_per_1k_images": 1000 * 3 * size * size / MB, "cpus": os.cpu_count(), "python": platform.python_version()}

@@ -83,6 +83,11 @@ def frozen(module: nn.Module) -> Callable[..., Tensor]:
     return lambda *args: torch.func.functional_call(module, params, args)
 
 
+def val_auc_schedule(max_epochs: int, seed: int, patience: int) -> Schedule:
+    """The schedule of every model judged by validation AUC on MapperData (the mapper, VBPR): keep the best epoch."""
+    return Schedule(max_epochs, seed, monitor="val_auc", mode="max", patience=patience, keep="best")
+
+
 @dataclass
 class MapperTask:
     """Step 2's GAN for `core.fit`: modules and optimisers "g" and "d"; each batch updates D, then G against the new D.
@@ -99,8 +104,7 @@ class MapperTask:
     placed: MapperData = field(init=False, repr=False)  # `data` on the device the core trains on
 
     def __post_init__(self) -> None:
-        self.schedule = Schedule(self.cfg.max_epochs, self.cfg.seed, monitor="val_auc", mode="max",
-                                 patience=self.cfg.patience, keep="best")
+        self.schedule = val_auc_schedule(self.cfg.max_epochs, self.cfg.seed, self.cfg.patience)
         self.placed = self.data
 
     def modules(self) -> dict[str, nn.Module]:

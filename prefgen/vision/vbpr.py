@@ -25,7 +25,7 @@ from prefgen.training import core
 from prefgen.training.config import TrainerConfig
 from prefgen.training.core import Loop, Schedule
 from prefgen.training.data import epoch_loader
-from prefgen.vision.train_mapper import MapperData, data_key, mean_segment_auc
+from prefgen.vision.train_mapper import MapperData, data_key, mean_segment_auc, val_auc_schedule
 
 
 @dataclass(frozen=True)
@@ -90,8 +90,7 @@ class VBPRTask:
     placed: MapperData = field(init=False, repr=False)  # `data` on the device the core trains on
 
     def __post_init__(self) -> None:
-        self.schedule = Schedule(self.cfg.max_epochs, self.cfg.seed, monitor="val_auc", mode="max",
-                                 patience=self.cfg.patience, keep="best")
+        self.schedule = val_auc_schedule(self.cfg.max_epochs, self.cfg.seed, self.cfg.patience)
         self.placed = self.data
 
     def modules(self) -> dict[str, nn.Module]:
