@@ -187,7 +187,7 @@ def unet(trainer: TrainerConfig, size: Size, out: dict) -> tuple[int, float, dic
     scaling = float(1 / latents.std())
     data = tensor_data(latents, out["text"], out["pref"], latents[:16], out["text"][:16], out["pref"][:16], scaling)
     latents = latents * scaling
-    cfg = TrainDiffusionConfig(block_out_channels=[32, 64], norm_num_groups=16, epochs=size.epochs, batch_size=size.batch, threads=1)
+    cfg = TrainDiffusionConfig(base_channels=32, norm_num_groups=16, epochs=size.epochs, batch_size=size.batch, threads=1)
     model, history = fit_diffusion(data, cfg, trainer, log=quiet)
     out |= {"unet": model, "diffusion_cfg": cfg, "scaling": scaling, "latents": latents}
     return trained(history, len(latents))

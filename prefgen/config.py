@@ -14,7 +14,7 @@ from typing import Any
 from prefgen.data.config import ForgetConfig, IngestConfig, SplitConfig, SynthConfig
 from prefgen.eval.config import EvalGenerationConfig, EvalGraphConfig, ReferenceConfig, TrainOracleConfig
 from prefgen.generation.config import GuidanceConfig, TrainDiffusionConfig, TrainVQConfig, TrainWConfig
-from prefgen.params import DEFAULT_PARAMS, ConfigError, check_sections, from_section, load_params, resolve_profile
+from prefgen.params import DEFAULT_PARAMS, ConfigError, check_sections, from_section, load_params, resolve_section
 from prefgen.paths import Paths
 from prefgen.preference.config import TrainGraphConfig
 from prefgen.registry.config import RegistryConfig
@@ -49,7 +49,7 @@ def section_config(params: dict[str, Any] | None, name: str) -> Any:
     if params is None:
         return SECTIONS[name]()
     check_sections(params, SECTIONS, name)
-    return from_section(SECTIONS[name], resolve_profile(params, name), name)
+    return from_section(SECTIONS[name], resolve_section(params, SECTIONS[name], name), name)
 
 
 def checked_params(path: Path) -> dict[str, Any]:

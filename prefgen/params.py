@@ -93,7 +93,7 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
 
 def check_sections(params: dict[str, Any], known: typing.Collection[str], name: str) -> None:
     """Refuse a params top-level key that is no section (a misspelling), and a missing section `name`."""
-    unknown = sorted(set(params) - set(known) - {PROFILE_KEY, PATHS_KEY}, key=str)
+    unknown = sorted(set(params) - set(known) - {*TOP_LEVEL_KEYS, PATHS_KEY}, key=str)
     if unknown:
         close = difflib.get_close_matches(str(unknown[0]), list(known), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else f"; known: {sorted(known)}"
@@ -167,6 +167,15 @@ def from_section(cls: type[T], section: dict[str, Any] | None, name: str) -> T:
 
 PROFILE_KEY = "profile"  # top-level params.yaml key naming the active profile of profiled sections
 PATHS_KEY = "paths"  # top-level params.yaml key of the catalogue of paths (prefgen/paths.py), no stage's section
+IMAGE_SIZE_KEY = "image_size"  # top-level params.yaml key: the models' image side, one value for every stage that reads images
+TOP_LEVEL_KEYS = (PROFILE_KEY, IMAGE_SIZE_KEY)  # top-level scalars that dvc.yaml lists beside a stage's sections
+_TOP_LEVEL = "top_level"
+
+
+def top_level(default: Any) -> Any:
+    """A config field set once for every stage by the top-level params.yaml key of its name, never in a section:
+    stages that must agree (the image store and each model reading it) cannot then disagree."""
+    return dataclasses.field(default=default, metadata={_TOP_LEVEL: True})
 
 
 def section(params: dict[str, Any] | None, cls: type[T], name: str) -> T:
@@ -175,7 +184,20 @@ def section(params: dict[str, Any] | None, cls: type[T], name: str) -> T:
         return cls()
     if name not in params:
         raise ConfigError(f"params: the '{name}' section is missing (every stage reads its own; see the shipped params.yaml)")
-    return from_section(cls, resolve_profile(params, name), name)
+    return from_section(cls, resolve_section(params, cls, name), name)
+
+
+def resolve_section(params: dict[str, Any], cls: type, name: str) -> dict[str, Any] | None:
+    """Section `name` with its active profile merged in and the top-level keys its config takes (`top_level` fields)."""
+    resolved = resolve_profile(params, name)
+    for field in dataclasses.fields(cls):
+        if not field.metadata.get(_TOP_LEVEL):
+            continue
+        if isinstance(resolved, dict) and field.name in resolved:
+            raise ConfigError(f"params.{name}.{field.name}: set it once, as the top-level `{field.name}` every stage reads")
+        if field.name in params:
+            resolved = (resolved if isinstance(resolved, dict) else {}) | {field.name: params[field.name]}
+    return resolved
 
 
 def resolve_profile(params: dict[str, Any], name: str) -> dict[str, Any] | None:

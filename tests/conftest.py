@@ -113,7 +113,7 @@ def make_project(repo: Path) -> Path:
     shrink(params, "train_mapper", max_epochs=2)
     shrink(params, "train_w", max_epochs=20)
     shrink(params, "train_vq", block_out_channels=[8, 8, 8], norm_num_groups=4, num_vq_embeddings=32, epochs=1)
-    shrink(params, "train_diffusion", flip_augment=False, block_out_channels=[8, 16], norm_num_groups=4, epochs=1)
+    shrink(params, "train_diffusion", flip_augment=False, base_channels=8, norm_num_groups=4, epochs=1)
     shrink(params, "train_oracle", n_train=256, n_test=64, width=4, feature_dim=8, epochs=1)
     shrink(params, "sampler", steps=4)
     shrink(params, "eval_generation", prompts=["a star", "a shape on a dots background"], pairs_per_prompt=2,

@@ -69,6 +69,19 @@ def test_profile_mistakes_are_named(params, message):
     assert message in str(err.value)
 
 
+def test_the_top_level_image_size_reaches_every_stage_that_reads_images_and_no_section_may_set_its_own():
+    from prefgen.config import section_config
+
+    params = shipped_params() | {"image_size": 128}
+    for name in ("image_store", "train_clip", "visual_features", "train_vq", "train_oracle"):
+        assert section_config(params, name).image_size == 128, name
+    assert section_config(params, "synth").image_size == 64  # the world's render size is the world's own
+    with pytest.raises(ConfigError, match=r"params.train_vq.image_size: set it once, as the top-level `image_size`"):
+        section_config(params | {"train_vq": params["train_vq"] | {"image_size": 64}}, "train_vq")
+    with pytest.raises(ConfigError, match=r"params.train_clip.image_size"):
+        section_config(params | {"image_size": 0}, "train_clip")
+
+
 def shipped_params() -> dict:
     return load_params(ROOT / "params.yaml")
 
@@ -77,7 +90,7 @@ def test_every_section_of_the_shipped_params_passes_its_checks_in_both_profiles(
     from prefgen.config import SECTIONS, section_config
 
     params = shipped_params()
-    assert sorted(set(params) - {"profile", "paths"}) == sorted(SECTIONS)
+    assert sorted(set(params) - {"profile", "image_size", "paths"}) == sorted(SECTIONS)
     for profile in ("demo", "quality"):
         for name in SECTIONS:
             section_config(params | {"profile": profile}, name)  # raises ConfigError on a type or range it refuses

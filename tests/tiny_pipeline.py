@@ -30,7 +30,7 @@ def tiny_params(world: str = TINY_WORLD, store: Path | None = None) -> dict:
     shrink(params, "train_mapper", max_epochs=1)
     shrink(params, "train_w", max_epochs=2)
     shrink(params, "train_vq", block_out_channels=[8, 8, 8], norm_num_groups=4, num_vq_embeddings=32, epochs=1, threads=1)
-    shrink(params, "train_diffusion", block_out_channels=[8, 16], norm_num_groups=4, epochs=1, threads=1)
+    shrink(params, "train_diffusion", base_channels=8, norm_num_groups=4, epochs=1, threads=1)
     shrink(params, "train_oracle", n_train=64, n_test=16, width=4, feature_dim=8, epochs=1, threads=1)
     shrink(params, "eval_generation", pairs_per_prompt=1, reference_images=16, bootstrap=50, threads=1, workers=1, images_per_batch=2)
     params["tracking"]["enabled"] = False

@@ -12,6 +12,8 @@ from __future__ import annotations
 FROZEN: dict[str, str] = {
     # The default world of params.yaml (its size: docs/WORLD.md).
     "world-v1": "86748a17db13776a944d4d21464544a720b6dbf2bf125675ba0c77b7267812fe",
+    # world-v1's people, clicks and images rendered at 128 px (synth.image_size: 128): real 128-px data.
+    "world-v1-128": "202faadb100acd4dd442feab6e9b0080bfb77fe03ee222ef8d2a83a8b94644ad",
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prefgen.params import ConfigError, NonNegativeFloat, PositiveFloat, PositiveInt
+from prefgen.params import ConfigError, NonNegativeFloat, PositiveFloat, PositiveInt, top_level
 
 
 @dataclass(frozen=True)
@@ -14,7 +14,7 @@ class TrainOracleConfig:
     profile: str = "demo"  # set by params.yaml's top-level `profile` (the section has profiles); recorded with every run
     n_train: PositiveInt = 6000  # renders drawn with `seed`; the world's own images are never used
     n_test: PositiveInt = 2000  # a second, disjoint seed: the accuracy the metrics report
-    image_size: PositiveInt = 64  # the world's (synth.image_size)
+    image_size: PositiveInt = top_level(64)  # params.yaml's top-level image_size: it judges images at the models' size
     width: PositiveInt = 16  # channels of the first conv block (doubling twice)
     feature_dim: PositiveInt = 64  # the penultimate layer: the Fréchet distance's feature space
     epochs: PositiveInt = 8

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prefgen.params import ConfigError, Fraction, NonNegativeFloat, PositiveFloat, PositiveInt
+from prefgen.params import ConfigError, Fraction, NonNegativeFloat, PositiveFloat, PositiveInt, top_level
 
 
-def _check_blocks(section: str, channels: list[int], groups: int) -> None:
+def _check_blocks(section: str, key: str, channels: list[int], groups: int) -> None:
     if not channels or any(c < 1 or c % groups for c in channels):
-        raise ConfigError(f"params.{section}.block_out_channels {channels}: each must be a positive multiple of norm_num_groups={groups}")
+        raise ConfigError(f"params.{section}.{key} {channels}: each must be a positive multiple of norm_num_groups={groups}")
 
 
 @dataclass(frozen=True)
@@ -23,9 +23,9 @@ class TrainVQConfig:
     """Stage `train_vq` (METHOD.md 3.1): a diffusers VQModel on the `train` images."""
 
     profile: str = "demo"  # set by params.yaml's top-level `profile`; recorded with every run
-    image_size: PositiveInt = 64
+    image_size: PositiveInt = top_level(64)  # params.yaml's top-level image_size: the image store's size
     # One block per resolution; diffusers' encoder halves the size between blocks, so three
-    # blocks take 64x64 pixels to a 16x16 latent grid, small enough for a CPU UNet.
+    # blocks take 64x64 pixels to a 16x16 latent grid (128x128 to 32x32), small enough for a CPU UNet.
     block_out_channels: list[int] = field(default_factory=lambda: [16, 32, 64])
     layers_per_block: PositiveInt = 1
     norm_num_groups: PositiveInt = 8
@@ -47,7 +47,7 @@ class TrainVQConfig:
     pretrained: str = ""  # a local diffusers VQModel folder (config.json + safetensors): loaded, not trained
 
     def __post_init__(self) -> None:
-        _check_blocks("train_vq", self.block_out_channels, self.norm_num_groups)
+        _check_blocks("train_vq", "block_out_channels", self.block_out_channels, self.norm_num_groups)
         if self.epochs < 1 or self.batch_size < 1 or self.num_vq_embeddings < 2:
             raise ConfigError("params.train_vq: epochs and batch_size must be >= 1, num_vq_embeddings >= 2")
         if self.lr_schedule not in ("cosine", "constant"):
@@ -72,8 +72,10 @@ class TrainDiffusionConfig:
     """Stage `train_diffusion` (METHOD.md 3.3): eps-prediction UNet on VQ latents, conditioned on s and W(e)."""
 
     profile: str = "demo"
-    # UNet2DConditionModel: one cross-attention down/up block per entry (latents 16x16 -> 8x8 ...).
-    block_out_channels: list[int] = field(default_factory=lambda: [32, 64])
+    # UNet2DConditionModel: one cross-attention down/up block per level, halving the latent side from level to level
+    # until it is bottleneck_size, so the depth follows the image size (16x16 latents: 2 levels, 32x32: 3).
+    base_channels: PositiveInt = 32  # the first level's width; each deeper level doubles it
+    bottleneck_size: PositiveInt = 8  # the latent side at the deepest level: attention over 64 positions is cheap on a CPU
     layers_per_block: PositiveInt = 1
     norm_num_groups: PositiveInt = 16
     attention_head_dim: PositiveInt = 8
@@ -92,7 +94,7 @@ class TrainDiffusionConfig:
     threads: PositiveInt = 2
 
     def __post_init__(self) -> None:
-        _check_blocks("train_diffusion", self.block_out_channels, self.norm_num_groups)
+        _check_blocks("train_diffusion", "base_channels", [self.base_channels], self.norm_num_groups)
         if not (0 <= self.text_dropout < 1 and 0 <= self.pref_dropout < 1):
             raise ConfigError("params.train_diffusion: text_dropout and pref_dropout must be in [0, 1)")
         if not 0 < self.ema_decay < 1 or self.epochs < 1 or self.batch_size < 1:

@@ -17,14 +17,27 @@ from prefgen.generation.config import TrainDiffusionConfig
 TEXT_TOKEN, PREF_TOKEN = 0, 1  # positions in the context: which token is which condition
 
 
+def unet_channels(cfg: TrainDiffusionConfig, latent_size: int) -> tuple[int, ...]:
+    """Each UNet level's width: one level per halving of `latent_size` down to cfg.bottleneck_size, widths doubling."""
+    levels, side = 1, latent_size
+    while side > cfg.bottleneck_size and side % 2 == 0:
+        side, levels = side // 2, levels + 1
+    if side != cfg.bottleneck_size:
+        raise ValueError(f"latents of side {latent_size} do not halve to train_diffusion.bottleneck_size={cfg.bottleneck_size}: "
+                         "the latent side must be bottleneck_size times a power of two")
+    return tuple(cfg.base_channels * 2**level for level in range(levels))
+
+
 def build_unet(cfg: TrainDiffusionConfig, latent_channels: int, sample_size: int, cond_dim: int) -> UNet2DConditionModel:
-    """A seeded UNet2DConditionModel with cross-attention in every block (the conditions must reach all scales)."""
+    """A seeded UNet2DConditionModel for latents of side `sample_size`, its depth from `unet_channels`, with
+    cross-attention in every block (the conditions must reach all scales)."""
+    channels = unet_channels(cfg, sample_size)
     torch.manual_seed(cfg.seed)
-    n = len(cfg.block_out_channels)
+    n = len(channels)
     return UNet2DConditionModel(
         sample_size=sample_size, in_channels=latent_channels, out_channels=latent_channels,
         down_block_types=("CrossAttnDownBlock2D",) * n, up_block_types=("CrossAttnUpBlock2D",) * n,
-        block_out_channels=tuple(cfg.block_out_channels), layers_per_block=cfg.layers_per_block,
+        block_out_channels=channels, layers_per_block=cfg.layers_per_block,
         norm_num_groups=cfg.norm_num_groups, cross_attention_dim=cond_dim, attention_head_dim=cfg.attention_head_dim)
 
 

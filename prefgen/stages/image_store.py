@@ -19,6 +19,6 @@ def load_config(params: dict[str, Any] | None) -> ImageStoreConfig:
 
 
 def run(cfg: ImageStoreConfig, paths: Paths, log: Callable[[str], None] = print) -> dict[str, Any]:
-    manifest = write_image_store(paths.tables, paths.raw, paths.split, cfg.size, paths.images, cfg.shard_rows or None)
-    log(f"image store: {manifest['counts']} images at {cfg.size} px into {paths.images}; skipped {manifest['skipped']}")
-    return {"size": cfg.size, "images": manifest["counts"], "skipped": manifest["skipped"], "digest": manifest["digest"]}
+    manifest = write_image_store(paths.tables, paths.raw, paths.split, cfg.image_size, paths.images, cfg.shard_rows or None)
+    log(f"image store: {manifest['counts']} images at {cfg.image_size} px into {paths.images}; skipped {manifest['skipped']}")
+    return {"image_size": cfg.image_size, "images": manifest["counts"], "skipped": manifest["skipped"], "digest": manifest["digest"]}

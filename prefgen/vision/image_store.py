@@ -35,6 +35,7 @@ from torch.utils.data import Dataset
 
 from prefgen.checkpoint import replace_folder
 from prefgen.data import contract as c
+from prefgen.vision.pixels import fit_size
 
 FORMAT = 1  # bump when the layout changes: an older store is then an error that asks for a rewrite
 MANIFEST, INDEX, SHARDS = "manifest.json", "index.parquet", "shards"
@@ -234,9 +235,10 @@ def decode_image(path: Path, size: int) -> tuple[np.ndarray | None, str, str, tu
             rgb = image.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         return None, "undecodable_image", sha256, (0, 0)
-    if rgb.size != (size, size):
-        return None, "wrong_size", sha256, rgb.size
-    return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1), "", sha256, rgb.size
+    fitted, reason = fit_size(rgb, size)
+    if fitted is None:
+        return None, reason, sha256, rgb.size
+    return np.asarray(fitted, dtype=np.uint8).transpose(2, 0, 1), "", sha256, rgb.size
 
 
 def index_digest(frames: Iterable[pl.DataFrame]) -> str:

@@ -14,9 +14,20 @@ from PIL import Image, UnidentifiedImageError
 from prefgen.data import contract as c
 
 
+def fit_size(rgb: Image.Image, size: int) -> tuple[Image.Image | None, str]:
+    """(the image at size x size, '') or (None, reason): a larger square image is shrunk by area averaging (the
+    filter the world's renderer uses); a smaller one is a reason, never upscaled (it holds no detail at that size),
+    and so is a non-square one (no crop is chosen for the user here)."""
+    width, height = rgb.size
+    if width != height:
+        return None, "not_square"
+    if width < size:
+        return None, "too_small"
+    return (rgb if width == size else rgb.resize((size, size), Image.Resampling.BOX)), ""
+
+
 def read_image(path: Path, size: int) -> tuple[torch.Tensor | None, str]:
-    """(pixels (3, size, size), '') or (None, reason). Images of another size are a reason, not resized:
-    the world's images and generated ones share one size, so another size means a wrong file."""
+    """(pixels (3, size, size), '') or (None, reason); see `fit_size` for images of another size."""
     try:
         with Image.open(path) as image:
             image.load()
@@ -25,8 +36,9 @@ def read_image(path: Path, size: int) -> tuple[torch.Tensor | None, str]:
         return None, "missing_file"
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         return None, "undecodable_image"
-    if rgb.size != (size, size):
-        return None, "wrong_size"
+    rgb, reason = fit_size(rgb, size)
+    if rgb is None:
+        return None, reason
     return torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous(), ""
 
 

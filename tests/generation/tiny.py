@@ -8,7 +8,7 @@ from prefgen.generation.config import TrainDiffusionConfig, TrainVQConfig
 from prefgen.generation.train_diffusion import DiffusionData, tensor_data
 
 VQ = TrainVQConfig(block_out_channels=[8, 8], norm_num_groups=4, num_vq_embeddings=16, epochs=3, batch_size=8, threads=1, image_size=16)
-DIFFUSION = TrainDiffusionConfig(block_out_channels=[8, 16], norm_num_groups=4, attention_head_dim=4, layers_per_block=1,
+DIFFUSION = TrainDiffusionConfig(base_channels=8, bottleneck_size=4, norm_num_groups=4, attention_head_dim=4, layers_per_block=1,
                                  num_train_timesteps=50, epochs=3, batch_size=8, threads=1, ema_decay=0.9)
 
 

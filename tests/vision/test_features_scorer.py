@@ -54,14 +54,14 @@ def test_features_are_incremental_and_bad_images_are_counted(world):
     semantic_before = pl.read_parquet(root / "visual" / "semantic.parquet")
     assert _features(root, cfg)["computed"] == 0  # nothing new: nothing computed
     _image(root / "raw" / "images" / "img5.png", 5)
-    _image(root / "raw" / "images" / "img6.png", 6, size=48)  # the wrong size
+    _image(root / "raw" / "images" / "img6.png", 6, size=24)  # smaller than the features' size: never upscaled
     (root / "raw" / "images" / "img7.png").write_bytes(b"not a png")
     _table(root, [f"img{k}" for k in range(9)])  # img8 has no file
     third = _features(root, cfg)
     assert third["computed"] == 1 and third["kept"] == 5
-    assert third["skipped"] == {"wrong_size": 1, "undecodable_image": 1, "missing_file": 1}
+    assert third["skipped"] == {"too_small": 1, "undecodable_image": 1, "missing_file": 1}
     skipped = pl.read_parquet(root / "visual" / "skipped.parquet").sort("image_id")
-    assert skipped.rows() == [("img6", "wrong_size"), ("img7", "undecodable_image"), ("img8", "missing_file")]
+    assert skipped.rows() == [("img6", "too_small"), ("img7", "undecodable_image"), ("img8", "missing_file")]
     after = pl.read_parquet(root / "visual" / "semantic.parquet")
     assert after.height == 6 and after.filter(pl.col("image_id") != "img5").equals(semantic_before)
     # A retrained semantic tower recomputes the semantic part, keyed by its digest.

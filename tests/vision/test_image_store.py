@@ -57,7 +57,9 @@ def tiny_world(root: Path, n_good: int = 9, seed: int = 0) -> tuple[Path, Path, 
     add("grey", "train", "images/grey.png", rng.integers(0, 256, (SIZE, SIZE), dtype=np.uint8))
     add("missing", "train", "images/missing.png", None)
     add("broken", "train", "images/broken.png", b"not a png")
-    add("large", "val", "images/large.png", rng.integers(0, 256, (SIZE * 2, SIZE, 3), dtype=np.uint8))
+    add("oblong", "val", "images/oblong.png", rng.integers(0, 256, (SIZE * 2, SIZE, 3), dtype=np.uint8))
+    add("small", "val", "images/small.png", rng.integers(0, 256, (SIZE // 2, SIZE // 2, 3), dtype=np.uint8))
+    add("large", "val", "images/large.png", rng.integers(0, 256, (SIZE * 2, SIZE * 2, 3), dtype=np.uint8))
     add("no_path", "train", "", None)
     add("cold", "cold", "images/cold.png", b"a cold image's file is never opened by a training store")
     pl.DataFrame(rows, schema={"image_id": pl.String, "path": pl.String, "caption": pl.String, "owner_id": pl.String,
@@ -89,11 +91,22 @@ def test_store_holds_read_splits_pixels_ids_captions_and_skipped_counts(world, t
         images = stacked(store.dataset(split))
         assert images.dtype == torch.uint8 and torch.equal(images.float() / 255, pixels)
     assert store.manifest["skipped"] == dict(expected_skips) == {"train.missing_file": 1, "train.undecodable_image": 1,
-                                                                 "val.wrong_size": 1}
+                                                                 "val.not_square": 1, "val.too_small": 1}
     index = store.index("train")
     raw = world[1]
     assert index["sha256"].to_list() == [file_sha256(raw / "images" / f"{i}.png") for i in index["image_id"]]
     assert set(index["width"]) == set(index["height"]) == {SIZE}
+    assert set(store.index("val")["width"]) == {SIZE, SIZE * 2}  # the source file's size, before the shrink
+
+
+def test_a_larger_square_image_is_shrunk_by_area_averaging_and_a_smaller_one_never_grown(world, tmp_path):
+    store = written(world, tmp_path / "store")
+    ids = store.ids("val")
+    large = stacked(store.dataset("val"))[ids.index("large")]
+    source = np.asarray(Image.open(world[1] / "images" / "large.png"), dtype=np.float64)
+    area_mean = source.reshape(SIZE, 2, SIZE, 2, 3).mean(axis=(1, 3)).transpose(2, 0, 1)
+    assert np.abs(large.numpy() - area_mean).max() <= 1  # a 2x shrink averages each 2x2 block (to within rounding)
+    assert "small" not in store.ids("val") and "oblong" not in store.ids("val")
 
 
 def test_a_training_store_never_holds_a_cold_image_and_a_store_asked_for_cold_does(world, tmp_path):

@@ -21,21 +21,22 @@ from prefgen.vision import semantic
 from prefgen.vision.image_store import ImageStore, StoreError, write_image_store
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = {"embed_dim": 16, "image_size": 16, "vision_width": 32, "vision_layers": 1, "vision_heads": 2, "vision_patch": 8,
+SIZE = 16
+TINY = {"embed_dim": 16, "vision_width": 32, "vision_layers": 1, "vision_heads": 2, "vision_patch": 8,
         "epochs": 2, "patience": 5, "batch_size": 16}
 
 
 @pytest.fixture
 def world(tmp_path) -> tuple[dict, Paths]:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["train_clip"] = TINY
+    params["train_clip"], params["image_size"] = TINY, SIZE
     params["trainer"] = {"device": "cpu", "mixed_precision": "no", "grad_accum_steps": 1}
     paths = Paths.from_params(params).rooted(tmp_path)
-    synth(SynthConfig(world="clip-stage", n_individuals=100, n_communities=2, n_groups=10, n_images=40, image_size=16),
+    synth(SynthConfig(world="clip-stage", n_individuals=100, n_communities=2, n_groups=10, n_images=40, image_size=SIZE),
           paths.raw, paths.truth)
     ingest(IngestConfig(), paths.raw, paths.tables)
     split.run(SplitConfig(), paths.tables, paths.split)
-    write_image_store(paths.tables, paths.raw, paths.split, TINY["image_size"], paths.images)
+    write_image_store(paths.tables, paths.raw, paths.split, SIZE, paths.images)
     return params, paths
 
 
@@ -68,4 +69,4 @@ def test_the_stage_reads_only_the_store_and_refuses_one_of_another_size(world):
     cfg = train_clip.load_config(params | {"train_clip": TINY | {"epochs": 1}})
     assert train_clip.run(cfg, paths, log=lambda _: None)["epochs"] == 1
     with pytest.raises(StoreError, match="16-px images; 32 px asked"):
-        train_clip.run(train_clip.load_config(params | {"train_clip": TINY | {"image_size": 32}}), paths, log=lambda _: None)
+        train_clip.run(train_clip.load_config(params | {"image_size": 32}), paths, log=lambda _: None)
