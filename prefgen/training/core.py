@@ -156,8 +156,7 @@ def fit(task: Task, trainer: TrainerConfig, checkpoint_dir: Path | None = None, 
     """Train `task` to its schedule, resuming from `checkpoint_dir`; (its modules holding the kept weights, history)."""
     accelerator = make_accelerator(trainer)
     loop, history, best = _prepare(task, accelerator, trainer, checkpoint_dir, log)
-    key = _resume_key(task, accelerator, trainer)
-    schedule = task.schedule
+    key, schedule, to_mlflow = _resume_key(task, accelerator, trainer), task.schedule, records.MlflowEpochs(task.name)
     while len(history.epochs) < schedule.max_epochs and not _patience_spent(schedule, history):
         epoch = len(history.epochs)
         row = _train_epoch(task, loop, epoch) | _validate(task, loop)
@@ -166,6 +165,9 @@ def fit(task: Task, trainer: TrainerConfig, checkpoint_dir: Path | None = None, 
             best = _best_state(loop, history)
         history.epochs.append(row)
         _after_epoch(task, loop, accelerator, history, key, best, checkpoint_dir, curve, log)
+        if accelerator.is_main_process:
+            to_mlflow.add(row)
+    to_mlflow.flush()
     _keep(loop, schedule, history, best)
     return {name: m.eval() for name, m in loop.unwrapped().items()}, history
 
@@ -279,7 +281,7 @@ def _best_state(loop: Loop, history: History) -> dict[str, dict[str, torch.Tenso
 def _after_epoch(task: Task, loop: Loop, accelerator: Accelerator, history: History, key: dict[str, Any],
                  best: dict[str, dict[str, torch.Tensor]], checkpoint_dir: Path | None, curve: Path | None,
                  log: Callable[[str], None]) -> None:
-    """Checkpoint, curve, MLflow and the log line (main process only), then every process waits for it."""
+    """Checkpoint, curve and the log line (main process only), then every process waits for it."""
     row = history.epochs[-1]
     if accelerator.is_main_process:
         if checkpoint_dir is not None:
@@ -287,7 +289,6 @@ def _after_epoch(task: Task, loop: Loop, accelerator: Accelerator, history: Hist
             checkpoints.save(checkpoint_dir, parts, task, history, key, best)
         if curve is not None:
             records.write_curve(curve, history.epochs)
-        records.log_mlflow(task.name, row)
         log(_epoch_line(task, history))
     accelerator.wait_for_everyone()  # no process runs ahead of the checkpoint it would resume from
 

@@ -8,6 +8,7 @@ import csv
 import os
 import re
 import sys
+import time
 from pathlib import Path
 
 
@@ -23,13 +24,40 @@ def write_curve(path: Path, epochs: list[dict[str, float]]) -> None:
     os.replace(tmp, path)
 
 
-def log_mlflow(task: str, row: dict[str, float]) -> None:
-    """The epoch's metrics as `<task>.<key>` at step = epoch, inside the stage's MLflow run.
+MLFLOW_BATCH = 1000  # MLflow's most metrics in one log_batch call
+
+
+def log_mlflow(task: str, rows: list[dict[str, float]]) -> None:
+    """The epochs' metrics as `<task>.<key>` at step = epoch, inside the stage's MLflow run, in as few calls as it takes.
 
     A process that never imported MLflow has no active run, so MLflow is not imported here."""
     mlflow = sys.modules.get("mlflow")
-    if mlflow is not None and mlflow.active_run():
-        mlflow.log_metrics({metric_name(f"{task}.{k}"): float(v) for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
+    run = mlflow.active_run() if mlflow is not None else None
+    if run is None or not rows:
+        return
+    now = int(time.time() * 1000)
+    metrics = [mlflow.entities.Metric(metric_name(f"{task}.{k}"), float(v), now, int(row["epoch"]))
+               for row in rows for k, v in row.items() if k != "epoch"]
+    client = mlflow.MlflowClient()
+    for start in range(0, len(metrics), MLFLOW_BATCH):
+        client.log_batch(run.info.run_id, metrics=metrics[start:start + MLFLOW_BATCH])
+
+
+class MlflowEpochs:
+    """Epoch rows sent to the active MLflow run at most every `every_s` seconds and at `flush`: a run of a thousand
+    millisecond epochs (W) spent longer logging them one call each than training."""
+
+    def __init__(self, task: str, every_s: float = 2.0):
+        self.task, self.every_s, self.rows, self.sent = task, every_s, [], time.monotonic()
+
+    def add(self, row: dict[str, float]) -> None:
+        self.rows.append(row)
+        if time.monotonic() - self.sent >= self.every_s:
+            self.flush()
+
+    def flush(self) -> None:
+        log_mlflow(self.task, self.rows)
+        self.rows, self.sent = [], time.monotonic()
 
 
 def metric_name(key: str) -> str:

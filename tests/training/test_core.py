@@ -165,7 +165,13 @@ def test_epochs_are_logged_to_the_active_mlflow_run_under_names_mlflow_accepts(t
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlruns.db'}")
     experiment = mlflow.set_experiment("records")  # not the active experiment another test in this process left
     with mlflow.start_run(experiment_id=experiment.experiment_id) as run:
-        records.log_mlflow("graph", {"epoch": 3, "val_user_HR@10": 0.5, "loss": 1.25})
+        epochs = records.MlflowEpochs("graph", every_s=3600)
+        epochs.add({"epoch": 3, "val_user_HR@10": 0.5, "loss": 1.25})
+        for epoch in range(4, 604):  # 1,200 metrics: more than one MLflow batch
+            epochs.add({"epoch": epoch, "val_user_HR@10": 0.5, "loss": float(epoch)})
+        assert mlflow.MlflowClient().get_run(run.info.run_id).data.metrics == {}  # held until the interval or the flush
+        epochs.flush()
     logged = mlflow.MlflowClient().get_run(run.info.run_id).data.metrics
-    assert logged == {"graph.val_user_HR_at_10": 0.5, "graph.loss": 1.25}
-    assert mlflow.MlflowClient().get_metric_history(run.info.run_id, "graph.loss")[0].step == 3
+    assert logged == {"graph.val_user_HR_at_10": 0.5, "graph.loss": 603.0}
+    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "graph.loss")
+    assert sorted(m.step for m in history) == list(range(3, 604)) and min(history, key=lambda m: m.step).value == 1.25
