@@ -282,7 +282,6 @@ def _after_epoch(task: Task, loop: Loop, accelerator: Accelerator, history: Hist
                  best: dict[str, dict[str, torch.Tensor]], checkpoint_dir: Path | None, curve: Path | None,
                  log: Callable[[str], None]) -> None:
     """Checkpoint, curve and the log line (main process only), then every process waits for it."""
-    row = history.epochs[-1]
     if accelerator.is_main_process:
         if checkpoint_dir is not None:
             parts = checkpoints.Parts(loop.unwrapped(), loop.optimizers, loop.schedulers, loop.emas, accelerator.scaler)
