@@ -96,6 +96,24 @@ def _tag_bundles(loaded: dict[str, Any] | None, individual_id: str) -> list[str]
     return []
 
 
+@app.command("prepare-images")
+def prepare_images(
+    images: Annotated[Path, typer.Option(help="The folder the catalogue's paths are relative to.")],
+    catalog: Annotated[Path, typer.Option(help="The image catalogue: images*.jsonl(.gz) rows or ingest's images.parquet.")],
+    out: Annotated[Path, typer.Option(help="Output folder: prepared PNGs under images/ and manifest.parquet.")],
+    size: Annotated[int, typer.Option(min=1, help="Side of the square images, in pixels.")],
+    max_pixels: Annotated[int | None, typer.Option(min=1, help="Images whose header declares more pixels are rejected undecoded (default: 64 million).")] = None,
+) -> None:
+    """Every catalogued photo as a size x size RGB PNG (shorter side scaled, centre kept); the rest rejected with a reason."""
+    from prefgen.vision.prepare import DEFAULT_MAX_PIXELS, prepare_images as prepare
+
+    try:
+        counts = prepare(images, catalog, out, size, max_pixels or DEFAULT_MAX_PIXELS, log=lambda line: typer.echo(line, err=True))
+    except (OSError, ValueError) as err:  # a missing folder or catalogue, an unreadable catalogue, an unwritable --out
+        _fail(str(err))
+    _print_result(counts)
+
+
 eval_app = typer.Typer(no_args_is_help=True, help="Evaluation against the synthetic world's ground truth.")
 app.add_typer(eval_app, name="eval")
 add_stage_commands(app, eval_app)  # synth, ingest, ..., eval generation: one per dvc.yaml stage (prefgen/stage_cli.py)
