@@ -76,6 +76,9 @@ class TrainDiffusionConfig:
     # until it is bottleneck_size, so the depth follows the image size (16x16 latents: 2 levels, 32x32: 3).
     base_channels: PositiveInt = 32  # the first level's width; each deeper level doubles it
     bottleneck_size: PositiveInt = 8  # the latent side at the deepest level: attention over 64 positions is cheap on a CPU
+    # Levels with a larger latent side have no attention: self-attention costs side^4, which at 32x32 latents (128 px)
+    # dominates a CPU epoch (BENCHMARKS.md, "Resolution"); SDXL drops attention at its highest resolution too.
+    attention_max_size: PositiveInt = 16
     layers_per_block: PositiveInt = 1
     norm_num_groups: PositiveInt = 16
     attention_head_dim: PositiveInt = 8

@@ -30,13 +30,15 @@ def unet_channels(cfg: TrainDiffusionConfig, latent_size: int) -> tuple[int, ...
 
 def build_unet(cfg: TrainDiffusionConfig, latent_channels: int, sample_size: int, cond_dim: int) -> UNet2DConditionModel:
     """A seeded UNet2DConditionModel for latents of side `sample_size`, its depth from `unet_channels`, with
-    cross-attention in every block (the conditions must reach all scales)."""
+    cross-attention at every level whose side is at most cfg.attention_max_size (the conditions reach every
+    scale through those levels and the skip connections)."""
     channels = unet_channels(cfg, sample_size)
+    attends = [sample_size // 2**level <= cfg.attention_max_size for level in range(len(channels))]
     torch.manual_seed(cfg.seed)
-    n = len(channels)
     return UNet2DConditionModel(
         sample_size=sample_size, in_channels=latent_channels, out_channels=latent_channels,
-        down_block_types=("CrossAttnDownBlock2D",) * n, up_block_types=("CrossAttnUpBlock2D",) * n,
+        down_block_types=tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attends),
+        up_block_types=tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attends)),
         block_out_channels=channels, layers_per_block=cfg.layers_per_block,
         norm_num_groups=cfg.norm_num_groups, cross_attention_dim=cond_dim, attention_head_dim=cfg.attention_head_dim)
 

@@ -10,7 +10,7 @@ from diffusers import DDIMScheduler
 from prefgen.generation import vq
 from prefgen.generation.sampling import GuidanceConfig, PreferenceDiffusionPipeline
 from prefgen.generation.train_diffusion import fit as fit_diffusion, tensor_data
-from prefgen.generation.unet import build_noise_scheduler, unet_channels
+from prefgen.generation.unet import build_noise_scheduler, build_unet, unet_channels
 from tests.generation.test_vq import squares
 from tests.generation.tiny import DIFFUSION, VQ
 
@@ -22,6 +22,15 @@ def quiet(_line: str) -> None:
 @pytest.mark.parametrize(("latent_size", "channels"), [(8, (32,)), (16, (32, 64)), (32, (32, 64, 128)), (64, (32, 64, 128, 256))])
 def test_the_unet_gets_one_level_per_halving_down_to_the_bottleneck(latent_size, channels):
     assert unet_channels(replace(DIFFUSION, base_channels=32, bottleneck_size=8), latent_size) == channels
+
+
+def test_levels_above_the_attention_size_have_no_attention_and_the_rest_keep_it():
+    cfg = replace(DIFFUSION, base_channels=8, bottleneck_size=4, attention_max_size=8)
+    unet = build_unet(cfg, latent_channels=4, sample_size=16, cond_dim=8)
+    assert unet.config.down_block_types == ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D")
+    assert unet.config.up_block_types == ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")
+    context = torch.randn(2, 2, 8)
+    assert unet(torch.randn(2, 4, 16, 16), torch.tensor([3, 7]), encoder_hidden_states=context).sample.shape == (2, 4, 16, 16)
 
 
 @pytest.mark.parametrize("latent_size", [4, 12, 24])
