@@ -45,11 +45,13 @@ MB = 2**20
 
 
 def synthetic_world(folder: Path, n_images: int, size: int) -> tuple[Path, Path, Path]:
-    """(tables, raw, split file) of n_images ids over DISTINCT_FILES random PNGs; 90% train, 10% val."""
+    """(tables, prepared folder, split file) of n_images ids over DISTINCT_FILES random PNGs, prepared at `size` as
+    stage prepare_images would; 90% train, 10% val."""
     import polars as pl
     from PIL import Image
 
     from prefgen.data import contract as c
+    from prefgen.vision.prepare import prepare_images
 
     rng = np.random.default_rng(SEED)
     raw, tables = folder / "raw", folder / "tables"
@@ -64,7 +66,8 @@ def synthetic_world(folder: Path, n_images: int, size: int) -> tuple[Path, Path,
                   "line": list(range(n_images))}, schema_overrides={"owner_id": pl.String}).write_parquet(tables / c.IMAGES_FILE)
     splits = ["val" if k % 10 == 0 else "train" for k in range(n_images)]
     pl.DataFrame({"image_id": ids, "split": splits}).write_parquet(folder / "split.parquet")
-    return tables, raw, folder / "split.parquet"
+    prepare_images(raw, tables / c.IMAGES_FILE, folder / "prepared", size, log=lambda _: None)
+    return tables, folder / "prepared", folder / "split.parquet"
 
 
 def proportional_set_size(pid: int) -> int:

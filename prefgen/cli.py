@@ -26,7 +26,8 @@ from prefgen.paths import Paths
 from prefgen.preference.config import TrainGraphConfig
 from prefgen.registry import cli as registry_cli
 from prefgen.registry.cli import fail as _fail
-from prefgen.stage_cli import add_stage_commands, print_result as _print_result, read_params as _params
+from prefgen.stage_cli import add_stage_commands, print_result as _print_result, read_params as _params, run_stage
+from prefgen.stage_table import BY_NAME
 
 
 class _Commands(TyperGroup):
@@ -96,15 +97,46 @@ def _tag_bundles(loaded: dict[str, Any] | None, individual_id: str) -> list[str]
     return []
 
 
+_PIPELINE_PATH = "paths.{key}, {role} by the stage (default: params.yaml's; giving any makes this a standalone run of the stage)."
+
+
 @app.command("prepare-images")
 def prepare_images(
-    images: Annotated[Path, typer.Option(help="The folder the catalogue's paths are relative to.")],
-    catalog: Annotated[Path, typer.Option(help="The image catalogue: images*.jsonl(.gz) rows or ingest's images.parquet.")],
-    out: Annotated[Path, typer.Option(help="Output folder: prepared PNGs under images/ and manifest.parquet.")],
-    size: Annotated[int, typer.Option(min=1, help="Side of the square images, in pixels.")],
-    max_pixels: Annotated[int | None, typer.Option(min=1, help="Images whose header declares more pixels are rejected undecoded (default: 64 million).")] = None,
+    images: Annotated[Path | None, typer.Option(help="On a catalogue: the folder its paths are relative to.")] = None,
+    catalog: Annotated[Path | None, typer.Option(help="On a catalogue: images*.jsonl(.gz) rows or ingest's "
+                                                 "images.parquet.")] = None,
+    out: Annotated[Path | None, typer.Option(help="On a catalogue: output folder, prepared PNGs under images/ and "
+                                             "manifest.parquet.")] = None,
+    size: Annotated[int | None, typer.Option(min=1, help="On a catalogue: side of the square images, in pixels.")] = None,
+    max_pixels: Annotated[int | None, typer.Option(min=1, help="On a catalogue: images whose header declares more pixels "
+                                                   "are rejected undecoded (default: 64 million).")] = None,
+    tables: Annotated[Path | None, typer.Option(help=_PIPELINE_PATH.format(key="tables", role="read"))] = None,
+    raw: Annotated[Path | None, typer.Option(help=_PIPELINE_PATH.format(key="raw", role="read"))] = None,
+    prepared: Annotated[Path | None, typer.Option(help=_PIPELINE_PATH.format(key="prepared", role="written"))] = None,
+    params: Annotated[Path, typer.Option(help="params.yaml: the prepare_images section, image_size and the catalogue of "
+                                         "paths.")] = DEFAULT_PARAMS,
+    mlflow: Annotated[bool | None, typer.Option("--mlflow/--no-mlflow", help="Log an MLflow run (default: as the pipeline's "
+                                                "stage).")] = None,
+    metrics: Annotated[Path | None, typer.Option(help="Write the metrics here (default: the catalogue's metrics file).")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress on stderr.")] = True,
 ) -> None:
-    """Every catalogued photo as a size x size RGB PNG (shorter side scaled, centre kept); the rest rejected with a reason."""
+    """Every image the tables name as a square RGB PNG at the models' size (incremental); the rest rejected with a reason.
+
+    With none of --images, --catalog, --out, --size it is the pipeline's stage `prepare_images` (the tables' images
+    under paths.raw, into paths.prepared); with all four it prepares that catalogue alone, without params.yaml."""
+    on_catalog = {"--images": images, "--catalog": catalog, "--out": out, "--size": size, "--max-pixels": max_pixels}
+    if all(value is None for value in on_catalog.values()):
+        run_stage(BY_NAME["prepare_images"], {"tables": tables, "raw": raw, "prepared": prepared}, params, mlflow, metrics, progress)
+        return
+    if any(value is not None for value in (tables, raw, prepared)):
+        _fail("give either the stage's paths (--tables, --raw, --prepared) or a catalogue (--images, --catalog, --out, --size)")
+    missing = [name for name, value in on_catalog.items() if value is None and name != "--max-pixels"]
+    if missing:
+        _fail(f"a prepare-images run on a catalogue needs {', '.join(missing)} too")
+    _prepare_catalog(images, catalog, out, size, max_pixels)
+
+
+def _prepare_catalog(images: Path, catalog: Path, out: Path, size: int, max_pixels: int | None) -> None:
     from prefgen.vision.prepare import DEFAULT_MAX_PIXELS, prepare_images as prepare
 
     try:

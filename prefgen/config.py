@@ -22,7 +22,7 @@ from prefgen.serving.config import NightlyConfig
 from prefgen.social.config import CentralityConfig
 from prefgen.tracking_config import TrackingConfig
 from prefgen.training.config import TrainerConfig
-from prefgen.vision.config import ClipConfig, ImageStoreConfig, TrainMapperConfig, VisualFeaturesConfig
+from prefgen.vision.config import ClipConfig, ImageStoreConfig, PrepareImagesConfig, TrainMapperConfig, VisualFeaturesConfig
 
 __all__ = ["DEFAULT_PARAMS", "SECTIONS", "ConfigError", "checked_params", "load_params", "section_config"]
 
@@ -34,7 +34,7 @@ SECTIONS: dict[str, type] = {
     "train_vq": TrainVQConfig, "train_w": TrainWConfig, "train_diffusion": TrainDiffusionConfig,
     "sampler": GuidanceConfig, "train_oracle": TrainOracleConfig, "eval_generation": EvalGenerationConfig,
     "registry": RegistryConfig, "nightly": NightlyConfig, "trainer": TrainerConfig,
-    "image_store": ImageStoreConfig,
+    "prepare_images": PrepareImagesConfig, "image_store": ImageStoreConfig,
 }
 
 

@@ -26,6 +26,7 @@ class Paths:
     tables: Path  # ingest's Parquet tables: events/, quarantine/, follows, memberships, images, sources
     split: Path  # every image id -> train | val | cold
     centrality: Path  # per-individual and per-(group, member) social features
+    prepared: Path  # every catalogued image as a square RGB PNG at the models' size, and why the others have none
     visual: Path  # semantic, style and colour vectors of every image
     images: Path  # the train and val images decoded once into uint8 shards at the models' size (what image trainers stream)
     clip: Path  # the semantic image tower

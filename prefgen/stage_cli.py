@@ -148,7 +148,9 @@ def stage_command(stage: Stage):
 
 
 def add_stage_commands(app: typer.Typer, eval_app: typer.Typer) -> None:
-    """One command per stage: `prefgen <command>`, or `prefgen eval <what>` for the evaluation stages."""
+    """One command per stage: `prefgen <command>`, or `prefgen eval <what>` for the evaluation stages; a stage whose
+    command the CLI already defines by hand (one that also runs standalone on other inputs) keeps that one."""
     for stage in STAGES:
         group = eval_app if stage.command[0] == "eval" else app
-        group.command(stage.command[-1], help=stage.help)(stage_command(stage))
+        if stage.command[-1] not in {command.name for command in group.registered_commands}:
+            group.command(stage.command[-1], help=stage.help)(stage_command(stage))

@@ -36,8 +36,10 @@ STAGES: tuple[Stage, ...] = (
     Stage("reference", ("reference",), "Baseline scores on the synthetic world (reads its ground truth: evaluation only).",
           ("reference",), reads=("truth", "raw", "tables", "split", "centrality"),
           not_metrics=(*_WORLD, "ref_influence_best_feature")),
-    Stage("image_store", ("image-store",), "Decode the train and val images once into uint8 shards at the models' size (what image trainers stream).",
-          ("image_store", "image_size"), reads=("tables", "raw", "split"), writes=("images",), not_metrics=("digest",)),
+    Stage("prepare_images", ("prepare-images",), "Every image the tables name as a square RGB PNG at the models' size (incremental); "
+          "the rest rejected with a reason.", ("prepare_images", "image_size"), reads=("tables", "raw"), writes=("prepared",)),
+    Stage("image_store", ("image-store",), "Copy the prepared train and val images once into uint8 shards (what image trainers stream).",
+          ("image_store", "image_size"), reads=("tables", "prepared", "split"), writes=("images",), not_metrics=("digest",)),
     Stage("train_graph", ("train-graph",), "Step 1: train the social preference encoder on the train split (resumes from its checkpoint).",
           ("train_graph", "trainer"), reads=("tables", "split", "centrality", "visual"), writes=("graph", "checkpoints", "plots")),
     Stage("eval_graph", ("eval", "graph"), "influence_spearman: learned member attention against true influence.",
@@ -46,7 +48,7 @@ STAGES: tuple[Stage, ...] = (
           ("train_clip", "trainer", "image_size"), reads=("images",), writes=("clip", "checkpoints", "plots"),
           not_metrics=("pretrained", "skipped")),
     Stage("visual_features", ("visual-features",), "Step 2: semantic, style and colour vectors of every image (incremental).",
-          ("visual_features", "image_size"), reads=("tables", "raw", "clip"), writes=("visual",), not_metrics=("skipped", "parts")),
+          ("visual_features", "image_size"), reads=("tables", "prepared", "clip"), writes=("visual",), not_metrics=("skipped", "parts")),
     Stage("train_mapper", ("train-mapper",), "Step 2: train the GAN preference mapper (resumes from its checkpoint).",
           ("train_mapper", "trainer"), reads=("visual", "graph", "tables", "split"), writes=("mapper", "checkpoints", "plots")),
     Stage("eval_mapper", ("eval", "mapper"), "Cold-start AUC of the mapper on cold images against VBPR, random and the oracle; utility_spearman.",
@@ -64,7 +66,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("eval_generation", ("eval", "generation"),
           "Personalisation win rate, text consistency, quality and the guidance ablations, judged by the oracle.",
           ("eval_generation", "sampler", "visual_features", "image_size"),
-          reads=("truth", "diffusion", "vq", "w", "mapper", "graph", "oracle", "tables", "raw", "split", "clip", "visual"),
+          reads=("truth", "diffusion", "vq", "w", "mapper", "graph", "oracle", "tables", "prepared", "split", "clip", "visual"),
           writes=("eval_generation",), not_metrics=_WORLD),
 )
 

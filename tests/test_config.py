@@ -73,7 +73,7 @@ def test_the_top_level_image_size_reaches_every_stage_that_reads_images_and_no_s
     from prefgen.config import section_config
 
     params = shipped_params() | {"image_size": 128}
-    for name in ("image_store", "train_clip", "visual_features", "train_vq", "train_oracle"):
+    for name in ("prepare_images", "image_store", "train_clip", "visual_features", "train_vq", "train_oracle"):
         assert section_config(params, name).image_size == 128, name
     assert section_config(params, "synth").image_size == 64  # the world's render size is the world's own
     with pytest.raises(ConfigError, match=r"params.train_vq.image_size: set it once, as the top-level `image_size`"):

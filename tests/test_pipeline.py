@@ -32,8 +32,8 @@ def test_stage_order_follows_deps(tmp_path):
         "  a: {cmd: x, deps: [raw], outs: ['${a.out}']}\n"
     )
     assert pipeline.stage_order(tmp_path) == ["a", "b", "c"]
-    assert pipeline.stage_order(ROOT) == ["synth", "train_oracle", "ingest", "split", "centrality", "image_store", "reference",
-                                          "train_clip", "train_vq", "visual_features", "train_graph", "eval_graph", "train_mapper",
+    assert pipeline.stage_order(ROOT) == ["synth", "train_oracle", "ingest", "split", "prepare_images", "centrality", "image_store",
+                                          "reference", "train_clip", "train_vq", "visual_features", "train_graph", "eval_graph", "train_mapper",
                                           "eval_mapper", "train_w", "train_diffusion", "eval_generation"]
 
 

@@ -46,8 +46,8 @@ def test_no_library_module_outside_eval_names_truth():
         assert "truth" not in code, f"{path.relative_to(ROOT)} mentions truth"
 
 
-GUARDED_STAGES = {"ingest", "split", "image_store", "centrality", "train_graph", "train_clip", "visual_features", "train_mapper",
-                   "train_vq", "train_w", "train_diffusion", "train_oracle"}
+GUARDED_STAGES = {"ingest", "split", "prepare_images", "image_store", "centrality", "train_graph", "train_clip", "visual_features",
+                  "train_mapper", "train_vq", "train_w", "train_diffusion", "train_oracle"}
 GUARD_WORLD = TINY_WORLD
 
 

@@ -35,10 +35,10 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root.real))
 
 
-def world_images(tables_dir: Path, images_dir: Path, split: Path, name: str, size: int, limit: int,
+def world_images(tables_dir: Path, prepared_dir: Path, split: Path, name: str, size: int, limit: int,
                  truth: Truth) -> tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray]:
     """Up to `limit` images of one split (sorted by id) with their true hue, shape and pattern indexes."""
-    ids, pixels, _ = read_split(tables_dir, images_dir, split, name, size, Counter())
+    ids, pixels, _ = read_split(tables_dir, prepared_dir, split, name, size, Counter())
     ids, pixels = ids[:limit], pixels[:limit]
     attrs = pl.DataFrame({"image_id": ids}).join(truth.images, on="image_id", how="left", maintain_order="left")
     return pixels, *(attrs[a].to_numpy() for a in ("hue", "shape", "pattern"))

@@ -1,5 +1,5 @@
-"""DVC stage `image_store`: the train and val images named by the tables (paths.tables, paths.raw, paths.split),
-decoded once at the models' size into uint8 shards (paths.images) that the image trainers stream."""
+"""DVC stage `image_store`: the train and val images of the tables and split (paths.tables, paths.split), read once
+from their prepared files (paths.prepared) into uint8 shards (paths.images) that the image trainers stream."""
 
 from __future__ import annotations
 
@@ -19,6 +19,6 @@ def load_config(params: dict[str, Any] | None) -> ImageStoreConfig:
 
 
 def run(cfg: ImageStoreConfig, paths: Paths, log: Callable[[str], None] = print) -> dict[str, Any]:
-    manifest = write_image_store(paths.tables, paths.raw, paths.split, cfg.image_size, paths.images, cfg.shard_rows or None)
+    manifest = write_image_store(paths.tables, paths.prepared, paths.split, cfg.image_size, paths.images, cfg.shard_rows or None)
     log(f"image store: {manifest['counts']} images at {cfg.image_size} px into {paths.images}; skipped {manifest['skipped']}")
     return {"image_size": cfg.image_size, "images": manifest["counts"], "skipped": manifest["skipped"], "digest": manifest["digest"]}

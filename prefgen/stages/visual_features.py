@@ -1,4 +1,4 @@
-"""DVC stage `visual_features`: params.yaml [visual_features], every image of the tables (files under paths.raw)
+"""DVC stage `visual_features`: params.yaml [visual_features], every image of the tables (its prepared file under paths.prepared)
 and the semantic tower (paths.clip) -> semantic, style and colour vectors (paths.visual), incrementally."""
 
 from __future__ import annotations
@@ -17,4 +17,4 @@ def load_config(params: dict[str, Any] | None) -> VisualFeaturesConfig:
 
 
 def run(cfg: VisualFeaturesConfig, paths: Paths, log: Callable[[str], None] = print) -> dict[str, Any]:
-    return features.run(cfg, paths.tables, paths.raw, paths.clip, paths.visual, log=log)
+    return features.run(cfg, paths.tables, paths.prepared, paths.clip, paths.visual, log=log)

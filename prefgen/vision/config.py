@@ -30,6 +30,16 @@ class ClipConfig:
 
 
 @dataclass(frozen=True)
+class PrepareImagesConfig:
+    """Stage `prepare_images`: every catalogued photo as a square RGB PNG at the models' size (vision/prepare.py)."""
+
+    image_size: PositiveInt = top_level(64)  # params.yaml's top-level image_size: the side every prepared image has
+    # A photo whose header declares more pixels is rejected before any pixel is decoded (a decompression bomb):
+    # 64 million pixels decode to 192 MiB of RGB.
+    max_pixels: PositiveInt = 64_000_000
+
+
+@dataclass(frozen=True)
 class ImageStoreConfig:
     """Stage `image_store`: the train and val images decoded once at the models' size (vision/image_store.py)."""
 
@@ -41,7 +51,7 @@ class ImageStoreConfig:
 class VisualFeaturesConfig:
     """Stage `visual_features`: semantic, style and colour vectors of every image (vision/features.py)."""
 
-    image_size: PositiveInt = top_level(64)  # params.yaml's top-level image_size: larger square images are shrunk to it, others skipped
+    image_size: PositiveInt = top_level(64)  # params.yaml's top-level image_size: the prepared images' side
     batch_size: PositiveInt = 256  # images per forward pass (memory ~ batch x 3 x size^2)
     threads: PositiveInt = 1
     style_dim: PositiveInt = 64  # t: Gram statistics projected to this size

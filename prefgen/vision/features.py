@@ -3,12 +3,13 @@
     semantic.parquet   s: the CLIP image tower (stage `train_clip`, or a pretrained local checkpoint)
     style.parquet      t: Gram statistics of a fixed random conv encoder (vision/style.py)
     colour.parquet     c: soft Lab histogram (vision/colour.py)
-    skipped.parquet    image_id, reason: images that could not be read (missing, undecodable, wrong size)
+    skipped.parquet    image_id, reason: images without a readable prepared file (the preparation's reason,
+                       not_prepared, missing_file, undecodable_image, wrong_size)
 
-Columns: image_id, sha256 (of the image file), extractor (digest of what computed
-it), vector. Incremental: a row is kept while its image file and its extractor
-are unchanged, so a new batch of images costs only those images; a retrained
-CLIP tower recomputes `semantic` only. Files are replaced atomically.
+Every image is read from the prepared folder (stage `prepare_images`), at the models' size. Columns:
+image_id, sha256 (of the prepared file), extractor (digest of what computed it), vector. Incremental: a row
+is kept while its prepared file and its extractor are unchanged, so a new batch of images costs only those
+images; a retrained CLIP tower recomputes `semantic` only. Files are replaced atomically.
 """
 
 from __future__ import annotations
@@ -22,10 +23,9 @@ import polars as pl
 import torch
 from tqdm import tqdm
 
-from prefgen.data import contract as c
 from prefgen.vision.config import VisualFeaturesConfig
 from prefgen.vision.extractors import PARTS, extractors
-from prefgen.vision.pixels import file_sha256, read_image
+from prefgen.vision.pixels import file_sha256, read_image, with_pixels
 
 
 def _existing(path: Path) -> pl.DataFrame | None:
@@ -64,14 +64,15 @@ def _compute(todo: list[tuple[str, Path]], parts: dict, size: int, batch_size: i
     return vectors, reasons, skipped
 
 
-def run(cfg: VisualFeaturesConfig, tables_dir: Path, images_dir: Path, clip_dir: Path, out: Path, log=print,
+def run(cfg: VisualFeaturesConfig, tables_dir: Path, prepared_dir: Path, clip_dir: Path, out: Path, log=print,
         device: str | torch.device = "cpu") -> dict:
-    """Update the part tables in `out` for every image of the images table in `tables_dir` (paths relative to `images_dir`),
-    the extractors running on `device`."""
+    """Update the part tables in `out` for every image of the images table in `tables_dir` with a path, read from
+    its prepared file in `prepared_dir`, the extractors running on `device`."""
     torch.set_num_threads(cfg.threads)
     out.mkdir(parents=True, exist_ok=True)
-    images = pl.read_parquet(tables_dir / c.IMAGES_FILE).filter(pl.col("path") != "").select("image_id", "path")
-    paths = {i: images_dir / p for i, p in images.iter_rows()}
+    images = with_pixels(tables_dir, prepared_dir)
+    unprepared = images.filter(pl.col("reason") != "").select("image_id", "reason")
+    paths = {i: Path(f) for i, f in images.filter(pl.col("reason") == "").select("image_id", "file").iter_rows()}
     shas = {i: file_sha256(p) for i, p in paths.items()}
     parts = {part: (digest, module.to(device)) for part, (digest, module) in extractors(cfg, clip_dir).items()}
     kept: dict[str, pl.DataFrame] = {}
@@ -84,6 +85,8 @@ def run(cfg: VisualFeaturesConfig, tables_dir: Path, images_dir: Path, clip_dir:
         todo_ids |= set(shas) - have
     todo = sorted((i, paths[i]) for i in todo_ids)
     vectors, reasons, skipped = _compute(todo, {p: parts[p] for p in PARTS}, cfg.image_size, cfg.batch_size, device)
+    skipped += list(unprepared.iter_rows())
+    reasons.update(unprepared["reason"].to_list())
     sizes = {}
     for part, (digest, _) in parts.items():
         new = pl.DataFrame({"image_id": list(vectors[part]), "sha256": [shas[i] for i in vectors[part]],
@@ -94,6 +97,7 @@ def run(cfg: VisualFeaturesConfig, tables_dir: Path, images_dir: Path, clip_dir:
         _write_atomic(table, out / f"{part}.parquet")
         sizes[part] = {"rows": table.height, "dim": len(table["vector"][0]) if table.height else 0}
     _write_atomic(pl.DataFrame(skipped, schema={"image_id": pl.String, "reason": pl.String}, orient="row"), out / "skipped.parquet")
-    log(f"visual_features: {len(todo)} images computed, {len(shas) - len(todo)} kept, {sum(reasons.values())} skipped")
-    return {"images": len(shas), "computed": len(todo) - sum(reasons.values()), "kept": len(shas) - len(todo),
+    computed = len(todo) - (len(skipped) - unprepared.height)
+    log(f"visual_features: {computed} images computed, {len(shas) - len(todo)} kept, {len(skipped)} skipped")
+    return {"images": images.height, "computed": computed, "kept": len(shas) - len(todo),
             "skipped": dict(reasons), "parts": sizes}

@@ -3,7 +3,7 @@
 A store folder holds
 
     manifest.json               size, shard_rows, images per split, skipped images by reason, digests
-    index.parquet               image_id, split, shard, row, caption, sha256 of the source file, its width and height
+    index.parquet               image_id, split, shard, row, caption, sha256 of the source file
     shards/<split>-<k>.npy      uint8 (rows, 3, size, size); every shard of a split has shard_rows rows but its last
 
 A split's images are sorted by id, as `read_split` returns them: the split's i-th image is row i % shard_rows of
@@ -16,7 +16,6 @@ and renamed into place, so a reader sees a whole store or none.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import tokenize
@@ -30,19 +29,17 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from prefgen.checkpoint import replace_folder
-from prefgen.data import contract as c
-from prefgen.vision.pixels import fit_size
+from prefgen.vision.pixels import read_pixels, with_pixels
 
-FORMAT = 1  # bump when the layout changes: an older store is then an error that asks for a rewrite
+FORMAT = 2  # bump when the layout changes: an older store is then an error that asks for a rewrite
 MANIFEST, INDEX, SHARDS = "manifest.json", "index.parquet", "shards"
 TRAINING_SPLITS = ("train", "val")  # cold images stand in for new ones: no trainer's store holds them unless asked
 SHARD_BYTES = 64 * 2**20  # the default shard size: the writer buffers one shard, whatever the image size
 INDEX_SCHEMA = {"image_id": pl.String, "split": pl.String, "shard": pl.Int64, "row": pl.Int64, "caption": pl.String,
-                "sha256": pl.String, "width": pl.Int64, "height": pl.Int64}
+                "sha256": pl.String}
 INDEX_COLUMNS = tuple(INDEX_SCHEMA)
 INDEX_BATCH = 8192  # index rows checked at a time: opening a store holds no memory per image
 DIGESTED = ("format", "size", "shard_rows", "splits", "counts", "index_digest", "shards")  # all but `skipped`
@@ -218,29 +215,6 @@ def read_manifest(folder: Path, what: str, fields: tuple[str, ...]) -> dict[str,
     return manifest
 
 
-def decode_image(path: Path, size: int) -> tuple[np.ndarray | None, str, str, tuple[int, int]]:
-    """(uint8 pixels (3, size, size) or None, reason, sha256 of the file, (width, height)) of one image file.
-
-    The same decode and the same reasons as `pixels.read_image`; the file is read once for both hash and pixels."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None, "missing_file", "", (0, 0)
-    except OSError:
-        return None, "undecodable_image", "", (0, 0)
-    sha256 = hashlib.sha256(data).hexdigest()
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            rgb = image.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        return None, "undecodable_image", sha256, (0, 0)
-    fitted, reason = fit_size(rgb, size)
-    if fitted is None:
-        return None, reason, sha256, rgb.size
-    return np.asarray(fitted, dtype=np.uint8).transpose(2, 0, 1), "", sha256, rgb.size
-
-
 def index_digest(frames: Iterable[pl.DataFrame]) -> str:
     """A digest of the index's content (not of its Parquet bytes, which depend on the writer's version); the same
     however the rows come in chunks, so a reader checks the index a batch at a time."""
@@ -251,37 +225,39 @@ def index_digest(frames: Iterable[pl.DataFrame]) -> str:
     return hashlib.sha256("".join(digest.hexdigest() for digest in columns.values()).encode()).hexdigest()
 
 
-def _split_images(tables: Path, split_path: Path, splits: tuple[str, ...]) -> pl.DataFrame:
-    """(image_id, split, path, caption) of the tables' images with a path and one of `splits`, by split then id."""
+def _split_images(tables: Path, prepared: Path, split_path: Path, splits: tuple[str, ...]) -> pl.DataFrame:
+    """(image_id, split, caption, file, sha256, reason) of the tables' images with a path and one of `splits`, by split then id."""
     assigned = pl.read_parquet(split_path).filter(pl.col("split").is_in(list(splits))).select("image_id", "split")
-    images = pl.read_parquet(tables / c.IMAGES_FILE).filter(pl.col("path") != "").join(assigned, on="image_id")
+    images = with_pixels(tables, prepared).join(assigned, on="image_id")
     order = pl.col("split").replace_strict({name: k for k, name in enumerate(splits)}, return_dtype=pl.Int32)
-    return images.sort(order, "image_id").select("image_id", "split", "path", "caption")
+    return images.sort(order, "image_id").select("image_id", "split", "caption", "file", "sha256", "reason")
 
 
-def _write_split(images: pl.DataFrame, raw: Path, name: str, size: int, writer: ShardWriter,
-                 columns: dict[str, list], skipped: Counter) -> None:
-    for image_id, path, caption in images.filter(pl.col("split") == name).select("image_id", "path", "caption").iter_rows():
-        pixels, reason, sha256, (width, height) = decode_image(raw / path, size)
+def _write_split(images: pl.DataFrame, name: str, size: int, writer: ShardWriter, columns: dict[str, list],
+                 skipped: Counter) -> None:
+    rows = images.filter(pl.col("split") == name).select("image_id", "caption", "file", "sha256", "reason")
+    for image_id, caption, file, sha256, reason in rows.iter_rows():
+        pixels, reason = read_pixels(Path(file), size) if not reason else (None, reason)
         if pixels is None:
             skipped[f"{name}.{reason}"] += 1
             continue
         shard, row = writer.add(pixels)
-        for key, value in zip(INDEX_COLUMNS, (image_id, name, shard, row, caption or "", sha256, width, height)):
+        for key, value in zip(INDEX_COLUMNS, (image_id, name, shard, row, caption, sha256)):
             columns[key].append(value)
 
 
-def write_image_store(tables: Path, raw: Path, split_path: Path, size: int, out_dir: Path, shard_rows: int | None = None,
+def write_image_store(tables: Path, prepared: Path, split_path: Path, size: int, out_dir: Path, shard_rows: int | None = None,
                       splits: tuple[str, ...] = TRAINING_SPLITS) -> dict[str, Any]:
-    """Decode every image of `splits` once at `size` px into a store at `out_dir` (replacing any store there).
+    """Copy every prepared image of `splits` (stage `prepare_images`, at `size` px) into a store at `out_dir`
+    (replacing any store there).
 
     Only the images of `splits` are opened, so a store of the training splits never reads a cold image.
-    Unreadable images are skipped and counted by `<split>.<reason>`, as `read_split` counts them.
+    Images without a readable prepared file are skipped and counted by `<split>.<reason>`, as `read_split` counts them.
 
     Returns:
         The manifest: size, shard_rows, count per split, skipped by reason, digests.
     """
-    images = _split_images(tables, split_path, splits)
+    images = _split_images(tables, prepared, split_path, splits)
     rows = shard_rows or default_shard_rows((3, size, size), np.uint8)
     manifest: dict[str, Any] = {}
 
@@ -289,7 +265,7 @@ def write_image_store(tables: Path, raw: Path, split_path: Path, size: int, out_
         columns, skipped, shards = {name: [] for name in INDEX_COLUMNS}, Counter(), {}
         for name in splits:
             writer = ShardWriter(tmp / SHARDS, name, rows, (3, size, size), np.uint8)
-            _write_split(images, raw, name, size, writer, columns, skipped)
+            _write_split(images, name, size, writer, columns, skipped)
             shards[name] = writer.close()
         index = pl.DataFrame(columns, schema=INDEX_SCHEMA)
         index.write_parquet(tmp / INDEX, row_group_size=INDEX_BATCH)  # a reader checks it a row group at a time

@@ -18,8 +18,9 @@ import polars as pl
 from prefgen.data import contract as c
 from tests.tiny_pipeline import run_command, stage_commands, tiny_params, write_params
 
-BEFORE_FORGET = ["ingest", "split", "image_store", "train_clip", "visual_features"]  # the persisted features a request finds
-RETRAIN = ["ingest", "split", "image_store", "centrality", "train_clip", "visual_features", "train_graph"]
+# The persisted features a request finds.
+BEFORE_FORGET = ["ingest", "split", "prepare_images", "image_store", "train_clip", "visual_features"]
+RETRAIN = ["ingest", "split", "prepare_images", "image_store", "centrality", "train_clip", "visual_features", "train_graph"]
 INDIVIDUAL_ACTOR = {"click", "repost", "comment", "favorite", "follow", "unfollow", "join", "leave"}
 ON_IMAGE = {"click", "repost", "comment", "favorite", "group_click"}
 FOLLOW = {"follow", "unfollow"}
@@ -88,6 +89,10 @@ def test_a_retrain_after_forget_equals_one_on_the_log_without_the_person(tmp_pat
         assert got[name].equals(expected[name]), f"{name}:\n{got[name]}\n!=\n{expected[name]}"
     assert who not in set(got["images"]["owner_id"]) and not owned & set(got["split"]["image_id"])
     features = "data/03_features"
+    prepared_a, prepared_b = (root / params["paths"]["prepared"] for root in (a, b))
+    assert sorted(p.relative_to(prepared_a) for p in prepared_a.rglob("*.png")) == \
+        sorted(p.relative_to(prepared_b) for p in prepared_b.rglob("*.png")), "prepared images of the forgotten person remain"
+    assert pl.read_parquet(prepared_a / "manifest.parquet").equals(pl.read_parquet(prepared_b / "manifest.parquet"))
     assert _files(a / features / "centrality") == _files(b / features / "centrality")
     for part in ("semantic", "style", "colour", "skipped"):
         name = f"visual/{part}.parquet"

@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from prefgen.data import split
+from prefgen.data import contract as c, split
 from prefgen.data.config import IngestConfig, SplitConfig, SynthConfig
 from prefgen.data.ingest import run as ingest
 from prefgen.data.synth import run as synth
@@ -19,6 +19,7 @@ from prefgen.stages import train_vq
 from prefgen.training.config import TrainerConfig, Training
 from prefgen.vision.image_store import StoreError, write_image_store
 from prefgen.vision.pixels import read_split
+from prefgen.vision.prepare import prepare_images
 from tests.generation.tiny import VQ
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,7 +33,8 @@ def world(tmp_path_factory):
           paths.raw, paths.truth)
     ingest(IngestConfig(), paths.raw, paths.tables)
     split.run(SplitConfig(), paths.tables, paths.split)
-    write_image_store(paths.tables, paths.raw, paths.split, VQ.image_size, paths.images)
+    prepare_images(paths.raw, paths.tables / c.IMAGES_FILE, paths.prepared, VQ.image_size, log=lambda _: None)
+    write_image_store(paths.tables, paths.prepared, paths.split, VQ.image_size, paths.images)
     return paths
 
 
@@ -52,7 +54,7 @@ def test_the_stage_trains_on_train_images_and_reports_val_figures(world, tmp_pat
     curve = pl.read_csv(paths.curve_file("train_vq"))
     assert curve["epoch"].to_list() == list(range(VQ.epochs))
     assert result["val_psnr"] == pytest.approx(curve["val_psnr"][result["kept_epoch"]]) == pytest.approx(curve["val_psnr"].max())
-    val_pixels = read_split(world.tables, world.raw, world.split, "val", VQ.image_size, Counter())[1]  # the store's pixels
+    val_pixels = read_split(world.tables, world.prepared, world.split, "val", VQ.image_size, Counter())[1]  # the store's pixels
     assert vq.evaluate(vq.load_vq(paths.vq), val_pixels)["psnr"] == pytest.approx(result["val_psnr"], abs=1e-5)
     assert vq.load_vq(paths.vq).config.num_vq_embeddings == VQ.num_vq_embeddings
     assert (paths.checkpoint_dir("vq")).is_dir()

@@ -15,6 +15,7 @@ from prefgen.vision import features, semantic
 from prefgen.vision.config import TrainMapperConfig, VisualFeaturesConfig
 from prefgen.vision.extractors import ImageSizeError
 from prefgen.vision.mapper import Discriminator, Generator
+from prefgen.vision.prepare import prepare_images
 from prefgen.vision.scorer import CONFIG_FILE, MAPPER_FILE, PreferenceScorer, UnknownSegmentError, read_mapper_config
 from tests.vision.test_mapper import planted
 
@@ -38,12 +39,16 @@ def world(tmp_path):
     return tmp_path, VisualFeaturesConfig(image_size=32, batch_size=2)
 
 
-def _features(root, cfg) -> dict:
-    return features.run(cfg, root / "tables", root / "raw", root / "clip", root / "visual", log=lambda _: None)
+def _features(root, cfg, prepare: bool = True) -> dict:
+    """The stage on the images prepared at cfg.image_size (as the pipeline runs prepare_images first), or as they are."""
+    if prepare:
+        prepare_images(root / "raw", root / "tables" / c.IMAGES_FILE, root / "prepared", cfg.image_size, log=lambda _: None)
+    return features.run(cfg, root / "tables", root / "prepared", root / "clip", root / "visual", log=lambda _: None)
 
 
 def _table(root, ids):
-    pl.DataFrame({"image_id": ids, "path": [f"images/{i}.png" for i in ids]}).write_parquet(root / "tables" / c.IMAGES_FILE)
+    rows = {"image_id": ids, "path": [f"images/{i}.png" for i in ids], "caption": [""] * len(ids)}
+    pl.DataFrame(rows).write_parquet(root / "tables" / c.IMAGES_FILE)
 
 
 def test_features_are_incremental_and_bad_images_are_counted(world):
@@ -54,20 +59,23 @@ def test_features_are_incremental_and_bad_images_are_counted(world):
     semantic_before = pl.read_parquet(root / "visual" / "semantic.parquet")
     assert _features(root, cfg)["computed"] == 0  # nothing new: nothing computed
     _image(root / "raw" / "images" / "img5.png", 5)
-    _image(root / "raw" / "images" / "img6.png", 6, size=24)  # smaller than the features' size: never upscaled
+    _image(root / "raw" / "images" / "img6.png", 6, size=24)  # smaller than the features' size: prepared, scaled up
     (root / "raw" / "images" / "img7.png").write_bytes(b"not a png")
     _table(root, [f"img{k}" for k in range(9)])  # img8 has no file
     third = _features(root, cfg)
-    assert third["computed"] == 1 and third["kept"] == 5
-    assert third["skipped"] == {"too_small": 1, "undecodable_image": 1, "missing_file": 1}
+    assert third["computed"] == 2 and third["kept"] == 5
+    assert third["skipped"] == {"not_an_image": 1, "missing_file": 1}  # the preparation's reasons
     skipped = pl.read_parquet(root / "visual" / "skipped.parquet").sort("image_id")
-    assert skipped.rows() == [("img6", "too_small"), ("img7", "undecodable_image"), ("img8", "missing_file")]
+    assert skipped.rows() == [("img7", "not_an_image"), ("img8", "missing_file")]
     after = pl.read_parquet(root / "visual" / "semantic.parquet")
-    assert after.height == 6 and after.filter(pl.col("image_id") != "img5").equals(semantic_before)
+    assert after.height == 7 and after.filter(~pl.col("image_id").is_in(["img5", "img6"])).equals(semantic_before)
+    _image(root / "raw" / "images" / "img9.png", 9)
+    _table(root, [f"img{k}" for k in range(10)])
+    assert _features(root, cfg, prepare=False)["skipped"] == {"not_an_image": 1, "missing_file": 1, "not_prepared": 1}
     # A retrained semantic tower recomputes the semantic part, keyed by its digest.
     torch.manual_seed(1)
     semantic.save_model(semantic.build_clip(TINY_CLIP), TINY_CLIP, root / "clip")
-    assert _features(root, cfg)["computed"] == 6
+    assert _features(root, cfg)["computed"] == 8
 
 
 def _scorer(root, cfg) -> PreferenceScorer:

@@ -1,4 +1,5 @@
-"""The image store: read_split's pixels as uint8 shards, streamed through a DataLoader, and clear errors for a bad store."""
+"""The image store: the prepared images' pixels (read_split's) as uint8 shards, streamed through a DataLoader, and clear
+errors for a bad store."""
 
 from __future__ import annotations
 
@@ -31,12 +32,14 @@ from prefgen.vision.image_store import (
 )
 from prefgen.vision.latent_store import LatentStore, encode_latents, pooled_std, weights_digest
 from prefgen.vision.pixels import file_sha256, read_split
+from prefgen.vision.prepare import prepare_images
 
 SIZE = 8
 
 
 def tiny_world(root: Path, n_good: int = 9, seed: int = 0) -> tuple[Path, Path, Path]:
-    """(tables, raw, split file) of a few random PNGs, a grey one, and one image of every failure `read_split` counts."""
+    """(tables, prepared folder, split file) of a few random PNGs, a grey one, photos of other sizes, and one image of
+    every failure `read_split` counts, prepared at SIZE; the raw files are under root / "raw"."""
     rng = np.random.default_rng(seed)
     tables, raw = root / "tables", root / "raw"
     (raw / "images").mkdir(parents=True), tables.mkdir()
@@ -61,11 +64,12 @@ def tiny_world(root: Path, n_good: int = 9, seed: int = 0) -> tuple[Path, Path, 
     add("small", "val", "images/small.png", rng.integers(0, 256, (SIZE // 2, SIZE // 2, 3), dtype=np.uint8))
     add("large", "val", "images/large.png", rng.integers(0, 256, (SIZE * 2, SIZE * 2, 3), dtype=np.uint8))
     add("no_path", "train", "", None)
-    add("cold", "cold", "images/cold.png", b"a cold image's file is never opened by a training store")
+    add("cold", "cold", "images/cold.png", b"a cold image has no prepared file; a training store never asks")
     pl.DataFrame(rows, schema={"image_id": pl.String, "path": pl.String, "caption": pl.String, "owner_id": pl.String,
                                "source": pl.String, "line": pl.Int64}).write_parquet(tables / c.IMAGES_FILE)
     pl.DataFrame(splits).write_parquet(root / "split.parquet")
-    return tables, raw, root / "split.parquet"
+    prepare_images(raw, tables / c.IMAGES_FILE, root / "prepared", SIZE, log=lambda _: None)
+    return tables, root / "prepared", root / "split.parquet"
 
 
 @pytest.fixture
@@ -90,33 +94,34 @@ def test_store_holds_read_splits_pixels_ids_captions_and_skipped_counts(world, t
         assert store.ids(split) == ids and store.captions(split) == captions
         images = stacked(store.dataset(split))
         assert images.dtype == torch.uint8 and torch.equal(images.float() / 255, pixels)
-    assert store.manifest["skipped"] == dict(expected_skips) == {"train.missing_file": 1, "train.undecodable_image": 1,
-                                                                 "val.not_square": 1, "val.too_small": 1}
+    assert store.manifest["skipped"] == dict(expected_skips) == {"train.missing_file": 1, "train.not_an_image": 1}
     index = store.index("train")
-    raw = world[1]
-    assert index["sha256"].to_list() == [file_sha256(raw / "images" / f"{i}.png") for i in index["image_id"]]
-    assert set(index["width"]) == set(index["height"]) == {SIZE}
-    assert set(store.index("val")["width"]) == {SIZE, SIZE * 2}  # the source file's size, before the shrink
+    raw = world[0].parent / "raw"
+    assert index["sha256"].to_list() == [file_sha256(raw / "images" / f"{i}.png") for i in index["image_id"]]  # the source's
 
 
-def test_a_larger_square_image_is_shrunk_by_area_averaging_and_a_smaller_one_never_grown(world, tmp_path):
+def test_the_store_holds_the_prepared_images_of_every_size_and_refuses_a_folder_prepared_at_another(world, tmp_path):
     store = written(world, tmp_path / "store")
-    ids = store.ids("val")
-    large = stacked(store.dataset("val"))[ids.index("large")]
-    source = np.asarray(Image.open(world[1] / "images" / "large.png"), dtype=np.float64)
-    area_mean = source.reshape(SIZE, 2, SIZE, 2, 3).mean(axis=(1, 3)).transpose(2, 0, 1)
-    assert np.abs(large.numpy() - area_mean).max() <= 1  # a 2x shrink averages each 2x2 block (to within rounding)
-    assert "small" not in store.ids("val") and "oblong" not in store.ids("val")
+    ids, images = store.ids("val"), stacked(store.dataset("val"))
+    assert {"oblong", "small", "large"} <= set(ids)  # cropped, scaled up, scaled down by the preparation
+    prepared = pl.read_parquet(world[1] / "manifest.parquet").filter(pl.col("image_id") == "large")["prepared"][0]
+    assert np.array_equal(images[ids.index("large")].numpy(), np.asarray(Image.open(world[1] / prepared)).transpose(2, 0, 1))
+    other = tmp_path / "at16"
+    prepare_images(world[0].parent / "raw", world[0] / c.IMAGES_FILE, other, SIZE * 2, log=lambda _: None)
+    assert write_image_store(world[0], other, world[2], SIZE, tmp_path / "wrong")["skipped"] == {
+        "train.missing_file": 1, "train.not_an_image": 1, "train.wrong_size": 7, "val.wrong_size": 6}
+    with pytest.raises(FileNotFoundError, match="no prepared images in .*nowhere.*run the prepare_images stage"):
+        write_image_store(world[0], tmp_path / "nowhere", world[2], SIZE, tmp_path / "none")
 
 
 def test_a_training_store_never_holds_a_cold_image_and_a_store_asked_for_cold_does(world, tmp_path):
     store = written(world, tmp_path / "store")
     assert store.splits == ["train", "val"] and "cold" not in store.manifest["counts"]
-    assert not any(key.startswith("cold.") for key in store.manifest["skipped"])  # its undecodable file was never read
+    assert not any(key.startswith("cold.") for key in store.manifest["skipped"])
     with pytest.raises(StoreError, match="no 'cold' split here"):
         store.dataset("cold")
     write_image_store(*world, SIZE, tmp_path / "cold", splits=("cold",))
-    assert ImageStore(tmp_path / "cold", SIZE).manifest["skipped"] == {"cold.undecodable_image": 1}
+    assert ImageStore(tmp_path / "cold", SIZE).manifest["skipped"] == {"cold.not_an_image": 1}
 
 
 def test_rows_sit_in_fixed_size_shards_that_numpy_can_memory_map(world, tmp_path, monkeypatch):
@@ -152,10 +157,10 @@ def test_a_failed_write_leaves_the_previous_store_whole(world, tmp_path, monkeyp
         calls["n"] += 1
         if calls["n"] == 4:
             raise KeyboardInterrupt  # a kill mid-write
-        return decode(path, size)
+        return read(path, size)
 
-    decode = store_module.decode_image
-    monkeypatch.setattr(store_module, "decode_image", failing)
+    read = store_module.read_pixels
+    monkeypatch.setattr(store_module, "read_pixels", failing)
     with pytest.raises(KeyboardInterrupt):
         write_image_store(*world, SIZE, tmp_path / "store")
     after = ImageStore(tmp_path / "store", SIZE)

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from prefgen.data import split
+from prefgen.data import contract as c, split
 from prefgen.data.config import IngestConfig, SplitConfig, SynthConfig
 from prefgen.data.ingest import run as ingest
 from prefgen.data.synth import run as synth
@@ -19,6 +19,7 @@ from prefgen.paths import Paths
 from prefgen.stages import train_clip
 from prefgen.vision import semantic
 from prefgen.vision.image_store import ImageStore, StoreError, write_image_store
+from prefgen.vision.prepare import prepare_images
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZE = 16
@@ -36,7 +37,8 @@ def world(tmp_path) -> tuple[dict, Paths]:
           paths.raw, paths.truth)
     ingest(IngestConfig(), paths.raw, paths.tables)
     split.run(SplitConfig(), paths.tables, paths.split)
-    write_image_store(paths.tables, paths.raw, paths.split, SIZE, paths.images)
+    prepare_images(paths.raw, paths.tables / c.IMAGES_FILE, paths.prepared, SIZE, log=lambda _: None)
+    write_image_store(paths.tables, paths.prepared, paths.split, SIZE, paths.images)
     return params, paths
 
 
