@@ -4,7 +4,8 @@
     .venv/bin/python benchmarks/demo.py --keep /tmp/demo      # keep the clone (its data/, mlruns.db, gallery)
     .venv/bin/python benchmarks/demo.py --commit 9a0d265 --label base   # an earlier commit: a baseline run back to back
     .venv/bin/python benchmarks/demo.py --label 128 --set image_size=128 --set synth.world=world-v1-128 \
-        --set synth.image_size=128 --set paths.raw=data/01_raw/world-v1-128 --set paths.truth=data/truth/world-v1-128
+        --set synth.image_size=128 --set paths.raw=data/01_raw/world-v1-128 --set paths.photos=data/01_raw/world-v1-128 \
+        --set paths.truth=data/truth/world-v1-128
 
 Measures, in one run on one machine: the wall time of `python -m flows.demo` (synth -> every
 DVC stage at the demo profile -> register -> nightly -> gallery; the issue's budget: 10

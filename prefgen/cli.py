@@ -111,7 +111,7 @@ def prepare_images(
     max_pixels: Annotated[int | None, typer.Option(min=1, help="On a catalogue: images whose header declares more pixels "
                                                    "are rejected undecoded (default: 64 million).")] = None,
     tables: Annotated[Path | None, typer.Option(help=_PIPELINE_PATH.format(key="tables", role="read"))] = None,
-    raw: Annotated[Path | None, typer.Option(help=_PIPELINE_PATH.format(key="raw", role="read"))] = None,
+    photos: Annotated[Path | None, typer.Option(help=_PIPELINE_PATH.format(key="photos", role="read"))] = None,
     prepared: Annotated[Path | None, typer.Option(help=_PIPELINE_PATH.format(key="prepared", role="written"))] = None,
     params: Annotated[Path, typer.Option(help="params.yaml: the prepare_images section, image_size and the catalogue of "
                                          "paths.")] = DEFAULT_PARAMS,
@@ -123,13 +123,13 @@ def prepare_images(
     """Every image the tables name as a square RGB PNG at the models' size (incremental); the rest rejected with a reason.
 
     With none of --images, --catalog, --out, --size it is the pipeline's stage `prepare_images` (the tables' images
-    under paths.raw, into paths.prepared); with all four it prepares that catalogue alone, without params.yaml."""
+    under paths.photos, into paths.prepared); with all four it prepares that catalogue alone, without params.yaml."""
     on_catalog = {"--images": images, "--catalog": catalog, "--out": out, "--size": size, "--max-pixels": max_pixels}
     if all(value is None for value in on_catalog.values()):
-        run_stage(BY_NAME["prepare_images"], {"tables": tables, "raw": raw, "prepared": prepared}, params, mlflow, metrics, progress)
+        run_stage(BY_NAME["prepare_images"], {"tables": tables, "photos": photos, "prepared": prepared}, params, mlflow, metrics, progress)
         return
-    if any(value is not None for value in (tables, raw, prepared)):
-        _fail("give either the stage's paths (--tables, --raw, --prepared) or a catalogue (--images, --catalog, --out, --size)")
+    if any(value is not None for value in (tables, photos, prepared)):
+        _fail("give either the stage's paths (--tables, --photos, --prepared) or a catalogue (--images, --catalog, --out, --size)")
     missing = [name for name, value in on_catalog.items() if value is None and name != "--max-pixels"]
     if missing:
         _fail(f"a prepare-images run on a catalogue needs {', '.join(missing)} too")

@@ -22,6 +22,7 @@ class Paths:
     """Every artefact of the pipeline, by role."""
 
     raw: Path  # raw social logs and the images they name (ingest reads it recursively; synth writes it)
+    photos: Path  # the folder the image paths of the tables are relative to (the world's raw folder; a platform's photos)
     truth: Path  # a synthetic world's ground truth: read by evaluation stages only
     tables: Path  # ingest's Parquet tables: events/, quarantine/, follows, memberships, images, sources
     split: Path  # every image id -> train | val | cold

@@ -37,7 +37,7 @@ STAGES: tuple[Stage, ...] = (
           ("reference",), reads=("truth", "raw", "tables", "split", "centrality"),
           not_metrics=(*_WORLD, "ref_influence_best_feature")),
     Stage("prepare_images", ("prepare-images",), "Every image the tables name as a square RGB PNG at the models' size (incremental); "
-          "the rest rejected with a reason.", ("prepare_images", "image_size"), reads=("tables", "raw"), writes=("prepared",)),
+          "the rest rejected with a reason.", ("prepare_images", "image_size"), reads=("tables", "photos"), writes=("prepared",)),
     Stage("image_store", ("image-store",), "Copy the prepared train and val images once into uint8 shards (what image trainers stream).",
           ("image_store", "image_size"), reads=("tables", "prepared", "split"), writes=("images",), not_metrics=("digest",)),
     Stage("train_graph", ("train-graph",), "Step 1: train the social preference encoder on the train split (resumes from its checkpoint).",

@@ -174,10 +174,11 @@ def test_a_night_that_is_no_date_or_slug_is_refused(night):
 
 def test_configs_hold_hyperparameters_and_the_catalogue_holds_every_path():
     """No section's config has a path of the pipeline's data (they are in `paths:` only), and the shipped catalogue
-    names every key once."""
+    names every key once; one folder may be two roles (the world's raw folder holds its photos)."""
     params = load_params(ROOT / "params.yaml")
     catalogue = Paths.from_params(params)
-    shipped = set(params["paths"].values())
+    others = {key: value for key, value in params["paths"].items() if key != "photos"}  # photos: the raw folder, by design
+    shipped = set(others.values())
     for name, cls in SECTIONS.items():
         if name == "tracking":  # where MLflow keeps its store: the tracking server's setting, not the pipeline's data
             continue
@@ -187,7 +188,7 @@ def test_configs_hold_hyperparameters_and_the_catalogue_holds_every_path():
             assert not re.search(r"(_dir|_path)$|^(out|curve|metrics|split)$", field.name), f"{name}.{field.name} is a path"
         for key, value in (params.get(name) or {}).items():
             assert not (isinstance(value, str) and value.startswith("data/")), f"params.{name}.{key}: a path outside the catalogue"
-    assert len(shipped) == len(params["paths"]) and str(catalogue.split) == params["paths"]["split"]
+    assert len(shipped) == len(others) and str(catalogue.split) == params["paths"]["split"]
 
 
 def test_no_module_holds_a_pipeline_path_or_a_dated_note():
@@ -197,3 +198,9 @@ def test_no_module_holds_a_pipeline_path_or_a_dated_note():
         assert not re.search(r"data/(0\d_|truth|metrics|plots|checkpoints)", text), f"{file.relative_to(ROOT)} names a pipeline path"
         dated = re.search(r"\b20\d\d-\d\d-\d\d\b(?!T)", text)
         assert not dated, f"{file.relative_to(ROOT)} holds a dated note: {dated.group()}"
+
+
+def test_the_shipped_catalogue_reads_the_worlds_images_where_synth_writes_them():
+    """synth writes the world's PNGs into its raw folder: the photos the preparation reads are there."""
+    paths = shipped_params()["paths"]
+    assert paths["photos"] == paths["raw"]

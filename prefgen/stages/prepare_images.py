@@ -1,4 +1,4 @@
-"""DVC stage `prepare_images`: every image the tables name (paths.tables, files under paths.raw) as a square RGB PNG
+"""DVC stage `prepare_images`: every image the tables name (paths.tables, files under paths.photos) as a square RGB PNG
 at the models' size (paths.prepared), incrementally, with a reason for each one that has none (vision/prepare.py)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from prefgen.paths import Paths
 from prefgen.vision.config import PrepareImagesConfig
 from prefgen.vision.prepare import prepare_images
 
-USER_ERRORS = (ValueError, FileNotFoundError)  # no tables or raw folder there, or an unreadable images table
+USER_ERRORS = (ValueError, FileNotFoundError)  # no tables or photos folder there, or an unreadable images table
 
 
 def load_config(params: dict[str, Any] | None) -> PrepareImagesConfig:
@@ -20,5 +20,5 @@ def load_config(params: dict[str, Any] | None) -> PrepareImagesConfig:
 
 
 def run(cfg: PrepareImagesConfig, paths: Paths, log: Callable[[str], None] = print) -> dict[str, Any]:
-    counts = prepare_images(paths.raw, paths.tables / c.IMAGES_FILE, paths.prepared, cfg.image_size, cfg.max_pixels, log=log)
+    counts = prepare_images(paths.photos, paths.tables / c.IMAGES_FILE, paths.prepared, cfg.image_size, cfg.max_pixels, log=log)
     return {"image_size": cfg.image_size} | counts

@@ -274,7 +274,7 @@ def test_the_command_prints_its_counts_last_and_fails_in_one_line_on_a_missing_c
     half = CliRunner().invoke(app, ["prepare-images", "--images", str(images), "--size", str(SIZE)])
     assert half.exit_code == 2 and half.stderr.strip() == "error: a prepare-images run on a catalogue needs --catalog, --out too"
     mixed = CliRunner().invoke(app, [*args, "--catalog", str(catalog), "--tables", str(tmp_path)])
-    assert mixed.exit_code == 2 and mixed.stderr.strip().startswith("error: give either the stage's paths (--tables, --raw, --prepared)")
+    assert mixed.exit_code == 2 and mixed.stderr.strip().startswith("error: give either the stage's paths (--tables, --photos, --prepared)")
 
 
 SEEDS = [encode(photo(12, 9), "PNG"), encode(photo(12, 9), "JPEG"), encode(photo(9, 12), "GIF")]
