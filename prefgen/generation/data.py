@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -27,13 +28,15 @@ from torch.utils.data import ConcatDataset
 from prefgen import checkpoint
 from prefgen.generation.conditioning import PreferenceToText
 from prefgen.generation.config import TrainDiffusionConfig
-from prefgen.generation.train_diffusion import DiffusionData
 from prefgen.paths import Paths
 from prefgen.vision import semantic
 from prefgen.vision.image_store import ImageStore
 from prefgen.vision.latent_store import LatentStore, encode_latents, pooled_std, weights_digest
 from prefgen.vision.mapper_data import read_features
 from prefgen.vision.scorer import MAPPER_FILE, build_models, read_mapper_config
+
+if TYPE_CHECKING:
+    from prefgen.generation.train_diffusion import DiffusionData
 
 W_FILE, W_CONFIG = "w.safetensors", "config.json"
 LATENTS, LOCK_FILE = "latents", ".lock"  # the latent stores' folder under paths.checkpoints, and its lock
@@ -142,6 +145,8 @@ def streamed_data(latents: dict[str, LatentStore], text: Tensor, pref: Tensor) -
 
     The scaling factor is 1 / std of every train latent, mirror images' included; the resume key digests the latent
     stores and the conditions, not every latent."""
+    from prefgen.generation.train_diffusion import DiffusionData  # imports diffusers: train_w, which imports this module, need not
+
     train = [latents[name] for name in ("train", "train-flipped") if name in latents]
     n = train[0].count
     digests = [found.manifest["digest"] for found in (*train, latents["val"])] + [checkpoint.data_key(text, pref)]

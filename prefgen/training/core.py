@@ -26,14 +26,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.data_loader import prepare_data_loader
 from accelerate.state import AcceleratorState, GradientState
-from diffusers.training_utils import EMAModel
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -41,6 +40,9 @@ from tqdm.auto import tqdm
 from prefgen.params import ConfigError
 from prefgen.training import checkpoints, records
 from prefgen.training.config import TrainerConfig
+
+if TYPE_CHECKING:
+    from diffusers.training_utils import EMAModel
 
 
 @dataclass(frozen=True)
@@ -181,7 +183,7 @@ def _prepare(task: Task, accelerator: Accelerator, trainer: TrainerConfig, check
         task.place(device)
     optimizers = task.optimizers(modules)
     schedulers = task.schedulers(optimizers) if hasattr(task, "schedulers") else {}
-    emas = {name: EMAModel(modules[name].parameters(), decay=decay) for name, decay in getattr(task, "ema", {}).items()}
+    emas = _emas(modules, getattr(task, "ema", {}))
     history = History(world_size=accelerator.num_processes, device=device.type, mixed_precision=accelerator.mixed_precision)
     parts = checkpoints.Parts(modules, optimizers, schedulers, emas, getattr(accelerator, "scaler", None))
     found = checkpoints.load(checkpoint_dir, _resume_key(task, accelerator, trainer)) if checkpoint_dir else None
@@ -195,6 +197,15 @@ def _prepare(task: Task, accelerator: Accelerator, trainer: TrainerConfig, check
     wrapped = dict(zip(modules, prepared[: len(modules)], strict=True))
     loop = Loop(accelerator, wrapped, dict(zip(optimizers, prepared[len(modules):], strict=True)), schedulers, emas)
     return loop, history, best
+
+
+def _emas(modules: dict[str, nn.Module], decays: dict[str, float]) -> dict[str, EMAModel]:
+    """diffusers' EMA of each module named in `decays`."""
+    if not decays:
+        return {}
+    from diffusers.training_utils import EMAModel  # importing diffusers takes seconds: only tasks with an EMA pay them
+
+    return {name: EMAModel(modules[name].parameters(), decay=decay) for name, decay in decays.items()}
 
 
 def _resume_key(task: Task, accelerator: Accelerator, trainer: TrainerConfig) -> dict[str, Any]:

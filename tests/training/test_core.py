@@ -175,3 +175,15 @@ def test_epochs_are_logged_to_the_active_mlflow_run_under_names_mlflow_accepts(t
     assert logged == {"graph.val_user_HR_at_10": 0.5, "graph.loss": 603.0}
     history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "graph.loss")
     assert sorted(m.step for m in history) == list(range(3, 604)) and min(history, key=lambda m: m.step).value == 1.25
+
+
+def test_stages_that_decode_no_image_do_not_import_diffusers():
+    """diffusers takes seconds to import (BENCHMARKS.md, "Figures behind code choices"): only the stages that encode or
+    generate images, and trainers with an EMA, pay it; every DVC stage is its own process."""
+    stages = ["train_graph", "train_mapper", "eval_mapper", "train_w", "train_clip", "visual_features", "prepare_images"]
+    code = ("import importlib, sys\n"
+            f"for name in {stages!r}:\n"
+            "    importlib.import_module('prefgen.stages.' + name)\n"
+            "print('diffusers' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
