@@ -98,7 +98,7 @@ def measure(kind: str, size: int, epochs: int) -> dict:
     if kind == "step2_mapper":
         _, _, history = fit(mapper_data(data), TrainMapperConfig(max_epochs=epochs, patience=epochs), CPU, log=lambda _: None)
     else:
-        cfg = TrainGraphConfig(softmax_negatives=SAMPLED if kind == "step1_sampled" else 0)
+        cfg = TrainGraphConfig(softmax_negatives=SAMPLED if kind == "step1_sampled" else 0, softmax_full_max_items=0)
         _, _, history = train_for(data, cfg, epochs, log=lambda _: None, trainer=CPU)
     return {"kind": kind, "size": size, "users": data.n_users, "groups": data.n_groups, "images": data.n_items,
             "lines": len(data.user_items) + len(data.group_items), "epochs": [row["seconds"] for row in history.epochs],
@@ -139,7 +139,7 @@ def per_batch(kind: str, size: int, batches: int) -> dict:
     cProfile's top functions: for sizes whose whole epochs take too long to run."""
     data = world(*SIZES[size])
     before = peak_rss_mb()
-    cfg = TrainGraphConfig(softmax_negatives=SAMPLED if kind == "step1_sampled" else 0)
+    cfg = TrainGraphConfig(softmax_negatives=SAMPLED if kind == "step1_sampled" else 0, softmax_full_max_items=0)
     task = EncoderTask(data, {}, cfg, Schedule(1), "profile")
     torch.set_num_threads(cfg.threads)
     profiler = cProfile.Profile()

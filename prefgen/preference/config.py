@@ -24,10 +24,13 @@ class TrainGraphConfig:
     # the cross-entropy. It pushes the positive above one typical image, the 1 + 100 protocol's question (0 = off;
     # tried without gain: BENCHMARKS.md, "Step 1 on public group-recommendation data").
     pairwise_weight: NonNegativeFloat = 0.0
-    # With loss "softmax": 0 scores every batch row against the whole catalogue, a (batch x catalogue) matrix; k > 0
-    # with a catalogue of more than k images scores it against its positive and k images drawn uniformly once per
-    # batch (a sampled softmax, batch x (k + 1)), for catalogues whose full matrix does not fit.
+    # With loss "softmax": a catalogue of up to softmax_full_max_items images scores every batch row against all of
+    # them, a (batch x catalogue) matrix; a larger one against its positive and softmax_negatives images drawn
+    # uniformly once per batch (a sampled softmax, batch x (k + 1)), whose memory does not grow with the catalogue.
+    # k 0: the full softmax at any size.
     softmax_negatives: NonNegativeInt = 0
+    # At batch 2048, 50k images make the logits, their softmax and its gradient about 1.2 GB; 0: sampled at any size.
+    softmax_full_max_items: NonNegativeInt = 50_000
     batch_size: PositiveInt = 2048
     max_epochs: PositiveInt = 120
     patience: PositiveInt = 15  # epochs without a better validation HR@10 before stopping (demo profile: 8, for time)

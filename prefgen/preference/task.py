@@ -1,8 +1,8 @@
 """Step 1's training task for the core (prefgen/training/core.py): its data, batches, batch loss and validation.
 
 The loss (`TrainGraphConfig.loss`): "softmax", the cross-entropy of each interaction's image against every
-image of the catalogue under score(g, i) (with `softmax_negatives` k, against k images drawn once per batch: a
-sampled softmax, for catalogues too large for a batch x catalogue matrix), or "bpr", LightGCN's pairwise loss
+image of the catalogue under score(g, i) (above `softmax_full_max_items` images, against `softmax_negatives` k
+images drawn once per batch: a sampled softmax, for catalogues too large for a batch x catalogue matrix), or "bpr", LightGCN's pairwise loss
 against one uniform negative; `pairwise_weight` adds that pairwise term to the softmax loss. Every batch
 propagates the whole click and member graphs, so the embeddings a batch is scored on are the current weights' own.
 
@@ -173,8 +173,8 @@ def _loss(model: SocialPreferenceEncoder, p: Tensor, items: Tensor, rows: Tensor
 
 def shared_negatives(cfg: TrainGraphConfig, n_items: int, loop: Loop) -> Tensor | None:
     """The batch's sampled softmax negatives, drawn uniformly from the epoch's generator; None for the full softmax
-    (softmax_negatives 0, or a catalogue no larger than it)."""
-    if cfg.loss != "softmax" or not 0 < cfg.softmax_negatives < n_items:
+    (softmax_negatives 0, a catalogue of at most softmax_full_max_items images, or one no larger than k)."""
+    if cfg.loss != "softmax" or not 0 < cfg.softmax_negatives < n_items or n_items <= cfg.softmax_full_max_items:
         return None
     return torch.randint(0, n_items, (cfg.softmax_negatives,), generator=loop.generator).to(loop.device)
 

@@ -49,17 +49,19 @@ def test_with_every_image_as_a_negative_the_sampled_loss_is_the_full_softmax():
 
 def test_the_shared_negatives_are_k_uniform_draws_of_the_epoch_generator_and_none_without_need():
     loop = lambda: SimpleNamespace(generator=torch.Generator().manual_seed(3), device=torch.device("cpu"))  # noqa: E731
-    cfg = replace(CFG, softmax_negatives=10)
+    cfg = replace(CFG, softmax_negatives=10, softmax_full_max_items=20)
     drawn = shared_negatives(cfg, 30, loop())
     assert drawn.shape == (10,) and drawn.min() >= 0 and drawn.max() < 30 and torch.equal(drawn, shared_negatives(cfg, 30, loop()))
     assert shared_negatives(CFG, 30, loop()) is None and shared_negatives(cfg, 10, loop()) is None
+    assert shared_negatives(cfg, 20, loop()) is None  # a catalogue the full softmax still fits
 
 
 def test_the_sampled_softmax_trains_the_planted_clusters():
     data = planted()
     train, val = carve_validation(data.user_items, np.random.default_rng(0))
     data.user_items = train
-    model, graphs, history = fit(data, {"user": val}, replace(CFG, softmax_negatives=8), log=lambda _: None)
+    model, graphs, history = fit(data, {"user": val}, replace(CFG, softmax_negatives=8, softmax_full_max_items=0),
+                                  log=lambda _: None)
     assert history.epochs[-1]["loss"] < history.epochs[0]["loss"]
     scores = score_rows(model, graphs, np.arange(4), np.tile(np.arange(data.n_items), (4, 1)), "group")
     own = np.array([scores[g][np.arange(30) % 2 == g % 2].mean() for g in range(4)])
