@@ -190,13 +190,14 @@ def update(spec: NewFolder) -> list[str]:
     return sorted(changed)
 
 
-def refresh_code(folder: Path) -> list[str]:
-    """Bring params.yaml's code fingerprint up to the installed prefgen; returns the stages whose code changed.
-    The record follows where the file was as prefgen wrote it, so --update does not take the refresh for an edit."""
+def refresh_code(folder: Path, root: Path | None = None) -> list[str]:
+    """Bring params.yaml's code fingerprint up to the installed prefgen (or the one under `root`); returns the stages
+    whose code changed. The record follows where the file was as prefgen wrote it, so --update does not take the
+    refresh for an edit."""
     path = folder / "params.yaml"
     before = path.read_text(encoding="utf-8")
     stages = list((yaml.safe_load((folder / "dvc.yaml").read_text(encoding="utf-8")) or {}).get("stages") or {})
-    fingerprints = code_fingerprints(stages)
+    fingerprints = code_fingerprints(stages, root)
     old = (yaml.safe_load(before) or {}).get("code") or {}
     changed = sorted(stage for stage in stages if old.get(stage) != fingerprints[stage])
     if not changed:
