@@ -6,7 +6,7 @@ Pure functions of numbers: the registry code reads the metrics and moves aliases
                  and, for every gate metric m:   new_m >= champion_m - tol_m   (direction max)
                                                  new_m <= champion_m + tol_m   (direction min)
 The first bundle, with no champion to compare, passes if it has every gate metric. A gate with no metric (a
-pipeline folder on a platform's data, with no evaluation that needs no truth yet) passes nothing: its bundles are
+pipeline folder on a platform's data, with no evaluation of its own yet) passes nothing: its bundles are
 challengers until `prefgen promote`.
 """
 

@@ -89,3 +89,15 @@ def test_update_rewrites_only_unedited_generated_files_and_stops_at_an_edited_on
         update(spec)
     assert (folder / "campaigns" / "default.yaml").read_text() == campaign_before  # stopped before writing anything
     assert "profile: quality" in (folder / "params.yaml").read_text()
+
+
+def test_the_folders_deployments_resolve_their_flows_from_inside_it(tmp_path, platform, monkeypatch):
+    from prefect.flows import load_flow_from_entrypoint
+
+    folder = tmp_path / "mine"
+    create(NewFolder(folder, platform["logs"], platform["images"], platform["catalog"]))
+    monkeypatch.chdir(folder)  # where `prefect deploy --all` runs, and where a worker runs the flows
+    deployments = yaml.safe_load((folder / "prefect.yaml").read_text())["deployments"]
+    flows = {d["name"]: load_flow_from_entrypoint(d["entrypoint"], use_placeholder_flow=False).name for d in deployments}
+    assert flows == {"nightly": "nightly", "weekly-retrain": "retrain-folder"}
+    assert all(d["parameters"] == {"root": "."} for d in deployments)
