@@ -26,7 +26,7 @@ from mlflow.exceptions import MlflowException
 from prefgen import pipeline, tracking
 from prefgen.config import section_config, tracking_config
 from prefgen.data.ingest import discover
-from prefgen.generation.data import mapped_embeddings, split_ids
+from prefgen.generation.data import featured_split_ids, mapped_embeddings
 from prefgen.hashing import sha256_file
 from prefgen.paths import Paths
 from prefgen.registry import store
@@ -164,7 +164,7 @@ def _register(cfg: RegistryConfig, params: dict[str, Any], root: Path, log, flow
         return _judged(client, cfg, same, log)
     paths = Paths.from_params(params).rooted(root)
     parts = {name: getattr(paths, name) for name in PARTS}
-    catalogue = mapped_embeddings(paths.mapper, paths.visual, split_ids(paths.split, "train"))
+    catalogue = mapped_embeddings(paths.mapper, paths.visual, featured_split_ids(paths.split, paths.visual, "train"))
     lineage = collect_lineage(params, root, flow_run_id)
     folder = paths.bundle
     digest = assemble(parts, catalogue, section_config(params, "visual_features"), section_config(params, "sampler"), lineage, folder)
