@@ -24,6 +24,7 @@ from prefgen.data.config import ForgetConfig
 from prefgen.params import DEFAULT_PARAMS, ConfigError
 from prefgen.paths import Paths
 from prefgen.preference.config import TrainGraphConfig
+from prefgen.pipeline_folder import cli as folder_cli
 from prefgen.registry import cli as registry_cli
 from prefgen.registry.cli import fail as _fail
 from prefgen.stage_cli import add_stage_commands, print_result as _print_result, read_params as _params, run_stage
@@ -231,6 +232,7 @@ def bench_grouprec(
 
 
 registry_cli.add_commands(app)  # register, bundles, promote, rollback, generate, lineage, regenerate (prefgen/registry/cli.py)
+folder_cli.add_commands(app)  # new, retrain, nightly: a pipeline folder of one's own (prefgen/pipeline_folder/cli.py)
 
 if __name__ == "__main__":
     app()

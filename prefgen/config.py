@@ -14,7 +14,7 @@ from typing import Any
 from prefgen.data.config import ForgetConfig, IngestConfig, SplitConfig, SynthConfig
 from prefgen.eval.config import EvalGenerationConfig, EvalGraphConfig, ReferenceConfig, TrainOracleConfig
 from prefgen.generation.config import GuidanceConfig, TrainDiffusionConfig, TrainVQConfig, TrainWConfig
-from prefgen.params import DEFAULT_PARAMS, ConfigError, check_sections, from_section, load_params, resolve_section
+from prefgen.params import DEFAULT_PARAMS, ConfigError, check_sections, from_section, load_params, read_yaml, resolve_section
 from prefgen.paths import Paths
 from prefgen.preference.config import TrainGraphConfig
 from prefgen.registry.config import RegistryConfig
@@ -52,13 +52,31 @@ def section_config(params: dict[str, Any] | None, name: str) -> Any:
     return from_section(SECTIONS[name], resolve_section(params, SECTIONS[name], name), name)
 
 
+# Sections the flows and the registry read whatever stages a pipeline has (the bundle, the nightly, deletion requests).
+ENTRY_POINT_SECTIONS = ("tracking", "registry", "nightly", "sampler", "visual_features", "forget")
+
+
 def checked_params(path: Path) -> dict[str, Any]:
-    """params.yaml with every section built into its typed config, so a flow names a mistake before it starts."""
+    """params.yaml with every section built into its typed config, so a flow names a mistake before it starts.
+
+    Every section the file has is checked; a missing one is an error when the dvc.yaml beside it lists it, or an
+    entry point reads it (a pipeline folder drops the sections of the stages it has not); without a dvc.yaml, every
+    section must be there."""
     params = load_params(path)
     for name in SECTIONS:
-        section_config(params, name)
+        if name in params or name in required_sections(path.parent / "dvc.yaml"):
+            section_config(params, name)
     Paths.from_params(params)
     return params
+
+
+def required_sections(dvc_yaml: Path) -> set[str]:
+    """The sections a pipeline cannot run without: those its dvc.yaml's stages list, and the entry points'."""
+    if not dvc_yaml.is_file():
+        return set(SECTIONS)
+    stages = (read_yaml(dvc_yaml) or {}).get("stages") or {}
+    listed = {str(entry).split(".")[0] for spec in stages.values() if isinstance(spec, dict) for entry in spec.get("params") or []}
+    return (listed & set(SECTIONS)) | set(ENTRY_POINT_SECTIONS)
 
 
 def tracking_config(params: dict[str, Any]) -> TrackingConfig:

@@ -93,7 +93,7 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
 
 def check_sections(params: dict[str, Any], known: typing.Collection[str], name: str) -> None:
     """Refuse a params top-level key that is no section (a misspelling), and a missing section `name`."""
-    unknown = sorted(set(params) - set(known) - {*TOP_LEVEL_KEYS, PATHS_KEY}, key=str)
+    unknown = sorted(set(params) - set(known) - {*TOP_LEVEL_KEYS, PATHS_KEY, CODE_KEY}, key=str)
     if unknown:
         close = difflib.get_close_matches(str(unknown[0]), list(known), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else f"; known: {sorted(known)}"
@@ -169,6 +169,9 @@ PROFILE_KEY = "profile"  # top-level params.yaml key naming the active profile o
 PATHS_KEY = "paths"  # top-level params.yaml key of the catalogue of paths (prefgen/paths.py), no stage's section
 IMAGE_SIZE_KEY = "image_size"  # top-level params.yaml key: the models' image side, one value for every stage that reads images
 TOP_LEVEL_KEYS = (PROFILE_KEY, IMAGE_SIZE_KEY)  # top-level scalars that dvc.yaml lists beside a stage's sections
+# Top-level key of a pipeline folder's code fingerprint ({stage: sha256 of its code}, prefgen/pipeline_folder/): no
+# stage's config, but a param its dvc.yaml stage lists, so a changed prefgen reruns the stages whose code changed.
+CODE_KEY = "code"
 _TOP_LEVEL = "top_level"
 
 

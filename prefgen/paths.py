@@ -3,7 +3,8 @@
 dvc.yaml reads the same keys with DVC's templating (`${paths.tables}`), so a second pipeline on other
 data reuses every stage by giving it another catalogue. Relative paths are taken from the folder the
 stage runs in (the project root). No path has a default anywhere else: a catalogue lacking a key is
-an error naming it.
+an error naming it, except the keys only the synthetic world's evaluation stages use (OPTIONAL_KEYS), which a
+platform's pipeline folder (prefgen/pipeline_folder/) leaves out.
 """
 
 from __future__ import annotations
@@ -15,6 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from prefgen.params import ConfigError
+
+
+# Read only by the stages that judge a synthetic world (its truth, the oracle, the generation evaluation): a catalogue
+# without them reads them as not given, so such a stage fails on a path that says so.
+OPTIONAL_KEYS = ("truth", "oracle", "eval_generation")
 
 
 @dataclass(frozen=True)
@@ -49,7 +55,7 @@ class Paths:
                     needed: tuple[str, ...] | None = None) -> Paths:
         """The catalogue of a params file, with `overrides` (explicit paths of a standalone run) on top.
 
-        With a params file every key must be there. Without one (`params` None: a standalone run on explicit
+        With a params file every key but OPTIONAL_KEYS must be there. Without one (`params` None: a standalone run on explicit
         paths), only the `needed` keys must be given; the others name themselves as not given, so a stage that
         reads one it did not declare fails on a path that says so.
         """
@@ -57,7 +63,7 @@ class Paths:
         given = _checked_section(params, names) if params is not None else {}
         values = {name: Path(value) for name, value in given.items()}
         values |= {name: Path(value) for name, value in (overrides or {}).items() if value is not None}
-        required = names if params is not None else list(needed or names)
+        required = [name for name in names if name not in OPTIONAL_KEYS] if params is not None else list(needed or names)
         missing = [name for name in required if name not in values]
         if missing:
             raise ConfigError(f"params.paths lacks {', '.join(missing)}: give every catalogue key (see params.yaml)")

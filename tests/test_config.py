@@ -204,3 +204,14 @@ def test_the_shipped_catalogue_reads_the_worlds_images_where_synth_writes_them()
     """synth writes the world's PNGs into its raw folder: the photos the preparation reads are there."""
     paths = shipped_params()["paths"]
     assert paths["photos"] == paths["raw"]
+
+
+def test_a_catalogue_may_leave_out_only_the_keys_the_worlds_evaluation_reads():
+    """A platform's pipeline folder has no truth, oracle or generation evaluation: those keys read as not given, so a
+    stage that needs one fails on a path that says so; any other key missing is still an error naming it."""
+    params = shipped_params()
+    without = params | {"paths": {k: v for k, v in params["paths"].items() if k not in ("truth", "oracle", "eval_generation")}}
+    catalogue = Paths.from_params(without)
+    assert [str(catalogue.truth), str(catalogue.oracle)] == ["<paths.truth not given>", "<paths.oracle not given>"]
+    with pytest.raises(ConfigError, match="params.paths lacks split"):
+        Paths.from_params(without | {"paths": {k: v for k, v in without["paths"].items() if k != "split"}})

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from prefgen.generation.conditioning import preference_prototype
 from prefgen.generation.config import GuidanceConfig
-from prefgen.generation.data import load_w, mapped_embeddings, split_ids
+from prefgen.generation.data import featured_split_ids, load_w, mapped_embeddings
 from prefgen.generation.sampling import PreferenceDiffusionPipeline
 from prefgen.generation.vq import load_vq
 from prefgen.paths import Paths
@@ -26,7 +26,7 @@ def pipeline_from_outputs(paths: Paths, visual_cfg: VisualFeaturesConfig, guidan
     """The sampler wired to the stage outputs on `device`; the prototype's catalogue is the `train` images (mapped by G),
     as in training."""
     with torch.no_grad():
-        catalogue = mapped_embeddings(paths.mapper, paths.visual, split_ids(paths.split, "train"))
+        catalogue = mapped_embeddings(paths.mapper, paths.visual, featured_split_ids(paths.split, paths.visual, "train"))
     return build_pipeline(paths.diffusion, paths.vq, paths.w, paths.mapper, paths.graph, paths.clip, visual_cfg, catalogue,
                           guidance, device)
 

@@ -46,6 +46,13 @@ def split_ids(split_path: Path, name: str) -> list[str]:
     return sorted(pl.read_parquet(split_path).filter(pl.col("split") == name)["image_id"].to_list())
 
 
+def featured_split_ids(split_path: Path, features_dir: Path, name: str) -> list[str]:
+    """The split's images that have visual features: one the preparation rejected has none, and Step 3 learns from
+    the others, as the mapper does, rather than stop the run."""
+    featured = set(pl.read_parquet(features_dir / "semantic.parquet", columns=["image_id"])["image_id"].to_list())
+    return [image_id for image_id in split_ids(split_path, name) if image_id in featured]
+
+
 def _rows(ids: list[str], wanted: list[str], what: str) -> np.ndarray:
     where = {image_id: row for row, image_id in enumerate(ids)}
     missing = [i for i in wanted if i not in where]
@@ -70,7 +77,7 @@ def semantic_features(features_dir: Path, image_ids: list[str]) -> Tensor:
 
 def w_inputs(mapper_dir: Path, features_dir: Path, split_path: Path) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(e^, s) of the train images, then of the val images (features read once for both)."""
-    train, val = split_ids(split_path, "train"), split_ids(split_path, "val")
+    train, val = featured_split_ids(split_path, features_dir, "train"), featured_split_ids(split_path, features_dir, "val")
     e = mapped_embeddings(mapper_dir, features_dir, train + val)
     s = semantic_features(features_dir, train + val)
     return e[: len(train)], s[: len(train)], e[len(train) :], s[len(train) :]

@@ -5,7 +5,9 @@ Pure functions of numbers: the registry code reads the metrics and moves aliases
     passes  <=>  same evaluation set as the champion (and as the pinned one, if pinned)
                  and, for every gate metric m:   new_m >= champion_m - tol_m   (direction max)
                                                  new_m <= champion_m + tol_m   (direction min)
-The first bundle, with no champion to compare, passes if it has every gate metric.
+The first bundle, with no champion to compare, passes if it has every gate metric. A gate with no metric (a
+pipeline folder on a platform's data, with no evaluation of its own yet) passes nothing: its bundles are
+challengers until `prefgen promote`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from dataclasses import dataclass, field
 
 from prefgen.paths import Paths
 from prefgen.registry.config import GateMetric
+
+
+NO_GATE_METRIC = "no gate metric: a bundle becomes champion only by `prefgen promote`"
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,8 @@ def decide(gate: list[GateMetric], new: dict[str, float], new_eval_set: str,
     """Whether a bundle with metrics `new` may replace the champion (None: there is none yet)."""
     if pinned_eval_set and new_eval_set != pinned_eval_set:
         return GateDecision(False, [f"evaluated on evaluation set {new_eval_set[:12]}, but params pin {pinned_eval_set[:12]}"])
+    if not gate:
+        return GateDecision(False, [NO_GATE_METRIC])
     missing = [m.name for m in gate if m.name not in new]
     if missing:
         return GateDecision(False, [f"gate metric(s) {missing} not measured for this bundle"])

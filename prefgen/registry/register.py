@@ -26,7 +26,7 @@ from mlflow.exceptions import MlflowException
 from prefgen import pipeline, tracking
 from prefgen.config import section_config, tracking_config
 from prefgen.data.ingest import discover
-from prefgen.generation.data import mapped_embeddings, split_ids
+from prefgen.generation.data import featured_split_ids, mapped_embeddings
 from prefgen.hashing import sha256_file
 from prefgen.paths import Paths
 from prefgen.registry import store
@@ -74,7 +74,8 @@ def _fail_fast(uri: str) -> Iterator[None]:
 
 def eval_set_digest(cfg: RegistryConfig, params: dict[str, Any], paths: Paths, root: Path) -> str:
     """sha256 over the evaluation files' contents (named relative to `root` where they lie under it) and the
-    evaluation protocol (prompts, pairs, seeds: the resolved `eval_generation` config without its thread count)."""
+    evaluation protocol (prompts, pairs, seeds: the resolved `eval_generation` config without its thread count),
+    where params has one."""
     digest = hashlib.sha256()
     for entry in cfg.eval_set:
         path = root / getattr(paths, entry)
@@ -84,8 +85,9 @@ def eval_set_digest(cfg: RegistryConfig, params: dict[str, Any], paths: Paths, r
         for file in files:
             name = file.relative_to(root) if file.is_relative_to(root) else file
             digest.update(f"{name.as_posix()}\0{sha256_file(file)}\n".encode())
-    protocol = asdict(section_config(params, "eval_generation"))  # resolved: defaults count as written
-    digest.update(json.dumps({k: v for k, v in protocol.items() if k != "threads"}, sort_keys=True).encode())  # how it ran, not what it judged
+    if "eval_generation" in params:  # a pipeline folder has no generation evaluation, so no protocol
+        protocol = asdict(section_config(params, "eval_generation"))  # resolved: defaults count as written
+        digest.update(json.dumps({k: v for k, v in protocol.items() if k != "threads"}, sort_keys=True).encode())  # how it ran, not what it judged
     return digest.hexdigest()
 
 
@@ -162,7 +164,7 @@ def _register(cfg: RegistryConfig, params: dict[str, Any], root: Path, log, flow
         return _judged(client, cfg, same, log)
     paths = Paths.from_params(params).rooted(root)
     parts = {name: getattr(paths, name) for name in PARTS}
-    catalogue = mapped_embeddings(paths.mapper, paths.visual, split_ids(paths.split, "train"))
+    catalogue = mapped_embeddings(paths.mapper, paths.visual, featured_split_ids(paths.split, paths.visual, "train"))
     lineage = collect_lineage(params, root, flow_run_id)
     folder = paths.bundle
     digest = assemble(parts, catalogue, section_config(params, "visual_features"), section_config(params, "sampler"), lineage, folder)

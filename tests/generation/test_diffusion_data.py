@@ -90,3 +90,17 @@ def test_streamed_latents_train_as_todays_stacked_tensors(store, vq, tmp_path):
     assert history.epochs[0]["loss"] == old_history.epochs[0]["loss"]
     assert history.epochs[0]["val_loss"] == old_history.epochs[0]["val_loss"]
     assert streamed_data(latents, text, pref).key == streamed.key != streamed_data(latents, text, pref + 1).key
+
+
+def test_step_3_learns_from_the_split_images_that_have_visual_features_and_skips_the_rejected(tmp_path):
+    """An image the preparation rejected (an unreadable photo) has no visual features: W and the bundle's prototype
+    catalogue take the others, as the mapper does, instead of stopping the run."""
+    import polars as pl
+
+    from prefgen.generation.data import featured_split_ids
+
+    pl.DataFrame({"image_id": ["a", "b", "c", "d"], "split": ["train", "train", "val", "train"]}).write_parquet(tmp_path / "split.parquet")
+    (tmp_path / "visual").mkdir()
+    pl.DataFrame({"image_id": ["a", "c", "d"], "vector": [[0.0], [1.0], [2.0]]}).write_parquet(tmp_path / "visual" / "semantic.parquet")
+    assert featured_split_ids(tmp_path / "split.parquet", tmp_path / "visual", "train") == ["a", "d"]  # b was rejected
+    assert featured_split_ids(tmp_path / "split.parquet", tmp_path / "visual", "val") == ["c"]

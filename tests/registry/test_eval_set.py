@@ -29,3 +29,15 @@ def test_the_digest_follows_the_named_files_and_the_protocol_not_the_threads(tmp
     paths.split.unlink()
     with pytest.raises(FileNotFoundError, match="eval_set names split"):
         eval_set_digest(cfg, params, paths, tmp_path)
+
+
+def test_a_folder_without_a_generation_evaluation_digests_its_files_alone(tmp_path):
+    params = load_params(ROOT / "params.yaml")
+    params = {key: value for key, value in params.items() if key != "eval_generation"}
+    paths, cfg = Paths.from_params(params).rooted(tmp_path), section_config(params, "registry")
+    paths.split.parent.mkdir(parents=True)
+    paths.split.write_bytes(b"split")
+    paths.truth.mkdir(parents=True)
+    first = eval_set_digest(cfg, params, paths, tmp_path)
+    assert eval_set_digest(cfg, params | {"eval_generation": load_params(ROOT / "params.yaml")["eval_generation"]}, paths,
+                           tmp_path) != first  # the protocol counts where there is one

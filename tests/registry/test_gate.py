@@ -2,12 +2,13 @@
 
 import json
 
+import mlflow
 import pytest
 
 from prefgen.params import ConfigError, from_section, load_params
 from prefgen.paths import Paths
 from prefgen.registry.config import GateMetric, RegistryConfig
-from prefgen.registry.gate import decide, read_gate_metrics
+from prefgen.registry.gate import NO_GATE_METRIC, decide, read_gate_metrics
 from tests.conftest import ROOT
 
 GATE = [GateMetric("eval_mapper.cold_auc", "max", 0.01), GateMetric("eval_generation.fid", "min", 1.0)]
@@ -56,3 +57,23 @@ def test_gate_metrics_are_read_from_the_metrics_files(tmp_path):
 def test_a_bad_registry_section_is_refused_with_its_reason(section, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
         from_section(RegistryConfig, section, "registry")
+
+
+def test_a_gate_with_no_metric_makes_no_champion_only_promote_does(tmp_path):
+    from prefgen import tracking
+    from prefgen.registry import store
+    from prefgen.tracking_config import TrackingConfig
+    from tests.registry.bundles import make_bundle
+
+    assert decide([], {}, "E", None, None).reasons == [NO_GATE_METRIC]
+    assert not decide([], {"eval_mapper.cold_auc": 0.9}, "E", None, None).passed  # even the first bundle
+    tracking.configure(TrackingConfig(default_uri="sqlite:///mlruns.db", experiment="no-gate"), tmp_path)
+    client, cfg = mlflow.MlflowClient(), RegistryConfig(gate_metrics=[])
+    with mlflow.start_run(run_name="register"):
+        version, _ = store.register(client, cfg, make_bundle(tmp_path, 1)[0], {}, "E", {})
+    decision = store.gate(client, cfg, version)
+    assert not decision.passed and decision.reasons == ["no gate metric: a bundle becomes champion only by `prefgen promote`"]
+    assert store.version_by_alias(client, cfg.model_name, store.CHAMPION) is None
+    assert store.version_by_alias(client, cfg.model_name, store.CHALLENGER).version == version.version
+    store.promote(client, cfg.model_name, str(version.version), "looked at the gallery")
+    assert store.version_by_alias(client, cfg.model_name, store.CHAMPION).version == version.version
