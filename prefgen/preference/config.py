@@ -27,7 +27,7 @@ class TrainGraphConfig:
     # With loss "softmax": a catalogue of up to softmax_full_max_items images scores every batch row against all of
     # them, a (batch x catalogue) matrix; a larger one against its positive and softmax_negatives images drawn
     # uniformly once per batch (a sampled softmax, batch x (k + 1)), whose memory does not grow with the catalogue.
-    # k 0: the full softmax at any size.
+    # k 0: the full softmax at any size (params.yaml sets the k chosen on validation).
     softmax_negatives: NonNegativeInt = 0
     # At batch 2048, 50k images make the logits, their softmax and its gradient about 1.2 GB; 0: sampled at any size.
     softmax_full_max_items: NonNegativeInt = 50_000

@@ -159,6 +159,8 @@ def regenerate(cfg_tracking: TrackingConfig, root: Path, target: str, manifest: 
     client = MlflowClient()
     row, where = locate(target, client, manifest)
     made = Made.of_row(row)
+    if made.threads is not None:
+        torch.set_num_threads(made.threads)  # the split it was made with: the same bytes need the same rounding
     request = BatchRequest(row["segment"], row["prompt"], tuple(int(s) for s in row["batch_seeds"]))
     with tempfile.TemporaryDirectory(prefix="prefgen-bundle-") as cache:
         loaded = _load_maker(client, row, Path(cache))

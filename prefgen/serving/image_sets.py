@@ -106,11 +106,13 @@ class Made:
     dtype: str  # the models' dtype, e.g. "float32"
     torch_version: str
     machine: str
+    threads: int | None = None  # torch's CPU threads: a kernel's rounding may depend on how it splits (None: not recorded)
 
     @classmethod
     def by(cls, pipe) -> Made:
         """Where `pipe` samples."""
-        return cls(pipe.device.type, str(pipe.dtype).removeprefix("torch."), torch.__version__, machine(pipe.device))
+        return cls(pipe.device.type, str(pipe.dtype).removeprefix("torch."), torch.__version__, machine(pipe.device),
+                   torch.get_num_threads())
 
     @classmethod
     def of_row(cls, row: dict[str, Any]) -> Made:
@@ -118,14 +120,17 @@ class Made:
         float32 (nothing placed a model elsewhere then); their torch version is read from the machine string."""
         recorded = row.get("machine") or ""
         version = re.search(r"\btorch (\S+)", recorded)
+        threads = row.get("threads")
         return cls(row.get("device") or "cpu", row.get("dtype") or "float32",
-                   row.get("torch_version") or (version.group(1) if version else ""), recorded)
+                   row.get("torch_version") or (version.group(1) if version else ""), recorded,
+                   int(threads) if threads is not None else None)
 
     def differences(self, now: Made) -> list[str]:
         """What differs from `now`, e.g. ["device cpu -> cuda"]; none: the same bytes are promised."""
         return [f"{name} {a or '?'} -> {b or '?'}" for name, a, b in
                 (("device", self.device, now.device), ("dtype", self.dtype, now.dtype),
-                 ("torch", self.torch_version, now.torch_version), ("machine", self.machine, now.machine)) if a != b]
+                 ("torch", self.torch_version, now.torch_version), ("machine", self.machine, now.machine),
+                 ("threads", self.threads, now.threads if self.threads is not None else None)) if a != b]
 
 
 # Made elsewhere, rounding differs from the first step on and DDIM carries it along, so the bytes may change while

@@ -170,6 +170,8 @@ def fit(task: Task, trainer: TrainerConfig, checkpoint_dir: Path | None = None, 
         if accelerator.is_main_process:
             to_mlflow.add(row)
     to_mlflow.flush()
+    if curve is not None and accelerator.is_main_process:  # also after resuming a finished run: DVC removed the old one
+        records.write_curve(curve, history.epochs)
     _keep(loop, schedule, history, best)
     return {name: m.eval() for name, m in loop.unwrapped().items()}, history
 

@@ -1,6 +1,7 @@
 """Image sets with a tiny seeded sampler: PNGs named by content, a manifest row per image, the same bytes again."""
 
 import hashlib
+from dataclasses import asdict
 
 import polars as pl
 import pytest
@@ -121,3 +122,17 @@ def test_a_regeneration_promises_bytes_only_where_it_is_made_alike_and_scores_el
     assert not elsewhere["match"] and elsewhere["scores_match"] and elsewhere["kept"]
     far = regeneration_verdict(row, other_bytes | {"preference_score": 0.9}, here, on_gpu, tolerance=0.05)
     assert not far["kept"] and far["score_gaps"]["preference_score"] == pytest.approx(0.2)
+
+
+def test_the_thread_count_an_image_was_made_with_is_recorded_and_differs_only_where_known():
+    """A kernel's rounding may depend on how it splits over threads: `prefgen regenerate` sets the recorded count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        made = Made.by(pipeline())
+        assert made.threads == 1 and Made.of_row(asdict(made)) == made
+        here = Made("cpu", "float32", "2.5.1", "m", threads=1)
+        assert here.differences(Made("cpu", "float32", "2.5.1", "m", threads=2)) == ["threads 1 -> 2"]
+        assert Made("cpu", "float32", "2.5.1", "m").differences(here) == []  # a row from before the column
+    finally:
+        torch.set_num_threads(before)

@@ -74,6 +74,18 @@ def test_resume_extends_a_run_exactly(tmp_path):
     assert history.best_epoch == whole_history.best_epoch
 
 
+def test_a_finished_run_resumed_writes_its_curve_again(tmp_path):
+    """A stage rerun for a setting outside the resume key resumes a finished run and trains no epoch; DVC has
+    removed its outputs first, the curve among them."""
+    schedule = Schedule(max_epochs=2, monitor="val_loss", mode="min")
+    fit(TinyTask(schedule), CPU, tmp_path / "ckpt", curve=tmp_path / "curve.csv", log=quiet)
+    first = pl.read_csv(tmp_path / "curve.csv")
+    (tmp_path / "curve.csv").unlink()
+    lines: list[str] = []
+    fit(TinyTask(schedule), CPU, tmp_path / "ckpt", curve=tmp_path / "curve.csv", log=lines.append)
+    assert any("resumed after epoch 1" in line for line in lines) and pl.read_csv(tmp_path / "curve.csv").equals(first)
+
+
 def test_a_checkpoint_of_other_settings_is_not_resumed(tmp_path):
     fit(TinyTask(Schedule(max_epochs=2)), CPU, tmp_path, log=quiet)
     lines: list[str] = []

@@ -1,0 +1,32 @@
+"""The commands a user runs on a pipeline folder, and the micro settings the folder tests train at."""
+
+import os
+import subprocess
+import sys
+
+import yaml
+
+from tests.conftest import ROOT, shrink
+
+
+def micro(folder):
+    """The folder's params cut to a few seconds per stage (a user's edit of the generated file)."""
+    params = yaml.safe_load((folder / "params.yaml").read_text())
+    shrink(params, "centrality", threads=1)
+    shrink(params, "train_graph", max_epochs=1, influence_folds=2)
+    shrink(params, "train_clip", epochs=1, vision_width=32, vision_layers=1, vision_heads=2, threads=1)
+    shrink(params, "train_mapper", max_epochs=1)
+    shrink(params, "train_w", max_epochs=2)
+    shrink(params, "train_vq", block_out_channels=[8, 8, 8], norm_num_groups=4, num_vq_embeddings=32, epochs=1, threads=1)
+    shrink(params, "train_diffusion", base_channels=8, norm_num_groups=4, epochs=1, threads=1)
+    shrink(params, "sampler", steps=4)
+    params["nightly"]["dask"]["n_workers"] = 0
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def prefgen(cwd, *args, timeout=900) -> subprocess.CompletedProcess:
+    """The prefgen command as a user runs it; this checkout's prefgen, as the folder's DVC stages import it too."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    done = subprocess.run([sys.executable, "-m", "prefgen", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"prefgen {args} failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+    return done
