@@ -9,8 +9,8 @@ import os
 
 import pytest
 
-from tests.pipeline_folder.photo_platform import write_photo_platform
 from tests.pipeline_folder.folder_commands import micro, prefgen
+from tests.pipeline_folder.photo_platform import write_photo_platform
 from tests.serving.test_gallery import CHROMIUM, CHROMIUM_ARGS, require_chromium
 
 pytestmark = pytest.mark.slow
