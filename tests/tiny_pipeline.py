@@ -24,6 +24,15 @@ def tiny_params(world: str = TINY_WORLD, store: Path | None = None) -> dict:
     if store is not None:
         params["paths"] = {key: str(store / value) for key, value in params["paths"].items()}
     shrink(params, "synth", n_individuals=200, n_communities=3, n_groups=20, group_size_max=10, n_images=80)
+    tiny_trainers(params)
+    shrink(params, "train_oracle", n_train=64, n_test=16, width=4, feature_dim=8, epochs=1, threads=1)
+    shrink(params, "eval_generation", pairs_per_prompt=1, reference_images=16, bootstrap=50, threads=1, workers=1, images_per_batch=2)
+    params["tracking"]["enabled"] = False
+    return params
+
+
+def tiny_trainers(params: dict) -> None:
+    """Every trainer of a pipeline (a project's or a pipeline folder's) at one or two epochs and one thread, in place."""
     shrink(params, "centrality", threads=1)
     shrink(params, "train_graph", max_epochs=1, influence_folds=2)
     shrink(params, "train_clip", epochs=1, vision_width=32, vision_layers=1, vision_heads=2, threads=1)
@@ -31,10 +40,6 @@ def tiny_params(world: str = TINY_WORLD, store: Path | None = None) -> dict:
     shrink(params, "train_w", max_epochs=2)
     shrink(params, "train_vq", block_out_channels=[8, 8, 8], norm_num_groups=4, num_vq_embeddings=32, epochs=1, threads=1)
     shrink(params, "train_diffusion", base_channels=8, norm_num_groups=4, epochs=1, threads=1)
-    shrink(params, "train_oracle", n_train=64, n_test=16, width=4, feature_dim=8, epochs=1, threads=1)
-    shrink(params, "eval_generation", pairs_per_prompt=1, reference_images=16, bootstrap=50, threads=1, workers=1, images_per_batch=2)
-    params["tracking"]["enabled"] = False
-    return params
 
 
 def write_params(folder: Path, params: dict) -> None:

@@ -7,18 +7,13 @@ import sys
 import yaml
 
 from tests.conftest import ROOT, shrink
+from tests.tiny_pipeline import tiny_trainers
 
 
 def micro(folder):
     """The folder's params cut to a few seconds per stage (a user's edit of the generated file)."""
     params = yaml.safe_load((folder / "params.yaml").read_text())
-    shrink(params, "centrality", threads=1)
-    shrink(params, "train_graph", max_epochs=1, influence_folds=2)
-    shrink(params, "train_clip", epochs=1, vision_width=32, vision_layers=1, vision_heads=2, threads=1)
-    shrink(params, "train_mapper", max_epochs=1)
-    shrink(params, "train_w", max_epochs=2)
-    shrink(params, "train_vq", block_out_channels=[8, 8, 8], norm_num_groups=4, num_vq_embeddings=32, epochs=1, threads=1)
-    shrink(params, "train_diffusion", base_channels=8, norm_num_groups=4, epochs=1, threads=1)
+    tiny_trainers(params)
     shrink(params, "sampler", steps=4)
     params["nightly"]["dask"]["n_workers"] = 0
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -11,28 +11,18 @@ import pytest
 
 from tests.pipeline_folder.folder_commands import micro, prefgen
 from tests.pipeline_folder.photo_platform import write_photo_platform
-from tests.serving.test_gallery import CHROMIUM, CHROMIUM_ARGS, require_chromium
+from tests.serving.test_gallery import CHROMIUM, chromium_page
 
 pytestmark = pytest.mark.slow
 
 
 def every_image_loads(gallery) -> None:
-    from playwright.sync_api import sync_playwright
-
-    chromium = require_chromium(CHROMIUM)
     pages = [gallery / "index.html", *sorted((gallery / "segments").glob("*.html"))]
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            failed: list[str] = []
-            page.on("requestfailed", lambda request: failed.append(request.url))
-            for path in pages:
-                page.goto(path.as_uri())
-                assert page.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)"), path
-            assert page.evaluate("document.images.length") > 0 and not failed
-        finally:
-            browser.close()
+    with chromium_page() as (page, failed):
+        for path in pages:
+            page.goto(path.as_uri())
+            assert page.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)"), path
+        assert page.evaluate("document.images.length") > 0 and not failed
 
 
 def test_photos_from_pypi_packages_give_a_bundle_a_champion_and_a_gallery(tmp_path):

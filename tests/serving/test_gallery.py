@@ -7,6 +7,8 @@ import hashlib
 import io
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -153,8 +155,9 @@ def test_a_missing_chromium_fails_in_ci_and_skips_with_the_reason_elsewhere(tmp_
     assert require_chromium(absent) == absent  # once it exists it is handed back
 
 
-@pytest.mark.browser
-def test_pages_in_headless_chromium(gallery):
+@contextmanager
+def chromium_page() -> Iterator[tuple[object, list[str]]]:
+    """(a page of headless Chromium, the URLs of the requests that failed so far); the browser closes after."""
     from playwright.sync_api import sync_playwright
 
     chromium = require_chromium(CHROMIUM)
@@ -164,26 +167,32 @@ def test_pages_in_headless_chromium(gallery):
             page = browser.new_page()
             failed: list[str] = []
             page.on("requestfailed", lambda request: failed.append(request.url))
-            for segment, path in gallery.pages.items():
-                page.goto(path.as_uri())
-                assert page.title() == f"{TITLE} — {segment}"
-                count = sum(1 for s, _, _ in IMAGES if s == segment)
-                assert page.evaluate("document.images.length") == count
-                assert page.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth === 64)")
-                text = page.evaluate("document.body.innerText")
-                assert segment in text and "prefgen-bundle v3" in text
-            assert HOSTILE in text and QUOTED in text  # the evil page was the last one loaded
-            assert page.evaluate("typeof window.__pwned") == "undefined"
-
-            for segment, path in gallery.pages.items():
-                page.goto(gallery.index.as_uri())
-                assert page.title() == TITLE
-                assert page.locator("a").count() == len(gallery.pages)
-                page.get_by_role("link", name=segment, exact=True).click()
-                page.wait_for_url(path.as_uri())
-                assert page.title() == f"{TITLE} — {segment}"
-                page.get_by_role("link", name="all segments").click()
-                page.wait_for_url(gallery.index.as_uri())
-            assert not failed
+            yield page, failed
         finally:
             browser.close()
+
+
+@pytest.mark.browser
+def test_pages_in_headless_chromium(gallery):
+    with chromium_page() as (page, failed):
+        for segment, path in gallery.pages.items():
+            page.goto(path.as_uri())
+            assert page.title() == f"{TITLE} — {segment}"
+            count = sum(1 for s, _, _ in IMAGES if s == segment)
+            assert page.evaluate("document.images.length") == count
+            assert page.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth === 64)")
+            text = page.evaluate("document.body.innerText")
+            assert segment in text and "prefgen-bundle v3" in text
+        assert HOSTILE in text and QUOTED in text  # the evil page was the last one loaded
+        assert page.evaluate("typeof window.__pwned") == "undefined"
+
+        for segment, path in gallery.pages.items():
+            page.goto(gallery.index.as_uri())
+            assert page.title() == TITLE
+            assert page.locator("a").count() == len(gallery.pages)
+            page.get_by_role("link", name=segment, exact=True).click()
+            page.wait_for_url(path.as_uri())
+            assert page.title() == f"{TITLE} — {segment}"
+            page.get_by_role("link", name="all segments").click()
+            page.wait_for_url(gallery.index.as_uri())
+        assert not failed
