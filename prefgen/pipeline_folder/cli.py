@@ -23,18 +23,21 @@ def new(folder: Annotated[Path, typer.Argument(help="The folder to write (must n
         catalog: Annotated[Path, typer.Option(help="The image catalogue, an images*.jsonl(.gz) file inside --logs.")],
         profile: Annotated[str, typer.Option(help="Model sizes: demo (minutes) or quality (hours).")] = "demo",
         update: Annotated[bool, typer.Option("--update", help="Rewrite the files prefgen new generated in an existing "
-                                             "folder; stop, naming it, at one the user edited.")] = False) -> None:
+                                             "folder; one the user edited is kept, prefgen's version written beside it.")] = False) -> None:
     """Write a pipeline folder on a platform's logs and photos: dvc.yaml, params.yaml, a campaign, prefect.yaml, git and DVC."""
-    from prefgen.pipeline_folder.create import NewFolder, create, update as rewrite
+    from prefgen.pipeline_folder.create import PROPOSED, NewFolder, create, update as rewrite
     from prefgen.pipeline_folder.stages import FolderError
 
     spec = NewFolder(folder, logs, images, catalog, profile)
     try:
-        written = rewrite(spec) if update else create(spec)
+        written, kept = rewrite(spec) if update else (create(spec), [])
     except FolderError as err:
         fail(str(err))
     verb = "rewrote" if update else "wrote"
     typer.echo(f"{verb} {', '.join(written) or 'nothing (every generated file is up to date)'} in {folder}", err=True)
+    for name in kept:
+        typer.echo(f"kept {name}: you edited it; prefgen's version is beside it as {name}{PROPOSED}: merge what you need "
+                   "into yours and delete it", err=True)
     if not update:
         typer.echo(f"next: prefgen retrain {folder}; then, from {folder}: prefgen bundles, prefgen promote --bundle 1 "
                    f"--reason ...; prefgen nightly {folder}", err=True)

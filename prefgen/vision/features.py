@@ -7,8 +7,9 @@
                        not_prepared, missing_file, undecodable_image, wrong_size)
 
 Every image is read from the prepared folder (stage `prepare_images`), at the models' size. Columns:
-image_id, sha256 (of the prepared file), extractor (digest of what computed it), vector. Incremental: a row
-is kept while its prepared file and its extractor are unchanged, so a new batch of images costs only those
+image_id, prepared (the prepared file's name: the preparation's cache key of source content, size and version),
+extractor (digest of what computed it), vector. Incremental: a row is kept while its prepared file and its extractor
+are unchanged, with no file read or hashed, so a new batch of images costs only those
 images; a retrained CLIP tower recomputes `semantic` only. Files are replaced atomically.
 """
 
@@ -25,11 +26,13 @@ from tqdm import tqdm
 
 from prefgen.vision.config import VisualFeaturesConfig
 from prefgen.vision.extractors import PARTS, extractors
-from prefgen.vision.pixels import file_sha256, read_image, with_pixels
+from prefgen.vision.pixels import read_image, with_pixels
 
 
 def _existing(path: Path) -> pl.DataFrame | None:
-    return pl.read_parquet(path) if path.is_file() else None
+    """The part's table as last written, or None where there is none or it predates the `prepared` key."""
+    table = pl.read_parquet(path) if path.is_file() else None
+    return table if table is not None and "prepared" in table.columns else None
 
 
 def _write_atomic(frame: pl.DataFrame, path: Path) -> None:
@@ -73,31 +76,31 @@ def run(cfg: VisualFeaturesConfig, tables_dir: Path, prepared_dir: Path, clip_di
     images = with_pixels(tables_dir, prepared_dir)
     unprepared = images.filter(pl.col("reason") != "").select("image_id", "reason")
     paths = {i: Path(f) for i, f in images.filter(pl.col("reason") == "").select("image_id", "file").iter_rows()}
-    shas = {i: file_sha256(p) for i, p in paths.items()}
+    keys = {i: p.name for i, p in paths.items()}
     parts = {part: (digest, module.to(device)) for part, (digest, module) in extractors(cfg, clip_dir).items()}
     kept: dict[str, pl.DataFrame] = {}
     todo_ids: set[str] = set()
     for part, (digest, _) in parts.items():
         old = _existing(out / f"{part}.parquet")
-        current = pl.DataFrame({"image_id": list(shas), "sha256": list(shas.values())}).with_columns(extractor=pl.lit(digest))
-        kept[part] = old.join(current, on=["image_id", "sha256", "extractor"], how="semi") if old is not None else None
+        current = pl.DataFrame({"image_id": list(keys), "prepared": list(keys.values())}).with_columns(extractor=pl.lit(digest))
+        kept[part] = old.join(current, on=["image_id", "prepared", "extractor"], how="semi") if old is not None else None
         have = set(kept[part]["image_id"]) if kept[part] is not None else set()
-        todo_ids |= set(shas) - have
+        todo_ids |= set(keys) - have
     todo = sorted((i, paths[i]) for i in todo_ids)
     vectors, reasons, skipped = _compute(todo, {p: parts[p] for p in PARTS}, cfg.image_size, cfg.batch_size, device)
     skipped += list(unprepared.iter_rows())
     reasons.update(unprepared["reason"].to_list())
     sizes = {}
     for part, (digest, _) in parts.items():
-        new = pl.DataFrame({"image_id": list(vectors[part]), "sha256": [shas[i] for i in vectors[part]],
+        new = pl.DataFrame({"image_id": list(vectors[part]), "prepared": [keys[i] for i in vectors[part]],
                             "extractor": [digest] * len(vectors[part]), "vector": [v.tolist() for v in vectors[part].values()]},
-                           schema={"image_id": pl.String, "sha256": pl.String, "extractor": pl.String, "vector": pl.List(pl.Float32)})
+                           schema={"image_id": pl.String, "prepared": pl.String, "extractor": pl.String, "vector": pl.List(pl.Float32)})
         table = pl.concat([kept[part], new]) if kept[part] is not None else new  # recomputed rows win below
         table = table.unique("image_id", keep="last").sort("image_id")
         _write_atomic(table, out / f"{part}.parquet")
         sizes[part] = {"rows": table.height, "dim": len(table["vector"][0]) if table.height else 0}
     _write_atomic(pl.DataFrame(skipped, schema={"image_id": pl.String, "reason": pl.String}, orient="row"), out / "skipped.parquet")
     computed = len(todo) - (len(skipped) - unprepared.height)
-    log(f"visual_features: {computed} images computed, {len(shas) - len(todo)} kept, {len(skipped)} skipped")
-    return {"images": images.height, "computed": computed, "kept": len(shas) - len(todo),
+    log(f"visual_features: {computed} images computed, {len(keys) - len(todo)} kept, {len(skipped)} skipped")
+    return {"images": images.height, "computed": computed, "kept": len(keys) - len(todo),
             "skipped": dict(reasons), "parts": sizes}

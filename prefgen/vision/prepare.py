@@ -40,10 +40,8 @@ from __future__ import annotations
 
 import fcntl
 import functools
-import gzip
 import hashlib
 import io
-import json
 import os
 import re
 import stat
@@ -60,6 +58,8 @@ import pyarrow.parquet as pq
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from prefgen.atomic import atomic_path
+from prefgen.data.config import IngestConfig
+from prefgen.data.readers import iter_jsonl
 
 PREPARATION_VERSION = 1  # part of every cache key: bump it whenever a change here changes the pixels produced
 DEFAULT_MAX_PIXELS = 64_000_000  # a 64-megapixel photo decodes to 192 MiB of RGB, the most one image may hold
@@ -72,6 +72,7 @@ MANIFEST_SCHEMA = pa.schema([pa.field(name, pa.string(), nullable=False)
 REASONS = ("bad_row", "duplicate_id", "no_path", "bad_path", "missing_file", "unreadable_file", "empty_file",
            "not_an_image", "too_many_pixels", "truncated_image", "undecodable_image")
 UNSAFE_FORMATS = ("EPS",)  # Pillow hands EPS to Ghostscript, an interpreter that must never run an uploaded file
+CATALOG_FIELDS = ("image_id", "path")
 _PREPARED_NAME = re.compile(r"[0-9a-f]{64}-\d+px-v\d+\.png")
 
 
@@ -178,21 +179,19 @@ def safe_path(images_dir: Path, path: str) -> Path | None:
 
 
 def read_catalog(catalog: Path) -> Iterator[tuple[Any, Any]]:
-    """(image_id, path) of every catalogue row in order; a line that is not a JSON object gives (None, None)."""
+    """(image_id, path) of every catalogue row in file order. A JSONL catalogue goes through ingest's reader, so a
+    line that is not a JSON object, holds a field of the wrong JSON type or is longer than ingest's limit gives
+    (None, None) and a long line is never held whole."""
     if catalog.suffix == ".parquet":
         table = pq.read_table(catalog, columns=["image_id", "path"])
         yield from zip(table.column("image_id").to_pylist(), table.column("path").to_pylist())
         return
-    opener = gzip.open if catalog.suffix == ".gz" else open
-    with opener(catalog, "rt", encoding="utf-8-sig", errors="replace") as lines:
-        for line in lines:
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except (ValueError, RecursionError):
-                row = None
-            yield (row.get("image_id"), row.get("path")) if isinstance(row, dict) else (None, None)
+    limits = IngestConfig()
+    for chunk in iter_jsonl(catalog, CATALOG_FIELDS, ("image_id",), limits.chunk_bytes, limits.max_line_bytes):
+        rows = [(line, (image_id, path) if wrong is None else (None, None))
+                for image_id, path, line, wrong in chunk.frame.select(*CATALOG_FIELDS, "_line", "_wrong_type").iter_rows()]
+        rows += [(line, (None, None)) for line, *_ in chunk.rejected]
+        yield from (entry for _, entry in sorted(rows, key=lambda row: row[0]))
 
 
 def _row_problem(image_id: Any, path: Any, seen: set[str]) -> str:
@@ -267,7 +266,7 @@ def _prepare_rows(images_dir: Path, catalog: Path, out_dir: Path, size: int, max
     """The manifest's columns and the counts, preparing each image whose cache key has no prepared file."""
     try:
         entries = list(read_catalog(catalog))
-    except (OSError, ValueError, KeyError) as err:  # a corrupt gzip or Parquet file, a table without the columns
+    except (OSError, EOFError, ValueError, KeyError) as err:  # a corrupt or cut gzip or Parquet file, a table without the columns
         raise ValueError(f"catalogue {catalog} could not be read ({type(err).__name__}: {err})") from err
     progress, counts, seen = _Progress(len(entries), log, progress_s), Counter(), set()
     columns: dict[str, list[str]] = {name: [] for name in MANIFEST_SCHEMA.names}

@@ -68,27 +68,37 @@ def test_data_the_pipeline_could_not_read_is_refused_in_one_line(tmp_path, platf
     assert not spec["folder"].exists()
 
 
-def test_update_rewrites_only_unedited_generated_files_and_stops_at_an_edited_one(tmp_path):
+def test_update_rewrites_only_unedited_generated_files_and_keeps_an_edited_one(tmp_path):
     platform = write_platform(tmp_path / "platform")
     folder = tmp_path / "mine"
     spec = NewFolder(folder, platform["logs"], platform["images"], platform["catalog"])
     create(spec)
-    assert update(spec) == []  # nothing changed: nothing rewritten, no commit
+    assert update(spec) == ([], [])  # nothing changed: nothing rewritten, no commit
     (folder / "notes.txt").write_text("the user's own file")
     (folder / "dvc.yaml").unlink()
     write_jsonl(platform["catalog"], [{"image_id": f"n{i}", "path": "pics/p0.png", "caption": "a green tram"} for i in range(3)])
-    assert update(spec) == ["campaigns/default.yaml", "dvc.yaml"]  # the new captions, the missing file
+    assert update(spec) == (["campaigns/default.yaml", "dvc.yaml"], [])  # the new captions, the missing file
     assert yaml.safe_load((folder / "campaigns" / "default.yaml").read_text())["prompts"] == ["a green tram"]
     assert (folder / "notes.txt").read_text() == "the user's own file"
 
     params = (folder / "params.yaml").read_text()
     (folder / "params.yaml").write_text(params.replace("profile: demo", "profile: quality"))
-    campaign_before = (folder / "campaigns" / "default.yaml").read_text()
     write_jsonl(platform["catalog"], [{"image_id": "n9", "path": "pics/p0.png", "caption": "a blue bus"}])
-    with pytest.raises(FolderError, match="params.yaml edited since prefgen new wrote it: not overwritten, nothing written"):
-        update(spec)
-    assert (folder / "campaigns" / "default.yaml").read_text() == campaign_before  # stopped before writing anything
+    assert update(spec) == (["campaigns/default.yaml"], ["params.yaml"])  # the edit kept, the campaign still updated
     assert "profile: quality" in (folder / "params.yaml").read_text()
+    assert (folder / "params.yaml.prefgen-new").read_text() == params  # prefgen's version beside it, to merge by hand
+    assert yaml.safe_load((folder / "campaigns" / "default.yaml").read_text())["prompts"] == ["a blue bus"]
+    assert update(spec) == ([], ["params.yaml"])
+    (folder / "params.yaml").write_text(params)  # the user takes prefgen's version: it is prefgen's again
+    assert update(spec) == ([], [])
+
+
+def test_a_folder_whose_repository_cannot_be_made_is_removed(tmp_path, platform, monkeypatch):
+    folder = tmp_path / "mine"
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))  # no git
+    with pytest.raises(FolderError, match="git not found on PATH"):
+        create(NewFolder(folder, platform["logs"], platform["images"], platform["catalog"]))
+    assert not folder.exists()
 
 
 def test_the_folders_deployments_resolve_their_flows_from_inside_it(tmp_path, platform, monkeypatch):

@@ -58,6 +58,11 @@ def test_features_are_incremental_and_bad_images_are_counted(world):
                                                          "colour": {"rows": 5, "dim": 68}}
     semantic_before = pl.read_parquet(root / "visual" / "semantic.parquet")
     assert _features(root, cfg)["computed"] == 0  # nothing new: nothing computed
+    _image(root / "raw" / "images" / "img4.png", 40)  # new content under an old id: a new prepared file, recomputed
+    assert _features(root, cfg)["computed"] == 1
+    _image(root / "raw" / "images" / "img4.png", 4)
+    assert _features(root, cfg)["computed"] == 1
+    assert pl.read_parquet(root / "visual" / "semantic.parquet").equals(semantic_before)
     _image(root / "raw" / "images" / "img5.png", 5)
     _image(root / "raw" / "images" / "img6.png", 6, size=24)  # smaller than the features' size: prepared, scaled up
     (root / "raw" / "images" / "img7.png").write_bytes(b"not a png")

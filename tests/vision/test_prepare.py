@@ -189,7 +189,8 @@ def catalogue_folder(root: Path) -> tuple[Path, Path]:
             {"image_id": "empty", "path": "empty.jpg"}, {"image_id": "txt", "path": "notes.txt"},
             {"image_id": "gone", "path": "gone.png"}, {"image_id": "up", "path": "../outside.png"},
             {"image_id": "abs", "path": str(root / "outside.png")}, {"image_id": "link", "path": "link.png"},
-            {"image_id": "nopix", "path": ""}, {"image_id": "a", "path": "c.webp"}]
+            {"image_id": "nopix", "path": ""}, {"image_id": "a", "path": "c.webp"}, {"image_id": "typed", "path": 7},
+            {"image_id": "long", "path": "a.jpg", "caption": "x" * 2**20}]  # longer than ingest's line limit
     catalog = root / "images.jsonl"
     catalog.write_text("".join(json.dumps(row) + "\n" for row in rows) + "{not json\n")
     return images, catalog
@@ -198,9 +199,9 @@ def catalogue_folder(root: Path) -> tuple[Path, Path]:
 def test_each_bad_row_is_rejected_with_its_reason_and_every_good_photo_prepared(tmp_path):
     images, catalog = catalogue_folder(tmp_path)
     counts = prepare_images(images, catalog, tmp_path / "out", SIZE, log=lambda line: None)
-    assert counts["read"] == 13 and counts["prepared"] == 3 and counts["unchanged"] == 0 and counts["rejected"] == 10
+    assert counts["read"] == 15 and counts["prepared"] == 3 and counts["unchanged"] == 0 and counts["rejected"] == 12
     assert counts["reasons"] == {"truncated_image": 1, "empty_file": 1, "not_an_image": 1, "missing_file": 1,
-                                 "bad_path": 3, "no_path": 1, "duplicate_id": 1, "bad_row": 1}
+                                 "bad_path": 3, "no_path": 1, "duplicate_id": 1, "bad_row": 3}
     manifest = pq.read_table(tmp_path / "out" / prep.MANIFEST).to_pylist()
     by_id = {row["image_id"]: row for row in manifest if row["reason"] != "duplicate_id"}
     assert {by_id[key]["reason"] for key in ("up", "abs", "link")} == {"bad_path"}
@@ -219,7 +220,7 @@ def test_a_rerun_is_incremental_and_a_new_size_redoes_everything(tmp_path):
     prepare_images(images, catalog, out, SIZE, log=quiet)
     before = {name: mtime for name, mtime in files_and_mtimes(out).items() if name.startswith(prep.IMAGES)}
     again = prepare_images(images, catalog, out, SIZE, log=quiet)
-    assert (again["prepared"], again["unchanged"], again["rejected"]) == (0, 3, 10)
+    assert (again["prepared"], again["unchanged"], again["rejected"]) == (0, 3, 12)
     assert {name: mtime for name, mtime in files_and_mtimes(out).items() if name.startswith(prep.IMAGES)} == before
     photo(40, 30, seed=5).save(images / "a.jpg")
     changed = prepare_images(images, catalog, out, SIZE, log=quiet)
@@ -248,14 +249,14 @@ def test_a_parquet_or_gzipped_catalogue_reads_like_the_jsonl(tmp_path):
     from_parquet = prepare_images(images, tmp_path / "images.parquet", tmp_path / "p", SIZE, log=lambda line: None)
     from_gzip = prepare_images(images, tmp_path / "images.jsonl.gz", tmp_path / "g", SIZE, log=lambda line: None)
     assert (from_parquet["read"], from_parquet["prepared"], from_parquet["rejected"]) == (7, 3, 4)
-    assert from_gzip["read"] == 13 and from_gzip["prepared"] == 3
+    assert from_gzip["read"] == 15 and from_gzip["prepared"] == 3
 
 
 def test_progress_is_logged_while_the_run_goes(tmp_path):
     images, catalog = catalogue_folder(tmp_path)
     lines: list[str] = []
     prepare_images(images, catalog, tmp_path / "out", SIZE, log=lines.append, progress_s=0.0)
-    assert len(lines) == 14 and lines[0].startswith("prepare_images: 1/13 rows") and "13/13" in lines[-1]
+    assert len(lines) == 16 and lines[0].startswith("prepare_images: 1/15 rows") and "15/15" in lines[-1]
 
 
 def test_the_command_prints_its_counts_last_and_fails_in_one_line_on_a_missing_catalogue(tmp_path):
