@@ -44,6 +44,9 @@ STAGES: tuple[Stage, ...] = (
           ("train_graph", "trainer"), reads=("tables", "split", "centrality", "visual"), writes=("graph", "checkpoints", "plots")),
     Stage("eval_graph", ("eval", "graph"), "influence_spearman: learned member attention against true influence.",
           ("eval_graph",), reads=("truth", "graph"), not_metrics=_WORLD),
+    Stage("eval_holdout", ("eval", "holdout"), "Step 1 on the held-out window's clicks (HR@10, NDCG@10) against popularity, "
+          "in dev and test halves; no ground truth.", ("eval_holdout",), reads=("tables", "split", "graph"),
+          not_metrics=("holdout_from_ms", "negatives")),
     Stage("train_clip", ("train-clip",), "Step 2: train the semantic image tower (frozen MiniLM text tower) on train (image, caption) pairs.",
           ("train_clip", "trainer", "image_size"), reads=("images",), writes=("clip", "checkpoints", "plots"),
           not_metrics=("pretrained", "skipped")),

@@ -7,7 +7,7 @@ from prefgen.stage_table import STAGES
 from tests.conftest import ROOT
 
 WIRING = {"prefgen/cli.py", "prefgen/stage_cli.py", "prefgen/stage_table.py", "prefgen/__main__.py", "prefgen/codedeps.py"}
-JUDGES = {"reference", "eval_graph", "eval_mapper", "eval_generation", "train_oracle"}  # stages whose code is evaluation's
+JUDGES = {"reference", "eval_graph", "eval_holdout", "eval_mapper", "eval_generation", "train_oracle"}  # stages whose code is evaluation's
 
 
 # Above the stages: a pipeline folder is made from the table of stages and their code deps.

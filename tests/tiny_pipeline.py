@@ -34,6 +34,7 @@ def tiny_params(world: str = TINY_WORLD, store: Path | None = None) -> dict:
 def tiny_trainers(params: dict) -> None:
     """Every trainer of a pipeline (a project's or a pipeline folder's) at one or two epochs and one thread, in place."""
     shrink(params, "centrality", threads=1)
+    shrink(params, "eval_holdout", negatives=20, bootstrap=100)  # a tiny world has fewer than 100 unclicked train images
     shrink(params, "train_graph", max_epochs=1, influence_folds=2)
     shrink(params, "train_clip", epochs=1, vision_width=32, vision_layers=1, vision_heads=2, threads=1)
     shrink(params, "train_mapper", max_epochs=1)

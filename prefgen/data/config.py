@@ -90,6 +90,9 @@ class SplitConfig:
     # in for new (generated) images when evaluating cold-start scores.
     cold_fraction: Fraction = 0.2
     seed: int = 7
+    # The last holdout_days of interactions are held out for evaluation without ground truth (stage eval_holdout):
+    # no training stage reads an event in that window, and an image first seen in it is cold. 0: no window.
+    holdout_days: NonNegativeFloat = 0.0
 
     def __post_init__(self) -> None:
         if not (0 <= self.val_fraction < 1 and 0 <= self.cold_fraction < 1 and self.val_fraction + self.cold_fraction < 1):

@@ -79,3 +79,13 @@ class EvalGraphConfig:
     """Stage `eval_graph`: the learned member attention against the world's true influence (eval/graph.py)."""
 
     min_group_size: PositiveInt = 3  # influence Spearman is averaged over groups at least this large
+
+
+@dataclass(frozen=True)
+class EvalHoldoutConfig:
+    """Stage `eval_holdout`: Step 1 on the held-out window's clicks against popularity (eval/holdout.py)."""
+
+    negatives: PositiveInt = 100  # sampled negatives per held-out positive: the group-recommendation protocol's 1 + 100
+    k: PositiveInt = 10  # the cut-off of HR@k and NDCG@k
+    seed: int = 0  # draws the negatives and the bootstrap
+    bootstrap: PositiveInt = 2000  # resamples of segments for the interval of the difference to popularity

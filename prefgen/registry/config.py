@@ -33,6 +33,25 @@ class GateMetric:
 
 
 @dataclass(frozen=True)
+class GateFloor:
+    """A floor no bundle may be under to become champion, the first one included: `metric` must exceed the baseline
+    `above_metric` measured in the same evaluation (e.g. Step 1's HR@10 over popularity's), or the number `above`
+    where no baseline is named (e.g. the low end of an interval of a difference above 0)."""
+
+    metric: str
+    above_metric: str = ""
+    above: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in (self.metric, self.above_metric):
+            if name and "." not in name:
+                raise ConfigError(f"params.registry.floors: {name!r} must read '<metrics file>.<key>'")
+
+    def names(self) -> list[str]:
+        return [self.metric, *([self.above_metric] if self.above_metric else [])]
+
+
+@dataclass(frozen=True)
 class RegistryConfig:
     """Section `registry`: one MLflow model whose versions are bundles of every model a retrain made."""
 
@@ -43,6 +62,12 @@ class RegistryConfig:
     eval_set: list[str] = field(default_factory=lambda: ["split"])
     eval_set_sha256: str = ""  # when set, the gate refuses a bundle judged on any other evaluation set
     gate_metrics: list[GateMetric] = field(default_factory=list)
+    floors: list[GateFloor] = field(default_factory=list)  # checked before any comparison with the champion
+
+    def judged_metrics(self) -> list[str]:
+        """Every metric the gate reads: the compared ones, and the floors' metrics and baselines."""
+        names = [m.name for m in self.gate_metrics] + [name for floor in self.floors for name in floor.names()]
+        return list(dict.fromkeys(names))
 
     def __post_init__(self) -> None:
         names = [m.name for m in self.gate_metrics]

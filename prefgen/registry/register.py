@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -33,9 +34,11 @@ from prefgen.registry import store
 from prefgen.registry.bundle import PARTS, assemble
 from prefgen.registry.config import RegistryConfig
 from prefgen.registry.gate import read_gate_metrics
+from prefgen.registry.generate import load_version
+from prefgen.registry.rescore import rescore_bundle
 from prefgen.registry.store import RegistryError
 
-EVAL_STAGES = ("eval_graph", "eval_mapper", "eval_generation")
+EVAL_STAGES = ("eval_graph", "eval_holdout", "eval_mapper", "eval_generation")
 PROBE_TIMEOUT_S = 5  # MLflow's client retries an unreachable server for minutes before it gives up
 # While registering, MLflow's client gives up on a lost server within seconds (unless the environment sets these).
 FAIL_FAST = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
@@ -173,17 +176,35 @@ def _register(cfg: RegistryConfig, params: dict[str, Any], root: Path, log, flow
         client.set_model_version_tag(cfg.model_name, existing.version, store.INPUTS_TAG, inputs)  # next time: no assembly
         log(f"bundle {digest[:12]} is already {cfg.model_name} version {existing.version}: nothing registered")
         return _judged(client, cfg, existing, log)
-    metrics, eval_set = read_gate_metrics(paths, cfg.gate_metrics), eval_set_digest(cfg, params, paths, root)
+    metrics, eval_set = read_gate_metrics(paths, cfg.judged_metrics()), eval_set_digest(cfg, params, paths, root)
     with tracking.stage_run("register", {"registry": asdict(cfg)}, tracking_config(params), root, flow_run_id):
         mlflow.set_tags(tracking.world_tags(paths.raw))
         mlflow.log_metrics(tracking.flatten(metrics))
         version, _ = store.register(client, cfg, folder, metrics, eval_set, lineage, inputs)
         log(f"registered bundle {digest[:12]} as {cfg.model_name} version {version.version}")
-        decision = store.gate(client, cfg, version)
+        decision = store.gate(client, cfg, version, _rescorer(client, cfg, params, root, log))
     log(f"champion gate: {decision.summary()}")
     aliases = list(client.get_model_version(cfg.model_name, version.version).aliases)
     return {"version": str(version.version), "created": True, "digest": digest, "gate": "passed" if decision.passed else "refused",
             "reasons": decision.reasons, "aliases": aliases, "metrics": metrics, "eval_set_sha256": eval_set}
+
+
+def _rescorer(client: mlflow.MlflowClient, cfg: RegistryConfig, params: dict[str, Any], root: Path,
+              log) -> Callable[[ModelVersion], dict[str, float] | None]:
+    """The champion judged again on this pipeline's evaluation set (registry/rescore.py); None where that fails, so
+    the gate falls back to its own figures and says they are not comparable."""
+
+    def rescore(champion: ModelVersion) -> dict[str, float] | None:
+        log(f"champion gate: version {champion.version} was judged on another evaluation set: judging it again on this one")
+        try:
+            with tempfile.TemporaryDirectory(prefix="prefgen-champion-") as cache:
+                loaded = load_version(client, cfg.model_name, str(champion.version), Path(cache))
+                return rescore_bundle(params, root, loaded.bundle, cfg.judged_metrics(), log)
+        except Exception as err:  # noqa: BLE001  a failed re-judging must not leave the new version ungated
+            log(f"champion gate: judging version {champion.version} again failed ({type(err).__name__}: {err})")
+            return None
+
+    return rescore
 
 
 def _judged(client: mlflow.MlflowClient, cfg: RegistryConfig, version: ModelVersion, log) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -35,7 +36,7 @@ from mlflow.exceptions import MlflowException
 
 from prefgen.registry.bundle import Bundle
 from prefgen.registry.config import RegistryConfig
-from prefgen.registry.gate import GateDecision, decide
+from prefgen.registry.gate import GateDecision, check_floors, decide
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 HISTORY, STACK = "champion.history", "champion.stack"
@@ -141,14 +142,26 @@ def _move_champion(client: MlflowClient, name: str, version: str | int, action: 
     return entry
 
 
-def gate(client: MlflowClient, cfg: RegistryConfig, version: ModelVersion) -> GateDecision:
-    """Compare `version` with the champion on the gate metrics: move `champion` to it, or mark it `challenger`."""
+def gate(client: MlflowClient, cfg: RegistryConfig, version: ModelVersion,
+         rescore: Callable[[ModelVersion], dict[str, float]] | None = None) -> GateDecision:
+    """Compare `version` with the champion on the gate metrics: move `champion` to it, or mark it `challenger`. A
+    champion judged on another evaluation set, or lacking a gate metric, is judged again on this one by `rescore`
+    where given (registry/rescore.py), and compared on those figures."""
     name, current = cfg.model_name, version_by_alias(client, cfg.model_name, CHAMPION)
     if current is not None and current.version == version.version:
         return GateDecision(True, [f"version {version.version} is already champion"])
-    decision = decide(cfg.gate_metrics, json.loads(version.tags.get("gate.metrics", "{}")), version.tags.get("eval_set.sha256", ""),
-                      json.loads(current.tags.get("gate.metrics", "{}")) if current else None,
-                      current.tags.get("eval_set.sha256") if current else None, cfg.eval_set_sha256)
+    new_metrics, new_set = json.loads(version.tags.get("gate.metrics", "{}")), version.tags.get("eval_set.sha256", "")
+    champion, champion_set = (json.loads(current.tags.get("gate.metrics", "{}")), current.tags.get("eval_set.sha256")) \
+        if current else (None, None)
+    rescored = rescore(current) if current and rescore and _worth_rescoring(cfg, new_metrics, new_set, champion, champion_set) \
+        else None
+    if rescored is not None:
+        champion, champion_set = rescored, new_set
+        client.set_model_version_tag(name, version.version, "gate.champion_rescored", json.dumps(rescored, sort_keys=True))
+    decision = decide(cfg.gate_metrics, new_metrics, new_set, champion, champion_set, cfg.eval_set_sha256, cfg.floors)
+    if rescored is not None:
+        note = f"champion version {current.version} judged again on this bundle's evaluation set"
+        decision = GateDecision(decision.passed, [*decision.reasons, note])
     client.set_model_version_tag(name, version.version, "gate.decision", "passed" if decision.passed else "refused")
     client.set_model_version_tag(name, version.version, "gate.reasons", "\n".join(decision.reasons))
     client.set_model_version_tag(name, version.version, "gate.champion_at_decision", str(current.version) if current else "")
@@ -160,6 +173,14 @@ def gate(client: MlflowClient, cfg: RegistryConfig, version: ModelVersion) -> Ga
         client.set_tag(version.tags["register.run_id"], "gate.decision", "passed" if decision.passed else "refused")
         client.set_tag(version.tags["register.run_id"], "gate.reasons", "\n".join(decision.reasons)[:7000])
     return decision
+
+
+def _worth_rescoring(cfg: RegistryConfig, new: dict[str, float], new_set: str, champion: dict[str, float] | None,
+                     champion_set: str | None) -> bool:
+    """Whether the champion's own figures cannot be compared with the new bundle's, which could pass otherwise."""
+    if not cfg.gate_metrics or (cfg.eval_set_sha256 and new_set != cfg.eval_set_sha256) or check_floors(cfg.floors, new):
+        return False
+    return champion_set != new_set or any(m.name not in (champion or {}) for m in cfg.gate_metrics)
 
 
 def promote(client: MlflowClient, name: str, version: str, reason: str, by: str | None = None) -> dict[str, str]:

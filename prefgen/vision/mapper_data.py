@@ -6,37 +6,19 @@ val images for early stopping): no cold image's interaction reaches a trainer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import torch
-from safetensors.torch import load_file
 
 from prefgen.data.split import training_events
 from prefgen.metrics.ranking import segment_interactions
+from prefgen.preference.outputs import Step1, load_step1  # noqa: F401  (load_step1: read through here by Step 2)
 from prefgen.vision.config import TrainMapperConfig
 from prefgen.vision.train_mapper import MapperData
 
 PARTS = ("semantic", "style", "colour")
-
-
-@dataclass
-class Step1:
-    p: torch.Tensor  # (S, 2d)
-    items: torch.Tensor  # (I, d)
-    project: torch.Tensor  # (d, 2d)
-    segment_row: dict[str, int]
-    item_row: dict[str, int]
-
-
-def load_step1(graph_dir: Path) -> Step1:
-    vectors = load_file(graph_dir / "vectors.safetensors")
-    segments = pl.read_parquet(graph_dir / "segments.parquet")
-    items = pl.read_parquet(graph_dir / "items.parquet")
-    return Step1(vectors["p"], vectors["items"], vectors["project"], dict(zip(segments["segment_id"], segments["row"])),
-                 dict(zip(items["image_id"], items["row"])))
 
 
 def read_features(features_dir: Path, parts: tuple[str, ...]) -> tuple[list[str], np.ndarray]:

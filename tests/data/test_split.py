@@ -80,3 +80,40 @@ def test_ingest_and_split_stages_read_and_write_their_catalogue_paths_and_name_b
     (paths.tables / "images.parquet").unlink()
     with pytest.raises(split_stage.USER_ERRORS):
         split_stage.run(split_stage.load_config(None), paths)
+
+
+def _dated_tables(tmp_path):
+    """Clicks over ten days (one a day per image i0..i9, image iK first clicked on day K), a follow on day 9."""
+    raw = tmp_path / "raw"
+    write_jsonl(raw / "images.jsonl", [{"image_id": f"i{k}", "path": "", "caption": ""} for k in range(12)])
+    day = lambda d: f"2026-11-{10 + d:02d}T12:00:00Z"  # noqa: E731
+    rows = [event(event_id=f"c{k}-{d}", actor_id="u1", target_id=f"i{k}", ts=day(d)) for k in range(10) for d in range(k, 10)]
+    rows += [event(event_id="f9", type="follow", actor_id="u1", target_id="u2", ts=day(9)),
+             event(event_id="f0", type="follow", actor_id="u2", target_id="u1", ts=day(0))]
+    write_jsonl(raw / "a.jsonl", rows)
+    ingest(IngestConfig(), raw, tmp_path / "tables", now=NOW)
+    return tmp_path / "tables"
+
+
+def test_a_holdout_window_is_never_trained_on_and_its_new_images_are_cold(tmp_path):
+    tables = _dated_tables(tmp_path)
+    cfg = SplitConfig(val_fraction=0.0, cold_fraction=0.0, holdout_days=3)
+    counts = split.run(cfg, tables, tmp_path / "split.parquet")
+    start = split.holdout_from(tmp_path / "split.parquet")
+    assert start == int(datetime(2026, 11, 16, 12, tzinfo=UTC).timestamp() * 1000) == counts["holdout_from_ms"]
+    table = dict(pl.read_parquet(tmp_path / "split.parquet").iter_rows())
+    assert sorted(k for k, s in table.items() if s == "cold") == ["i6", "i7", "i8", "i9"]  # first clicked on days 6..9
+    assert table["i10"] == "train" and counts["held_out_events"] == sum(10 - max(k, 6) for k in range(10))
+    events = split.training_events(tables, tmp_path / "split.parquet").collect()
+    assert events["ts"].dt.epoch("ms").max() < start and events.height > 0
+    assert events.filter(pl.col("type") == "follow")["event_id"].to_list() == ["f0"]  # the window's follow is held out too
+    without = split.run(SplitConfig(val_fraction=0.0, cold_fraction=0.0), tables, tmp_path / "plain.parquet")
+    assert split.holdout_from(tmp_path / "plain.parquet") is None and "holdout_from_ms" not in without
+    assert split.training_events(tables, tmp_path / "plain.parquet").collect().height == len(_all_events(tables))
+
+
+def _all_events(tables):
+    from prefgen.data import contract as c
+    from prefgen.data.tables import scan_parts
+
+    return scan_parts(tables / c.EVENTS_DIR, c.EVENTS_SCHEMA).collect()

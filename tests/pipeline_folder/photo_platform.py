@@ -28,10 +28,11 @@ ENCODINGS = [("JPEG", "jpg", "RGB"), ("PNG", "png", "RGBA"), ("WEBP", "webp", "R
 @dataclass(frozen=True)
 class PlatformSize:
     images: int = 240
-    individuals: int = 60
+    individuals: int = 100
     groups: int = 8
-    clicks_per_individual: int = 12
+    clicks_per_individual: int = 24
     clicks_per_group: int = 10
+    taste_scale: float = 3.0  # how sharply a taste picks images: popularity alone must not explain the clicks
     seed: int = 0
 
 
@@ -87,7 +88,7 @@ def write_images(photos: Path, size: PlatformSize, rng: np.random.Generator) -> 
 
 def drawn(taste: np.ndarray, features: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
     """`count` distinct images drawn with probability softmax(features . taste)."""
-    logits = features @ taste * 2.0
+    logits = features @ taste
     weights = np.exp(logits - logits.max())
     return rng.choice(len(features), size=count, replace=False, p=weights / weights.sum())
 
@@ -102,9 +103,11 @@ def social_events(size: PlatformSize, features: np.ndarray, rng: np.random.Gener
         events.append({"event_id": f"e{len(events)}", "ts": when.isoformat().replace("+00:00", "Z"), "actor_id": actor,
                        "type": kind, "target_id": target})
 
-    tastes = rng.normal(size=(size.individuals, 2))
+    angles = rng.uniform(0, 2 * np.pi, size.individuals)  # each individual likes one direction in the statistics' plane
+    tastes = size.taste_scale * np.stack([np.cos(angles), np.sin(angles)], axis=1)
     for user in range(size.individuals):
-        for other in rng.choice(size.individuals, size=4, replace=False):
+        alike = np.abs(np.angle(np.exp(1j * (angles - angles[user]))))  # people follow those of similar taste
+        for other in rng.choice(size.individuals, size=4, replace=False, p=np.exp(-2 * alike) / np.exp(-2 * alike).sum()):
             if other != user:
                 add(f"u{user}", "follow", f"u{other}")
         for image in drawn(tastes[user], features, size.clicks_per_individual, rng):

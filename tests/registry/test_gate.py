@@ -7,7 +7,7 @@ import pytest
 
 from prefgen.params import ConfigError, from_section, load_params
 from prefgen.paths import Paths
-from prefgen.registry.config import GateMetric, RegistryConfig
+from prefgen.registry.config import GateFloor, GateMetric, RegistryConfig
 from prefgen.registry.gate import NO_GATE_METRIC, decide, read_gate_metrics
 from tests.conftest import ROOT
 
@@ -41,9 +41,34 @@ def test_gate_metrics_are_read_from_the_metrics_files(tmp_path):
     paths = Paths.from_params(load_params(ROOT / "params.yaml")).rooted(tmp_path)
     paths.metrics_file("eval_mapper").parent.mkdir(parents=True)
     paths.metrics_file("eval_mapper").write_text(json.dumps({"cold_auc": 0.8, "ablation": {"fused": {"win": 0.7}}, "bad": "x"}))
-    gate = [GateMetric("eval_mapper.cold_auc"), GateMetric("eval_mapper.ablation.fused.win"), GateMetric("eval_mapper.bad"),
-            GateMetric("eval_graph.influence_spearman")]
-    assert read_gate_metrics(paths, gate) == {"eval_mapper.cold_auc": 0.8, "eval_mapper.ablation.fused.win": 0.7}
+    names = ["eval_mapper.cold_auc", "eval_mapper.ablation.fused.win", "eval_mapper.bad", "eval_graph.influence_spearman"]
+    assert read_gate_metrics(paths, names) == {"eval_mapper.cold_auc": 0.8, "eval_mapper.ablation.fused.win": 0.7}
+
+
+FLOORS = [GateFloor("eval_holdout.test.hr10", above_metric="eval_holdout.test.popularity_hr10"),
+          GateFloor("eval_holdout.test.hr10_minus_popularity_ci_low")]
+
+
+def test_a_bundle_under_a_floor_never_passes_the_first_one_included():
+    gate = [GateMetric("eval_holdout.test.hr10", tolerance=0.01)]
+    good = {"eval_holdout.test.hr10": 0.5, "eval_holdout.test.popularity_hr10": 0.3, "eval_holdout.test.hr10_minus_popularity_ci_low": 0.1}
+    assert decide(gate, good, "E", None, None, floors=FLOORS).passed
+    under = good | {"eval_holdout.test.popularity_hr10": 0.5}
+    refused = decide(gate, under, "E", None, None, floors=FLOORS)
+    assert not refused.passed and refused.reasons == [
+        "eval_holdout.test.hr10 0.5000 is not above eval_holdout.test.popularity_hr10 0.5000 (BELOW FLOOR)"]
+    straddles = decide(gate, good | {"eval_holdout.test.hr10_minus_popularity_ci_low": -0.01}, "E", good, "E", floors=FLOORS)
+    assert not straddles.passed and "is not above the floor 0.0000" in straddles.reasons[0]  # better than the champion, yet under
+    lacking = decide(gate, {"eval_holdout.test.hr10": 0.5}, "E", None, None, floors=FLOORS)
+    assert not lacking.passed and "not measured for this bundle" in lacking.reasons[0]
+
+
+def test_the_registry_reads_every_metric_its_gate_and_floors_judge():
+    cfg = RegistryConfig(gate_metrics=[GateMetric("eval_holdout.test.hr10")], floors=FLOORS)
+    assert cfg.judged_metrics() == ["eval_holdout.test.hr10", "eval_holdout.test.popularity_hr10",
+                                    "eval_holdout.test.hr10_minus_popularity_ci_low"]
+    with pytest.raises(ConfigError, match="'hr10' must read '<metrics file>.<key>'"):
+        GateFloor("hr10")
 
 
 @pytest.mark.parametrize(("section", "message"), [
