@@ -25,6 +25,9 @@ ENCODINGS = [("JPEG", "jpg", "RGB"), ("PNG", "png", "RGBA"), ("WEBP", "webp", "R
              ("BMP", "bmp", "RGB"), ("TIFF", "tif", "CMYK"), ("GIF", "gif", "P"), ("JPEG", "jpg", "L")]
 
 
+START, DAYS, FIRST_DAYS = datetime(2026, 1, 1, tzinfo=UTC), 60, 45  # the log's days; the first FIRST_DAYS come first
+
+
 @dataclass(frozen=True)
 class PlatformSize:
     images: int = 240
@@ -95,11 +98,10 @@ def drawn(taste: np.ndarray, features: np.ndarray, count: int, rng: np.random.Ge
 
 def social_events(size: PlatformSize, features: np.ndarray, rng: np.random.Generator) -> list[dict]:
     """Follows, group joins, individuals' clicks and groups' clicks, each click drawn from a taste over the statistics."""
-    start = datetime(2026, 1, 1, tzinfo=UTC)
     events: list[dict] = []
 
     def add(actor: str, kind: str, target: str) -> None:
-        when = start + timedelta(minutes=int(rng.integers(0, 60 * 24 * 60)))
+        when = START + timedelta(minutes=int(rng.integers(0, DAYS * 24 * 60)))
         events.append({"event_id": f"e{len(events)}", "ts": when.isoformat().replace("+00:00", "Z"), "actor_id": actor,
                        "type": kind, "target_id": target})
 
@@ -122,12 +124,17 @@ def social_events(size: PlatformSize, features: np.ndarray, rng: np.random.Gener
 
 
 def write_photo_platform(root: Path, size: PlatformSize = PlatformSize()) -> dict[str, Path]:
-    """logs/ (events.jsonl, images.jsonl) and photos/ under `root`, as `prefgen new` takes them."""
+    """logs/ (events.jsonl, images.jsonl) and photos/ under `root`, as `prefgen new` takes them. The logs hold the
+    first FIRST_DAYS days of events; later/events-later.jsonl holds the rest, for a user to add to the logs later."""
     rng = np.random.default_rng(size.seed)
-    logs, photos = root / "logs", root / "photos"
+    logs, photos, later = root / "logs", root / "photos", root / "later"
     logs.mkdir(parents=True)
+    later.mkdir()
     rows, features = write_images(photos, size, rng)
     catalog = logs / "images.jsonl"
     catalog.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    (logs / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in social_events(size, features, rng)))
-    return {"logs": logs, "images": photos, "catalog": catalog}
+    events = social_events(size, features, rng)
+    cut = (START + timedelta(days=FIRST_DAYS)).isoformat().replace("+00:00", "Z")
+    (logs / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events if e["ts"] < cut))
+    (later / "events-later.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events if e["ts"] >= cut))
+    return {"logs": logs, "images": photos, "catalog": catalog, "later": later / "events-later.jsonl"}
