@@ -98,3 +98,17 @@ def test_a_bundle_under_a_floor_is_not_judged_against_the_champion_at_all(tmp_pa
     under = registered(tmp_path, cfg, 2, {"eval_holdout.test.hr10": 0.2, "eval_holdout.test.popularity_hr10": 0.3}, "W2")
     decision = store.gate(client, cfg, under, lambda champion: pytest.fail("a bundle under a floor needs no comparison"))
     assert not decision.passed and "BELOW FLOOR" in decision.reasons[0]
+
+
+def test_a_champion_judged_under_older_metric_names_is_judged_again_not_stranded(tmp_path):
+    tracking.configure(TrackingConfig(default_uri="sqlite:///mlruns.db", experiment="rescore"), tmp_path)
+    client = mlflow.MlflowClient()
+    old = RegistryConfig(eval_set=["split"], gate_metrics=[GateMetric("eval_holdout.hr10")])  # a flat name, since renamed
+    first = registered(tmp_path, old, 1, {"eval_holdout.hr10": 0.9}, "E")
+    assert store.gate(client, old, first).passed
+    cfg = RegistryConfig(eval_set=["split"], gate_metrics=GATE)
+    second = registered(tmp_path, cfg, 2, {"eval_holdout.test.hr10": 0.6}, "E")  # the same evaluation set
+    assert "not comparable" in store.gate(client, cfg, second).reasons[0]  # without judging it again: stranded
+    third = registered(tmp_path, cfg, 3, {"eval_holdout.test.hr10": 0.6}, "E")
+    decision = store.gate(client, cfg, third, lambda champion: {"eval_holdout.test.hr10": 0.55})
+    assert decision.passed and store.version_by_alias(client, cfg.model_name, store.CHAMPION).version == third.version
