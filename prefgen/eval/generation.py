@@ -179,7 +179,8 @@ def contact_sheet(images: torch.Tensor, pairs: list[Pair], rows: int = 8):
 def evaluate(cfg: EvalGenerationConfig, sampler: GuidanceConfig, workers: Workers, latent_shape: tuple[int, ...],
              oracle: Oracle, truth: Truth, candidates: list[str], reference: np.ndarray,
              log=print) -> tuple[dict, pl.DataFrame, torch.Tensor, list[Pair]]:
-    """Every arm on the same pairs: (metrics with an `ablation` table, per-image rows, the fused arm's images, pairs)."""
+    """Every arm on the same pairs: (metrics with a `dev` and a `test` block, each the fused arm's figures and an `ablation`
+    table over its half's pairs; per-image rows; the fused arm's images; pairs)."""
     rng = np.random.default_rng(cfg.seed)
     utilities = class_utilities(truth, candidates)
     pairs = draw_pairs(utilities, cfg.prompts, cfg.pairs_per_prompt, cfg.min_taste_distance, rng)

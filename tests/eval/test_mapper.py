@@ -28,6 +28,9 @@ def test_each_half_scores_its_own_segments_over_every_cold_image():
     assert (figures["dev"]["vbpr_cold_auc"], figures["test"]["vbpr_cold_auc"]) == (0.0, 1.0)
     assert figures["dev"]["random_cold_auc"] == figures["test"]["oracle_cold_auc"] - 0.5 == 0.5
     assert figures["dev"]["utility_spearman"] > 0 > figures["test"]["utility_spearman"]
+    dev_only = restrict(task, np.flatnonzero(in_dev))
+    alone = figures_by_half(dev_only, scores[in_dev], scores[in_dev], scores[in_dev], utility[in_dev])
+    assert alone["test"] == {} and alone["test_segments"] == 0 and alone["dev"]["cold_auc"] == 1.0  # no segment, no figure
 
 
 def test_restricting_a_task_keeps_the_cold_images_and_the_chosen_segments_rows():
