@@ -51,8 +51,8 @@ def factory(root: Path, params_path: Path):
 def sample(workers: Workers, arms: dict, jobs: list, ev, shape, together: bool) -> tuple[dict, float]:
     started, images = time.perf_counter(), {}
     for group in ([arms] if together else [{a: g} for a, g in arms.items()]):
-        images |= {arm: pixels for arm, pixels, _ in sample_arms(workers, group, jobs, ev.images_per_segment, shape, 0,
-                                                                 ev.images_per_batch)}
+        images |= {arm: pixels for arm, pixels, _ in sample_arms(workers, group, jobs, ev.images_per_segment, shape,
+                                                                 range(len(jobs)), ev.images_per_batch)}
     return images, time.perf_counter() - started
 
 

@@ -12,7 +12,8 @@ params file is written beside ROOT/params.yaml's content with those overrides, t
 (each takes the machine's cores). ROOT is a checkout whose models are trained (`dvc repro
 eval_generation` or its upstream stages); its active profile decides pairs and images per segment.
 Prints win rate, text consistency (overall and per prompt), utility gain, Fréchet distance and
-seconds per image per setting; results go to benchmarks/results/sampler_sweep.json.
+seconds per image per setting, all of the dev half's pairs (a sweep chooses: prefgen/metrics/dev_test.py);
+results go to benchmarks/results/sampler_sweep.json.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from prefgen.eval.generation import named_attribute  # noqa: E402
+from prefgen.metrics.dev_test import dev_figure  # noqa: E402
 
 
 def parse_setting(text: str) -> tuple[str, dict[str, object]]:
@@ -66,8 +68,9 @@ def params_for(base: dict, overrides: dict[str, object], arms: list[str], folder
     return params
 
 
-def per_prompt_consistency(images: Path) -> dict[str, float]:
-    rows = pl.read_parquet(images).filter(pl.col("arm") == "fused")
+def per_prompt_consistency(images: pl.DataFrame) -> dict[str, float]:
+    """Per prompt, the share of the fused arm's dev images that show what the prompt names."""
+    rows = images.filter((pl.col("arm") == "fused") & (pl.col("half") == "dev"))
     out = {}
     for prompt in rows["prompt"].unique(maintain_order=True):
         attribute, value = named_attribute(prompt)
@@ -84,22 +87,28 @@ def run_setting(root: Path, base: dict, name: str, overrides: dict, arms: list[s
     subprocess.run([sys.executable, "-m", "prefgen", "eval", "generation", "--params", str(params_path), "--no-mlflow"],
                    cwd=root, check=True)
     metrics = json.loads((root / folder / "eval_generation.json").read_text())
-    fused = metrics["ablation"]["fused"]
-    return {"name": name, "overrides": overrides, "ablation": metrics["ablation"],
-            "per_prompt_consistency": per_prompt_consistency(root / folder / "generation" / "images.parquet"),
-            **{k: fused[k] for k in ("win_rate", "text_consistency", "utility_gain", "frechet_oracle", "seconds_per_image")}}
+    return setting_result(name, overrides, metrics, pl.read_parquet(root / folder / "generation" / "images.parquet"))
+
+
+def setting_result(name: str, overrides: dict, metrics: dict, images: pl.DataFrame) -> dict:
+    """One setting's row of the sweep from its eval_generation metrics and per-image table: dev figures only."""
+    ablation = dev_figure(metrics, "ablation")
+    fused = ablation["fused"]
+    return {"name": name, "overrides": overrides, "ablation": ablation, "per_prompt_consistency": per_prompt_consistency(images),
+            **{k: fused[k] for k in ("win_rate", "text_consistency", "utility_gain", "frechet_oracle")},
+            "seconds_per_image": metrics["seconds_per_image"]["fused"]}
 
 
 def table(results: list[dict]) -> str:
     prompts = list(results[0]["per_prompt_consistency"])
-    lines = ["| setting | win rate [95% CI] | text consistency [95% CI] | per prompt: " + ", ".join(prompts)
+    lines = ["| setting (dev pairs) | win rate [95% CI] | text consistency [95% CI] | per prompt: " + ", ".join(prompts)
              + " | utility gain | Fréchet | s/image |", "|---|---|---|---|---:|---:|---:|"]
     for r in results:
         f = r["ablation"]["fused"]
         lines.append(f"| {r['name']} | {f['win_rate']:.3f} [{f['win_rate_ci_low']:.3f}, {f['win_rate_ci_high']:.3f}] | "
                      f"{f['text_consistency']:.3f} [{f['text_consistency_ci_low']:.3f}, {f['text_consistency_ci_high']:.3f}] | "
                      + " ".join(f"{v:.2f}" for v in r["per_prompt_consistency"].values())
-                     + f" | {f['utility_gain']:.2f} | {f['frechet_oracle']:.1f} | {f['seconds_per_image']:.2f} |")
+                     + f" | {f['utility_gain']:.2f} | {f['frechet_oracle']:.1f} | {r['seconds_per_image']:.2f} |")
     return "\n".join(lines)
 
 

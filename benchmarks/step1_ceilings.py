@@ -26,7 +26,8 @@ Cold start (issue 5). Each individual's 48 taste parameters (hue, pattern, shape
 hue x shape) fitted by MAP from its train-split interactions under the exact click
 model, with a prior around the fitted population mean (empirical Bayes), and the
 same with 128 free class utilities instead of the structured 48. Scored on the cold
-images as eval/mapper.py scores the mapper (individuals only).
+images as eval/mapper.py scores the mapper (individuals only), per dev/test half of the
+individuals as eval_mapper's figures are. The study picks no setting from these figures.
 """
 
 from __future__ import annotations
@@ -52,8 +53,9 @@ from prefgen.data import (
 from prefgen.data.split import training_events  # noqa: E402
 from prefgen.data.tables import scan_parts  # noqa: E402
 from prefgen.data.tastes import N_H, N_P, N_S, Tastes  # noqa: E402
-from prefgen.eval.reference import ColdTask, cold_task, summarise_auc  # noqa: E402
+from prefgen.eval.reference import cold_task, restrict, summarise_auc  # noqa: E402
 from prefgen.metrics import ranking  # noqa: E402
+from prefgen.metrics.dev_test import rows_by_half  # noqa: E402
 from prefgen.params import load_params, section  # noqa: E402
 from prefgen.paths import Paths  # noqa: E402
 from prefgen.preference import stage_data  # noqa: E402
@@ -188,12 +190,12 @@ def cold_start_study(paths: Paths) -> dict:
 
     structured_sd = torch.tensor([0.6] * N_H + [0.5] * N_P + [0.5] * N_S + [1.0] * (N_H * N_S), dtype=torch.float64)
     task = cold_task(ranking.segment_interactions(scan_parts(paths.tables / c.EVENTS_DIR, c.EVENTS_SCHEMA).collect()), split)
-    keep = [k for k, s in enumerate(task.segments) if s.startswith("ind:")]
-    task = ColdTask(task.cold_ids, [task.segments[k] for k in keep], [task.train_images[k] for k in keep], task.positives[keep])
-    who, cold_classes = [index[s[4:]] for s in task.segments], np.array([cls[i] for i in task.cold_ids])
+    task = restrict(task, [k for k, s in enumerate(task.segments) if s.startswith("ind:")])
+    who, cold_classes = np.array([index[s[4:]] for s in task.segments]), np.array([cls[i] for i in task.cold_ids])
 
-    def auc(utility: np.ndarray) -> float:
-        return summarise_auc(task, utility[who][:, cold_classes], "a")["a"]
+    def auc(utility: np.ndarray) -> dict[str, float]:
+        return {half: summarise_auc(restrict(task, rows), utility[who[rows]][:, cold_classes], "a")["a"]
+                for half, rows in rows_by_half(task.segments).items()}
 
     return {"individuals": len(who), "true_tastes": auc(true.class_utility().reshape(len(ind), -1)),
             "structured_map": auc(fit(48, structured_utility, structured_sd)),

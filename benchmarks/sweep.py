@@ -10,7 +10,8 @@
 
 Takes a clone `benchmarks/demo.py --keep` has run. For each value of --grid (if given) and each seed, sets the
 `seed` of every --seeded section and the grid's key in the clone's params.yaml, runs `dvc repro` of --targets, and
-reads --figures (STAGE.KEY of data/metrics/STAGE.json). Results, with the clone's figures as it was run, go to
+reads --figures (STAGE.KEY of data/metrics/STAGE.json: of its `dev` block where the stage has dev and test halves, since
+a sweep chooses; prefgen/metrics/dev_test.py). Results, with the clone's figures as it was run, go to
 benchmarks/results/sweep-LABEL.json. The clone's params.yaml is left at the last row: throw the clone away after.
 """
 
@@ -27,11 +28,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.demo import metrics, set_params  # noqa: E402
+from prefgen.metrics.dev_test import dev_figure  # noqa: E402
 
 
 def figures(clone: Path, names: list[str]) -> dict[str, float]:
-    found = metrics(clone)
-    return {name: found[name.split(".")[0]][name.split(".", 1)[1]] for name in names}
+    return dev_figures(metrics(clone), names)
+
+
+def dev_figures(found: dict[str, dict], names: list[str]) -> dict[str, float]:
+    """{STAGE.KEY: value} of the stages' metrics `found` ({stage: metrics}), read from dev: a sweep's rows are choices."""
+    return {name: dev_figure(found[name.split(".")[0]], name.split(".", 1)[1]) for name in names}
 
 
 def run_row(clone: Path, settings: list[str], targets: list[str], names: list[str], log: Path) -> dict[str, float]:

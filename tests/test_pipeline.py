@@ -120,10 +120,10 @@ def test_repro_then_noop_then_forget_reruns(trained_project):
     assert old.scheduler.config.clip_sample is False
 
 
-def fused_figures(rows: pl.DataFrame) -> tuple[float, float]:
-    """The headline win rate and text consistency recomputed from the per-image table: the fused arm's pairs,
+def fused_figures(rows: pl.DataFrame, half: str) -> tuple[float, float]:
+    """A half's win rate and text consistency recomputed from the per-image table: the fused arm's pairs of that half,
     A winning when its images' mean utility for A is higher (a tie half), and the share of images read as the prompt says."""
-    fused = rows.filter(pl.col("arm") == "fused")
+    fused = rows.filter((pl.col("arm") == "fused") & (pl.col("half") == half))
     means = {(pair, side): u for pair, side, u in fused.group_by("pair", "side").agg(pl.col("utility_for_a").mean()).iter_rows()}
     pairs = sorted({pair for pair, _ in means})
     wins = [1.0 if means[p, "A"] > means[p, "B"] else 0.5 if means[p, "A"] == means[p, "B"] else 0.0 for p in pairs]
@@ -141,9 +141,13 @@ def check_stage_outputs(project):
     shape = json.loads((project / "data" / "04_models" / "graph" / "config.json").read_text())["shape"]
     assert shape["feature_names"] == choice["chosen"] and shape["n_features"] == len(choice["chosen"])
     judged = json.loads((project / "data" / "metrics" / "eval_generation.json").read_text())
-    assert judged["pairs"] == 4 and sorted(judged["ablation"]) == ["cfg", "fused", "none", "pref_grad", "text_grad"]
     rows = pl.read_parquet(project / "data" / "05_eval" / "generation" / "images.parquet")
-    assert (judged["win_rate"], judged["text_consistency"]) == pytest.approx(fused_figures(rows))
+    assert judged["pairs"] == judged["dev_pairs"] + judged["test_pairs"] == 4
+    for half in ("dev", "test"):  # each half's figures from its own pairs only
+        assert rows.filter(pl.col("half") == half)["pair"].n_unique() == judged[f"{half}_pairs"]
+        if judged[f"{half}_pairs"]:
+            assert sorted(judged[half]["ablation"]) == ["cfg", "fused", "none", "pref_grad", "text_grad"]
+            assert (judged[half]["win_rate"], judged[half]["text_consistency"]) == pytest.approx(fused_figures(rows, half))
     assert rows.height == 5 * 4 * 2 and (project / "data" / "05_eval" / "generation" / "fused_pairs.png").is_file()
     vq = json.loads((project / "data" / "metrics" / "train_vq.json").read_text())
     assert vq["val_psnr"] > 5 and 0 < vq["codebook_usage"] <= 1

@@ -16,10 +16,17 @@ Protocol (default synthetic world; judged by the oracle, eval/oracle.py, never b
 Every arm samples the same (segment, prompt, seed) jobs from the same starting noise, so arms
 differ only by their guidance (eval/sample_arms.py samples them: steps the arms share run once, over
 worker processes). An unreadable hue (no coloured shape) scores the mean over hues.
+
+Dev and test (prefgen/metrics/dev_test.py): a pair is a unit, in the half of its key "prompt|A|B" (both
+segments and the prompt); every figure is written per half, over that half's pairs only. The pairs are
+drawn as before, so each half holds about half of them. Dev and test never share noise: each side of a
+pair starts from the noise of a seed derived from (the evaluation's seed, the pair's key, the side), even
+in dev and odd in test.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from dataclasses import dataclass, replace
@@ -35,6 +42,7 @@ from prefgen.eval.oracle import Oracle, Reading
 from prefgen.eval.sample_arms import Workers, sample_arms
 from prefgen.eval.truth import Truth
 from prefgen.generation.config import GuidanceConfig
+from prefgen.metrics.dev_test import HALVES, half
 from prefgen.params import ConfigError
 
 ARMS: dict[str, dict[str, float]] = {  # how each ablation departs from params `sampler`
@@ -89,6 +97,17 @@ def draw_pairs(utilities: np.ndarray, prompts: list[str], per_prompt: int, min_d
     return pairs
 
 
+def pair_key(pair: Pair, segments: list[str]) -> str:
+    """The pair's evaluation-unit key: its prompt and both segments, A first."""
+    return f"{pair.prompt}|{segments[pair.a]}|{segments[pair.b]}"
+
+
+def noise_seed(seed: int, key: str, side: str) -> int:
+    """The noise seed of one side of the pair with this key: even in dev, odd in test, so the halves never share one."""
+    digest = hashlib.sha256(f"{seed}|{key}|{side}".encode("utf-8")).digest()
+    return (int.from_bytes(digest[:7], "big") << 1) | (half(key) == "test")
+
+
 def judged_utility(utility: np.ndarray, reading: Reading) -> np.ndarray:
     """(n,) true utility of n images as the oracle reads them; `utility` is one taster's (hue, pattern, shape)
     table, or one table per image (n, hue, pattern, shape)."""
@@ -105,12 +124,13 @@ def bootstrap_interval(values: np.ndarray, resamples: int, rng: np.random.Genera
 
 
 def arm_rows(arm: str, pairs: list[Pair], segments: list[str], utilities: np.ndarray, reading: Reading, n: int) -> pl.DataFrame:
-    """One row per image: which pair and side, what the oracle read, and its utility for the pair's A."""
+    """One row per image: which pair, its half and side, what the oracle read, and its utility for the pair's A."""
     pair_index = np.repeat(np.arange(len(pairs)), 2 * n)
+    halves = np.repeat([half(pair_key(p, segments)) for p in pairs], 2 * n)
     side = np.tile(np.repeat(np.array(["A", "B"]), n), len(pairs))
     utility_for_a = judged_utility(utilities[np.repeat([p.a for p in pairs], 2 * n)], reading)
     owner = [segments[index] for p in pairs for index in [p.a] * n + [p.b] * n]
-    return pl.DataFrame({"arm": arm, "pair": pair_index, "side": side, "segment": owner,
+    return pl.DataFrame({"arm": arm, "pair": pair_index, "half": halves, "side": side, "segment": owner,
                          "prompt": np.repeat([p.prompt for p in pairs], 2 * n), "hue": reading.hue, "shape": reading.shape,
                          "pattern": reading.pattern, "utility_for_a": utility_for_a})
 
@@ -128,6 +148,16 @@ def arm_metrics(rows: pl.DataFrame, features: np.ndarray, reference: np.ndarray,
            "unread_hue_share": float((read["hue"] < 0).mean()), "frechet_oracle": frechet_distance(features, reference)}
     for name, values in (("win_rate", wins), ("text_consistency", per_pair_consistency), ("utility_gain", gain)):
         out[f"{name}_ci_low"], out[f"{name}_ci_high"] = bootstrap_interval(values, cfg.bootstrap, rng)
+    return out
+
+
+def half_metrics(rows: pl.DataFrame, features: np.ndarray, reference: np.ndarray, cfg: EvalGenerationConfig,
+                 rng: np.random.Generator) -> dict[str, dict[str, float]]:
+    """{"dev": .., "test": ..}: one arm's figures over each half's pairs alone (a half with no pair has none)."""
+    out = {}
+    for name in HALVES:
+        mine = (rows["half"] == name).to_numpy()
+        out[name] = arm_metrics(rows.filter(mine), features[mine], reference, cfg, rng) if mine.any() else {}
     return out
 
 
@@ -149,26 +179,34 @@ def contact_sheet(images: torch.Tensor, pairs: list[Pair], rows: int = 8):
 def evaluate(cfg: EvalGenerationConfig, sampler: GuidanceConfig, workers: Workers, latent_shape: tuple[int, ...],
              oracle: Oracle, truth: Truth, candidates: list[str], reference: np.ndarray,
              log=print) -> tuple[dict, pl.DataFrame, torch.Tensor, list[Pair]]:
-    """Every arm on the same pairs: (metrics with an `ablation` table, per-image rows, the fused arm's images, pairs)."""
+    """Every arm on the same pairs: (metrics with a `dev` and a `test` block, each the fused arm's figures and an `ablation`
+    table over its half's pairs; per-image rows; the fused arm's images; pairs)."""
     rng = np.random.default_rng(cfg.seed)
     utilities = class_utilities(truth, candidates)
     pairs = draw_pairs(utilities, cfg.prompts, cfg.pairs_per_prompt, cfg.min_taste_distance, rng)
+    keys = [pair_key(p, candidates) for p in pairs]
     jobs = [(candidates[index], p.prompt) for p in pairs for index in (p.a, p.b)]
-    n, ablation, all_rows, fused_images, started = cfg.images_per_segment, {}, [], None, time.perf_counter()
-    arms = {arm: replace(sampler, **ARMS[arm]) for arm in cfg.arms}
-    for arm, pixels, seconds in sample_arms(workers, arms, jobs, n, latent_shape, cfg.seed * 1_000_003, cfg.images_per_batch):
+    seeds = [noise_seed(cfg.seed, key, side) for key in keys for side in ("A", "B")]
+    n, by_arm, seconds_per_image, all_rows, fused_images = cfg.images_per_segment, {}, {}, [], None
+    started, arms = time.perf_counter(), {arm: replace(sampler, **ARMS[arm]) for arm in cfg.arms}
+    for arm, pixels, seconds in sample_arms(workers, arms, jobs, n, latent_shape, seeds, cfg.images_per_batch):
         reading = oracle.read(pixels.flatten(0, 1))
         rows = arm_rows(arm, pairs, candidates, utilities, reading, n)
+        by_arm[arm] = half_metrics(rows, reading.features, reference, cfg, rng)
         # what the arm's images cost on this machine: worker time (its share of shared steps in) over the workers
-        ablation[arm] = arm_metrics(rows, reading.features, reference, cfg, rng) | {
-            "seconds_per_image": seconds / (len(jobs) * n * workers.workers)}
-        log(f"{arm:>9}: win rate {ablation[arm]['win_rate']:.3f} [{ablation[arm]['win_rate_ci_low']:.3f}, "
-            f"{ablation[arm]['win_rate_ci_high']:.3f}], text consistency {ablation[arm]['text_consistency']:.3f}, "
-            f"{ablation[arm]['seconds_per_image']:.2f} s/image")
+        seconds_per_image[arm] = seconds / (len(jobs) * n * workers.workers)
+        log(f"{arm:>9}: " + "; ".join(_summary(name, by_arm[arm][name]) for name in HALVES) + f"; {seconds_per_image[arm]:.2f} s/image")
         all_rows.append(rows)
         fused_images = pixels if arm == "fused" else fused_images
-    fused = ablation["fused"]
-    metrics = {"win_rate": fused["win_rate"], "text_consistency": fused["text_consistency"], "pairs": len(pairs),
-               "images_per_arm": len(jobs) * n, "min_taste_distance": cfg.min_taste_distance, "ablation": ablation,
-               "arms_wall_seconds": time.perf_counter() - started, "workers": workers.workers}
+    metrics = {"pairs": len(pairs)} | {f"{name}_pairs": sum(half(k) == name for k in keys) for name in HALVES}
+    metrics |= {name: by_arm["fused"][name] | {"ablation": {arm: by_arm[arm][name] for arm in arms}} for name in HALVES}
+    metrics |= {"images_per_arm": len(jobs) * n, "min_taste_distance": cfg.min_taste_distance, "seconds_per_image": seconds_per_image,
+                "arms_wall_seconds": time.perf_counter() - started, "workers": workers.workers}
     return metrics, pl.concat(all_rows), fused_images, pairs
+
+
+def _summary(name: str, figures: dict[str, float]) -> str:
+    if not figures:
+        return f"{name} no pair"
+    return (f"{name} win rate {figures['win_rate']:.3f} [{figures['win_rate_ci_low']:.3f}, {figures['win_rate_ci_high']:.3f}], "
+            f"text consistency {figures['text_consistency']:.3f}")

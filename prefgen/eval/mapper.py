@@ -9,6 +9,9 @@ positives the cold images it interacted with; the mean over segments.
     random_cold_auc    seeded uniform scores (≈ 0.5: the floor)
     utility_spearman   Spearman of pref(g, ·) with g's true utility over cold images, mean over segments
     oracle_cold_auc    the true utility as the score: the ceiling the click noise leaves
+
+Each figure is written per half (prefgen/metrics/dev_test.py), a segment in the half of its segment id, its AUC
+still over all cold images.
 """
 
 from __future__ import annotations
@@ -24,9 +27,10 @@ from scipy.stats import spearmanr
 
 from prefgen.data import contract as c
 from prefgen.data.tables import scan_parts
-from prefgen.eval.reference import ColdTask, cold_task, summarise_auc
+from prefgen.eval.reference import ColdTask, cold_task, restrict, summarise_auc
 from prefgen.eval.truth import Truth, load_truth
 from prefgen.metrics import ranking
+from prefgen.metrics.dev_test import rows_by_half
 from prefgen.paths import Paths
 from prefgen.training.config import Training
 from prefgen.vision import mapper_data
@@ -84,18 +88,33 @@ def evaluate(config: Training[TrainMapperConfig], paths: Paths, seed: int = 0, l
         vbpr_scores = vbpr(torch.as_tensor([step1.segment_row[s] for s in task.segments]), cold_v).numpy()
     random_scores = np.random.default_rng(seed).random(scores.shape)
     out = {"world": truth.world, "world_sha256": truth.world_sha256, "segments": len(task.segments), "cold_images": len(task.cold_ids)}
-    out |= summarise_auc(task, scores, "cold_auc") | summarise_auc(task, vbpr_scores, "vbpr_cold_auc")
-    out |= {"random_cold_auc": summarise_auc(task, random_scores, "r")["r"], "oracle_cold_auc": summarise_auc(task, utility, "o")["o"]}
-    out |= {"utility_spearman": utility_spearman(scores, utility), "vbpr_utility_spearman": utility_spearman(vbpr_scores, utility)}
+    return out | figures_by_half(task, scores, vbpr_scores, random_scores, utility)
+
+
+def figures_by_half(task: ColdTask, scores: np.ndarray, vbpr_scores: np.ndarray, random_scores: np.ndarray,
+                    utility: np.ndarray) -> dict:
+    """{"dev": figures, "test": figures, "dev_segments": n, "test_segments": n}: each half's figures over its own
+    segments (a segment by its id), every array (segments, cold) in the task's segment order."""
+    out = {}
+    for name, rows in rows_by_half(task.segments).items():
+        out[name] = _figures(restrict(task, rows), scores[rows], vbpr_scores[rows], random_scores[rows], utility[rows])
+        out[f"{name}_segments"] = len(rows)
     return out
+
+
+def _figures(task: ColdTask, scores: np.ndarray, vbpr_scores: np.ndarray, random_scores: np.ndarray, utility: np.ndarray) -> dict:
+    if not task.segments:
+        return {}
+    out = summarise_auc(task, scores, "cold_auc") | summarise_auc(task, vbpr_scores, "vbpr_cold_auc")
+    out |= {"random_cold_auc": summarise_auc(task, random_scores, "r")["r"], "oracle_cold_auc": summarise_auc(task, utility, "o")["o"]}
+    return out | {"utility_spearman": utility_spearman(scores, utility), "vbpr_utility_spearman": utility_spearman(vbpr_scores, utility)}
 
 
 def _setup(paths: Paths) -> tuple[Truth, ColdTask, mapper_data.Step1, np.ndarray]:
     """Truth, the cold task over segments Step 1 knows, Step 1's outputs, and the true utility (segments, cold)."""
     truth, task = load_truth(paths.truth), _task(paths.tables, paths.split)
     step1 = mapper_data.load_step1(paths.graph)
-    keep = [k for k, s in enumerate(task.segments) if s in step1.segment_row]
-    task = ColdTask(task.cold_ids, [task.segments[k] for k in keep], [task.train_images[k] for k in keep], task.positives[keep])
+    task = restrict(task, [k for k, s in enumerate(task.segments) if s in step1.segment_row])
     return truth, task, step1, true_utility(truth, task.segments, task.cold_ids)
 
 
@@ -105,18 +124,25 @@ ABLATIONS = {"full": {}, "no semantic": {"parts": "style,colour"}, "no style": {
 
 def ablations(config: Training[TrainMapperConfig], paths: Paths, log=print) -> list[dict]:
     """Retrain the mapper per variant (in memory, nothing written, on `config.trainer`'s device) and score it by the
-    same protocol."""
+    same protocol, per half: a feature choice reads the dev figures (the log line shows them), a report the test ones."""
     cfg = config.model
     torch.set_num_threads(cfg.threads)
     _, task, step1, utility = _setup(paths)
+    halves = rows_by_half(task.segments)
     rows = []
     for name, change in ABLATIONS.items():
         variant = replace(cfg, **change)
         data, _ = mapper_data.load(variant, step1, paths.visual, paths.tables, paths.split)
         g, d, history = fit(data, variant, config.trainer, None, None, log=lambda line: None)
         scores = _mapper_scores(g, d, step1, task, _cold_features(variant, paths.visual, task))
-        rows.append({"variant": name, **summarise_auc(task, scores, "cold_auc"), "utility_spearman": utility_spearman(scores, utility),
-                     "val_auc": history.best_score, "best_epoch": history.best_epoch})
-        log(f"{name:<32} val_auc {history.best_score:.4f}  cold_auc {rows[-1]['cold_auc']:.4f}  "
-            f"utility_spearman {rows[-1]['utility_spearman']:.4f}")
+        rows.append({"variant": name, "val_auc": history.best_score, "best_epoch": history.best_epoch}
+                    | {half: _variant_figures(restrict(task, at), scores[at], utility[at]) for half, at in halves.items()})
+        log(f"{name:<32} val_auc {history.best_score:.4f}  dev cold_auc {rows[-1]['dev'].get('cold_auc', np.nan):.4f}  "
+            f"dev utility_spearman {rows[-1]['dev'].get('utility_spearman', np.nan):.4f}")
     return rows
+
+
+def _variant_figures(task: ColdTask, scores: np.ndarray, utility: np.ndarray) -> dict:
+    if not task.segments:
+        return {}
+    return summarise_auc(task, scores, "cold_auc") | {"utility_spearman": utility_spearman(scores, utility)}

@@ -19,6 +19,7 @@ Every metric is written with the world's name and content hash.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,6 +109,13 @@ def cold_task(interactions: pl.DataFrame, split: pl.DataFrame) -> ColdTask:
         mask[positives] = True
         segments.append(segment), train_images.append(train), masks.append(mask)
     return ColdTask(cold_ids, segments, train_images, np.array(masks, dtype=bool).reshape(-1, len(cold_ids)))
+
+
+def restrict(task: ColdTask, rows: Sequence[int]) -> ColdTask:
+    """The task over the segments at `rows` only (the same cold images)."""
+    rows = list(rows)
+    return ColdTask(task.cold_ids, [task.segments[k] for k in rows], [task.train_images[k] for k in rows],
+                    task.positives[rows].reshape(-1, len(task.cold_ids)))
 
 
 def summarise_auc(task: ColdTask, scores: np.ndarray, name: str) -> dict:

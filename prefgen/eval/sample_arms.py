@@ -1,7 +1,7 @@
 """Every arm's image sets for `prefgen eval generation`: batched, sharing unguided steps, over worker processes.
 
 Every arm samples the same jobs ((segment, prompt) image sets) from the same starting noise, job j
-from the noise of seed + j, whatever the batch or the worker. Arms whose classifier-free guidance is
+from the noise of its own seed `seeds[j]`, whatever the batch or the worker. Arms whose classifier-free guidance is
 the same (all but `none`) compute identical steps until the first step where a gradient guide acts:
 those steps run once and each arm continues from their latents (the pipeline's start_step /
 stop_step), with the same images as if it ran alone. The pipeline calls go to `workers` spawned
@@ -16,7 +16,7 @@ import multiprocessing
 import pickle
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 
@@ -127,11 +127,12 @@ def shared_starts(arms: dict[str, GuidanceConfig]) -> list[tuple[list[str], int]
 
 
 def sample_arms(workers: Workers, arms: dict[str, GuidanceConfig], jobs: list[tuple[str, str]], n: int,
-                latent_shape: tuple[int, ...], seed: int, per_batch: int) -> Iterator[tuple[str, Tensor, float]]:
+                latent_shape: tuple[int, ...], seeds: Sequence[int], per_batch: int) -> Iterator[tuple[str, Tensor, float]]:
     """Per arm, in order: (arm, images (J, n, 3, H, W), worker-seconds its images cost, shared steps included).
-    `per_batch` images go to a call (at least one job)."""
-    noise = torch.stack([torch.randn((n, *latent_shape), generator=torch.Generator().manual_seed(seed + j))
-                         for j in range(len(jobs))])
+    Job j starts from the noise of `seeds[j]`; `per_batch` images go to a call (at least one job)."""
+    if len(seeds) != len(jobs):
+        raise ValueError(f"one noise seed per job: {len(seeds)} seeds for {len(jobs)} jobs")
+    noise = torch.stack([torch.randn((n, *latent_shape), generator=torch.Generator().manual_seed(seed)) for seed in seeds])
     per_call = max(1, per_batch // n)
     batches = [(tuple(s), tuple(p), noise[i : i + per_call].flatten(0, 1))
                for i in range(0, len(jobs), per_call) for s, p in [zip(*jobs[i : i + per_call])]]

@@ -1,8 +1,9 @@
 """DVC stage `eval_generation`: the guided sampler judged by the oracle against the world's true tastes.
 
-Writes the metrics (win_rate, text_consistency, the ablation table, quality), one row per
-generated image (`images.parquet`: arm, pair, segment, prompt, what the oracle read, utility)
-and a contact sheet of the fused arm's first pairs (`fused_pairs.png`) to paths.eval_generation.
+Writes the metrics (a `dev` and a `test` block, each with win_rate, text_consistency and the ablation
+table over its half's pairs; quality and counts flat), one row per generated image (`images.parquet`:
+arm, pair, half, segment, prompt, what the oracle read, utility) and a contact sheet of the fused arm's
+first pairs (`fused_pairs.png`) to paths.eval_generation.
 """
 
 from __future__ import annotations

@@ -1,18 +1,41 @@
 """The generation evaluation's protocol: prompts, pairs, judging, intervals, and the Fréchet distance."""
 
 import numpy as np
+import polars as pl
 import pytest
+import torch
+from diffusers import DDIMScheduler
 
+from prefgen.data.tastes import N_H, N_P, N_S
 from prefgen.eval.config import EvalGenerationConfig
-from prefgen.eval.generation import Pair, arm_metrics, arm_rows, bootstrap_interval, draw_pairs, judged_utility, named_attribute
+from prefgen.eval.generation import (
+    Pair,
+    arm_metrics,
+    arm_rows,
+    bootstrap_interval,
+    draw_pairs,
+    evaluate,
+    half_metrics,
+    judged_utility,
+    named_attribute,
+    noise_seed,
+    pair_key,
+)
 from prefgen.eval.image_quality import frechet_distance
-from prefgen.eval.oracle import Reading
+from prefgen.eval.oracle import Oracle, OracleNet, Reading
+from prefgen.eval.sample_arms import Workers
+from prefgen.eval.truth import Truth
+from prefgen.generation import vq
 from prefgen.generation.config import GuidanceConfig
+from prefgen.generation.sampling import PreferenceDiffusionPipeline
+from prefgen.generation.unet import build_noise_scheduler, build_unet
+from prefgen.metrics.dev_test import half
 from prefgen.params import ConfigError, load_params
 from prefgen.stages import eval_generation
 from prefgen.vision.config import VisualFeaturesConfig
 from tests.conftest import ROOT
-from tests.generation.test_sampling import pipeline
+from tests.generation.test_sampling import pipeline, redness
+from tests.generation.tiny import DIFFUSION, VQ
 
 
 def test_each_prompt_names_exactly_one_attribute():
@@ -109,3 +132,72 @@ def test_the_stage_config_holds_its_three_sections_with_their_profiles():
     assert cfg.visual == VisualFeaturesConfig(**params["visual_features"])
     defaults = eval_generation.load_config(None)
     assert (defaults.evaluation, defaults.sampler, defaults.visual) == (EvalGenerationConfig(), GuidanceConfig(), VisualFeaturesConfig())
+
+
+def test_a_pairs_key_names_its_prompt_and_both_segments_and_its_noise_seeds_never_cross_halves():
+    segments = [f"grp:g{k}" for k in range(40)]
+    keys = [pair_key(Pair("a star", k, k + 1), segments) for k in range(0, 40, 2)]
+    assert keys[0] == "a star|grp:g0|grp:g1" and pair_key(Pair("a circle", 1, 0), segments) == "a circle|grp:g1|grp:g0"
+    seeds = {key: (noise_seed(0, key, "A"), noise_seed(0, key, "B")) for key in keys}
+    assert {half(key) for key in keys} == {"dev", "test"}
+    assert all(a % 2 == b % 2 == (half(key) == "test") for key, (a, b) in seeds.items())  # even in dev, odd in test
+    assert len({s for pair in seeds.values() for s in pair}) == 2 * len(keys)  # a seed per side of each pair
+    assert noise_seed(1, keys[0], "A") != noise_seed(0, keys[0], "A") == seeds[keys[0]][0]  # the evaluation's seed moves them all
+
+
+def test_each_half_is_judged_on_its_own_pairs_alone():
+    u = np.zeros((4, 8, 4, 4))
+    u[[0, 2], 1] = 1.0  # segments 0 and 2 like hue 1; 1 and 3 like nothing
+    segments = ["ind:a", "ind:b", "ind:c", "ind:d"]
+    pairs = [Pair(prompt, a, b) for prompt in ("a star", "a circle", "a square", "a triangle") for a, b in ((0, 1), (2, 3))]
+    halves = [half(pair_key(p, segments)) for p in pairs]
+    assert set(halves) == {"dev", "test"}
+    # every A image shows hue 1 in dev pairs (A wins) and hue 0 in test pairs (a tie): dev win rate 1, test 0.5
+    hue = [value for h in halves for value in ((1, 0) if h == "dev" else (0, 0))]
+    reading = _reading(hue, [3] * 16, [0] * 16)
+    rows = arm_rows("fused", pairs, segments, u, reading, 1)
+    assert rows["half"].to_list() == [h for h in halves for _ in range(2)]
+    figures = half_metrics(rows, reading.features, reading.features, EvalGenerationConfig(bootstrap=10), np.random.default_rng(0))
+    assert (figures["dev"]["win_rate"], figures["test"]["win_rate"]) == (1.0, 0.5)
+    in_dev = (rows["half"] == "dev").to_numpy()
+    none_in_test = half_metrics(rows.filter(in_dev), reading.features[in_dev], reading.features,
+                                EvalGenerationConfig(bootstrap=10), np.random.default_rng(0))
+    assert none_in_test["test"] == {} and none_in_test["dev"]["win_rate"] == 1.0
+
+
+def segment_pipeline(segments: list[str]) -> PreferenceDiffusionPipeline:
+    """The tiny seeded sampler of tests/generation, with a condition per segment and per prompt."""
+    torch.manual_seed(0)
+    unet = build_unet(DIFFUSION, latent_channels=VQ.latent_channels, sample_size=8, cond_dim=8)
+    scheduler = DDIMScheduler.from_config(build_noise_scheduler(DIFFUSION).config)
+    conditions = {s: torch.randn(8, generator=torch.Generator().manual_seed(k)) for k, s in enumerate(segments)}
+    return PreferenceDiffusionPipeline(unet, scheduler, vq.build_vq(VQ), 1.0, lambda prompt: torch.full((8,), len(prompt) / 10),
+                                       lambda segment, _prompt: conditions[segment], text_score=lambda x, _: x.mean((1, 2, 3)),
+                                       pref_score=redness, guidance=GuidanceConfig(steps=3))
+
+
+def test_the_stage_metrics_carry_a_dev_and_a_test_block_over_the_pairs_of_each_half():
+    segments = [f"ind:u{k}" for k in range(8)]
+    tastes = np.random.default_rng(0).normal(size=(8, N_H + N_P + N_S + N_H * N_S))
+    individuals = pl.DataFrame({"individual_id": [s[4:] for s in segments], "taste": tastes.tolist()})
+    truth = Truth("tiny", "sha", individuals, pl.DataFrame(), pl.DataFrame({"group_id": [], "taste": []}), pl.DataFrame())
+    torch.manual_seed(0)
+    oracle = Oracle(OracleNet(width=4, feature_dim=4), image_size=16)  # untrained: its readings are arbitrary but fixed
+    cfg = EvalGenerationConfig(prompts=["a star", "a circle"], pairs_per_prompt=2, images_per_segment=1, min_taste_distance=0.0,
+                               arms=["cfg", "fused"], bootstrap=10, images_per_batch=8, seed=1)  # seed 1: two pairs a half
+    pipe = segment_pipeline(segments)
+    reference = np.random.default_rng(1).normal(size=(20, 4))
+    metrics, rows, _, pairs = evaluate(cfg, pipe.guidance, Workers(lambda: pipe, local=pipe), pipe.latent_shape, oracle, truth,
+                                       segments, reference, log=lambda _: None)
+    halves = [half(pair_key(p, segments)) for p in pairs]
+    assert metrics["pairs"] == len(pairs) == 4 and {h: metrics[f"{h}_pairs"] for h in ("dev", "test")} == {
+        h: halves.count(h) for h in ("dev", "test")}
+    assert 0 < metrics["dev_pairs"] < 4  # both halves hold pairs
+    assert "win_rate" not in metrics and sorted(metrics["seconds_per_image"]) == ["cfg", "fused"]
+    for name in ("dev", "test"):
+        mine = rows.filter((pl.col("half") == name) & (pl.col("arm") == "fused"))
+        assert sorted(mine["pair"].unique()) == [k for k, h in enumerate(halves) if h == name]
+        block = metrics[name]
+        assert sorted(block["ablation"]) == ["cfg", "fused"] and block["win_rate"] == block["ablation"]["fused"]["win_rate"]
+        consistent = [row[named_attribute(row["prompt"])[0]] == named_attribute(row["prompt"])[1] for row in mine.iter_rows(named=True)]
+        assert block["text_consistency"] == pytest.approx(np.mean(consistent))

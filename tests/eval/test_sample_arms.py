@@ -12,6 +12,7 @@ from prefgen.generation.config import GuidanceConfig
 from tests.generation.test_sampling import pipeline
 
 JOBS = [("a", "a"), ("b", "b"), ("a", "b"), ("b", "a"), ("a", "a")]
+SEEDS = [7, 3, 12, 5, 9]  # one noise seed per job, in no order
 GUIDED = GuidanceConfig(steps=4, lambda_pref=0.5, lambda_text=0.5, guide_from=0.5, guide_until=1.0)
 
 
@@ -21,7 +22,7 @@ def arms(*names: str) -> dict[str, GuidanceConfig]:
 
 def images(workers: Workers, arm_settings: dict[str, GuidanceConfig], per_batch: int) -> dict[str, torch.Tensor]:
     shape = pipeline().latent_shape
-    return {arm: pixels for arm, pixels, _ in sample_arms(workers, arm_settings, JOBS, 2, shape, 7, per_batch)}
+    return {arm: pixels for arm, pixels, _ in sample_arms(workers, arm_settings, JOBS, 2, shape, SEEDS, per_batch)}
 
 
 def test_arms_that_differ_only_where_gradients_act_share_the_steps_before():
@@ -43,8 +44,10 @@ def test_shared_steps_and_batches_give_each_arm_the_images_it_gets_alone():
         assert torch.allclose(together[arm], alone[arm], atol=1e-4)
     assert not torch.allclose(together["cfg"], together["fused"], atol=1e-3)  # the guides act after the shared steps
     workers.local.guidance = GUIDED
-    first_alone = workers.local("a", "a", n=2, generator=torch.Generator().manual_seed(7))
-    assert torch.allclose(together["fused"][0], first_alone, atol=1e-5)  # job j starts from the noise of seed + j
+    third_alone = workers.local("a", "b", n=2, generator=torch.Generator().manual_seed(12))
+    assert torch.allclose(together["fused"][2], third_alone, atol=1e-5)  # job j starts from the noise of its seed
+    with pytest.raises(ValueError, match="one noise seed per job"):
+        next(sample_arms(workers, arms("cfg"), JOBS, 2, pipeline().latent_shape, SEEDS[:4], 6))
 
 
 def test_worker_processes_give_the_images_one_process_gives():

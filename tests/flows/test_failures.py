@@ -222,8 +222,8 @@ def test_regenerate_exits_1_and_says_why_when_the_file_or_its_bundle_changed(tra
 def test_a_worse_bundle_becomes_challenger_and_the_champion_keeps_serving(trained_project):
     project, first = trained_project
     params = yaml.safe_load((project / "params.yaml").read_text())
-    tolerance = next(m["tolerance"] for m in params["registry"]["gate_metrics"] if m["name"] == "eval_graph.influence_spearman")
-    champion_rho = first[-1]["metrics"]["eval_graph.influence_spearman"]
+    tolerance = next(m["tolerance"] for m in params["registry"]["gate_metrics"] if m["name"] == "eval_graph.test.influence_spearman")
+    champion_rho = first[-1]["metrics"]["eval_graph.test.influence_spearman"]
     assert champion_rho > tolerance  # what makes the bundle below worse by construction, not by its seed
     # Without the influence attention every member of a group weighs the same; a constant within every group scores
     # Spearman 0 there (eval/reference.group_spearman), so influence_spearman is exactly 0, below champion - tolerance.
@@ -237,8 +237,8 @@ def test_a_worse_bundle_becomes_challenger_and_the_champion_keeps_serving(traine
                                                               "train_w", "train_diffusion", "eval_generation"]
     bundle = result[-1]
     assert (bundle["version"], bundle["created"], bundle["gate"], bundle["aliases"]) == ("2", True, "refused", ["challenger"])
-    assert bundle["metrics"]["eval_graph.influence_spearman"] == 0.0
-    assert bundle["reasons"][0].startswith(f"eval_graph.influence_spearman 0.0000 vs champion {champion_rho:.4f} (WORSE")
+    assert bundle["metrics"]["eval_graph.test.influence_spearman"] == 0.0
+    assert bundle["reasons"][0].startswith(f"eval_graph.test.influence_spearman 0.0000 vs champion {champion_rho:.4f} (WORSE")
     assert any(m.startswith("champion gate refused version 2 (now challenger)") for m in messages)
     assert bundle_versions(project) == {"1": ["champion"], "2": ["challenger"]}
     with pytest.MonkeyPatch.context() as patch:

@@ -26,8 +26,8 @@ def test_retrain_runs_stages_in_order_and_records_lineage(trained_project, monke
     assert all(r["ran"] for r in first)
     bundle = first[-1]
     assert (bundle["version"], bundle["gate"], bundle["aliases"]) == ("1", "passed", ["champion"])
-    assert sorted(bundle["metrics"]) == ["eval_generation.text_consistency", "eval_generation.win_rate",
-                                         "eval_graph.influence_spearman", "eval_mapper.cold_auc"]
+    assert sorted(bundle["metrics"]) == ["eval_generation.test.text_consistency", "eval_generation.test.win_rate",
+                                         "eval_graph.test.influence_spearman", "eval_mapper.test.cold_auc"]
 
     tracking.configure(tracking_config(load_params(project / "params.yaml")), project)
     runs = {r.data.tags["prefgen.stage"]: r for r in all_runs() if r.data.tags["prefgen.stage"] not in IMAGE_RUNS}

@@ -78,7 +78,8 @@ def test_eval_mapper_and_the_ablations_train_through_the_trainer_section(world):
         train_mapper_stage.run(train_mapper_stage.load_config(PARAMS), world, log=lambda _: None)
     lines = []
     metrics = eval_mapper_stage.run(cfg, world, log=lines.append)
-    assert {"cold_auc", "vbpr_cold_auc", "random_cold_auc", "oracle_cold_auc", "utility_spearman"} <= set(metrics)
+    assert metrics["dev_segments"] + metrics["test_segments"] == metrics["segments"] and metrics["test_segments"] > 0
+    assert {"cold_auc", "vbpr_cold_auc", "random_cold_auc", "oracle_cold_auc", "utility_spearman"} <= set(metrics["test"])
     assert any(line.startswith("vbpr epoch 0/") for line in lines)  # the baseline trains through the core
     rows = eval_mapper.ablations(cfg, world, log=lambda _: None)
     assert [r["variant"] for r in rows] == list(eval_mapper.ABLATIONS)
