@@ -23,6 +23,7 @@ from prefgen import pipeline, tracking
 from prefgen.config import section_config, tracking_config
 from prefgen.params import load_params
 from prefgen.registry import register
+from prefgen.rescore import rescore_bundle
 
 
 def retry_if_transient(stage_task: Any, task_run: Any, state: State) -> bool:
@@ -59,7 +60,7 @@ def register_bundle(root: str, fresh: bool = False) -> dict[str, Any]:
     repo = Path(root)
     params = load_params(repo / "params.yaml")
     result = register.run(section_config(params, "registry"), params, repo, log=logger.info,
-                          flow_run_id=str(flow_run.get_id() or ""), checked_fresh=fresh)
+                          flow_run_id=str(flow_run.get_id() or ""), checked_fresh=fresh, rescore=rescore_bundle)
     if result.get("gate") == "refused":
         logger.warning("champion gate refused version %s (now challenger): %s", result["version"], "; ".join(result["reasons"]))
     return result

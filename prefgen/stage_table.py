@@ -20,6 +20,7 @@ class Stage:
     reads: tuple[str, ...] = ()  # catalogue keys (prefgen/paths.py) it reads
     writes: tuple[str, ...] = ()  # catalogue keys it writes, beside its metrics file
     not_metrics: tuple[str, ...] = ()  # result keys that are facts about the run, not metrics (kept out of the metrics file)
+    optional: tuple[str, ...] = ()  # reads it uses where the catalogue has them, and does without (a platform's truth)
 
 
 _WORLD = ("world", "world_sha256")  # which synthetic world an evaluation judged on: a tag, not a metric
@@ -54,8 +55,10 @@ STAGES: tuple[Stage, ...] = (
           ("visual_features", "image_size"), reads=("tables", "prepared", "clip"), writes=("visual",), not_metrics=("skipped", "parts")),
     Stage("train_mapper", ("train-mapper",), "Step 2: train the GAN preference mapper (resumes from its checkpoint).",
           ("train_mapper", "trainer"), reads=("visual", "graph", "tables", "split"), writes=("mapper", "checkpoints", "plots")),
-    Stage("eval_mapper", ("eval", "mapper"), "Cold-start AUC of the mapper on cold images against VBPR, random and the oracle; utility_spearman.",
-          ("train_mapper", "trainer"), reads=("truth", "mapper", "visual", "graph", "tables", "split"), not_metrics=_WORLD),
+    Stage("eval_mapper", ("eval", "mapper"), "Cold-start AUC of the mapper on cold images against VBPR and random; with a world's "
+          "truth also the oracle and utility_spearman.",
+          ("train_mapper", "trainer"), reads=("truth", "mapper", "visual", "graph", "tables", "split"), not_metrics=_WORLD,
+          optional=("truth",)),
     Stage("train_vq", ("train-vq",), "Step 3.1: train the VQ autoencoder, or load the local one params.yaml names (resumes from its checkpoint).",
           ("train_vq", "trainer", "image_size"), reads=("images",), writes=("vq", "checkpoints", "plots"),
           not_metrics=("pretrained", "skipped")),

@@ -6,7 +6,9 @@ from prefgen.codedeps import direct_imports, stage_code_deps
 from prefgen.stage_table import STAGES
 from tests.conftest import ROOT
 
-WIRING = {"prefgen/cli.py", "prefgen/stage_cli.py", "prefgen/stage_table.py", "prefgen/__main__.py", "prefgen/codedeps.py"}
+# The command line, and what runs stages by the table of stages (prefgen/rescore.py judges a bundle by running them).
+WIRING = {"prefgen/cli.py", "prefgen/stage_cli.py", "prefgen/stage_table.py", "prefgen/__main__.py", "prefgen/codedeps.py",
+          "prefgen/registry/cli.py", "prefgen/rescore.py"}
 JUDGES = {"reference", "eval_graph", "eval_holdout", "eval_mapper", "eval_generation", "train_oracle"}  # stages whose code is evaluation's
 
 

@@ -33,8 +33,8 @@ def test_stage_order_follows_deps(tmp_path):
     )
     assert pipeline.stage_order(tmp_path) == ["a", "b", "c"]
     assert pipeline.stage_order(ROOT) == ["synth", "train_oracle", "ingest", "split", "prepare_images", "centrality", "image_store",
-                                          "reference", "train_clip", "train_vq", "visual_features", "train_graph", "eval_graph", "train_mapper",
-                                          "eval_mapper", "train_w", "train_diffusion", "eval_generation"]
+                                          "reference", "train_clip", "train_vq", "visual_features", "train_graph", "eval_graph",
+                                          "eval_holdout", "train_mapper", "eval_mapper", "train_w", "train_diffusion", "eval_generation"]
 
 
 def test_flow_helpers_run_stages_without_an_activated_virtualenv(project, monkeypatch):
@@ -83,7 +83,8 @@ def test_repro_then_noop_then_forget_reruns(trained_project):
     # test_stage_order_follows_deps checks. eval_mapper reads the tables and the split itself (its cold-start task).
     planned = dvc(project, "repro", "--dry")
     assert {s for s in pipeline.stage_order(project) if f"Running stage '{s}'" in planned} == {
-        "ingest", "split", "centrality", "reference", "image_store", "train_graph", "train_mapper", "eval_mapper", "eval_generation"}
+        "ingest", "split", "centrality", "reference", "image_store", "train_graph", "eval_holdout", "train_mapper", "eval_mapper",
+        "eval_generation"}
     # Rerun for real the stages that read the tables and truth (which still holds the forgotten person) side by side.
     # The later stages would run the first run's code on the new tables; rerunning them all here cost five minutes of CI.
     rerun = dvc(project, "repro", "reference", "eval_graph")

@@ -1,4 +1,5 @@
-"""`prefgen eval mapper`: Step 2's cold-start preference score on `cold` images only.
+"""`prefgen eval mapper`: Step 2's cold-start preference score on `cold` images only, from the real clicks; the
+figures that need a synthetic world's truth (utility, oracle) only where the catalogue has one.
 
 Protocol (the same as `ref_cold_auc`, prefgen/eval/reference.py): per segment
 with at least one train interaction, AUC of its scores over all cold images,
@@ -79,6 +80,8 @@ def evaluate(config: Training[TrainMapperConfig], paths: Paths, seed: int = 0, l
     cfg = config.model
     torch.set_num_threads(cfg.threads)  # one thread: the VBPR baseline is then bit-for-bit reproducible
     truth, task, step1, utility = _setup(paths)
+    if not task.segments:
+        raise ValueError(f"no segment Step 1 knows clicked a cold image (and a train one) in {paths.tables}: no cold-start AUC")
     cold_v = _cold_features(cfg, paths.visual, task)
     g, d = build_models(load_file(paths.mapper / MAPPER_FILE), cfg)
     scores = _mapper_scores(g, d, step1, task, cold_v)
@@ -87,35 +90,43 @@ def evaluate(config: Training[TrainMapperConfig], paths: Paths, seed: int = 0, l
     with torch.no_grad():
         vbpr_scores = vbpr(torch.as_tensor([step1.segment_row[s] for s in task.segments]), cold_v).numpy()
     random_scores = np.random.default_rng(seed).random(scores.shape)
-    out = {"world": truth.world, "world_sha256": truth.world_sha256, "segments": len(task.segments), "cold_images": len(task.cold_ids)}
-    return out | figures_by_half(task, scores, vbpr_scores, random_scores, utility)
+    world = {"world": truth.world, "world_sha256": truth.world_sha256} if truth is not None else {}
+    return world | {"segments": len(task.segments), "cold_images": len(task.cold_ids)} | \
+        figures_by_half(task, scores, vbpr_scores, random_scores, utility)
 
 
 def figures_by_half(task: ColdTask, scores: np.ndarray, vbpr_scores: np.ndarray, random_scores: np.ndarray,
-                    utility: np.ndarray) -> dict:
+                    utility: np.ndarray | None) -> dict:
     """{"dev": figures, "test": figures, "dev_segments": n, "test_segments": n}: each half's figures over its own
-    segments (a segment by its id), every array (segments, cold) in the task's segment order."""
+    segments (a segment by its id), every array (segments, cold) in the task's segment order; utility None where
+    there is no ground truth (a platform): the figures from the clicks only."""
     out = {}
     for name, rows in rows_by_half(task.segments).items():
-        out[name] = _figures(restrict(task, rows), scores[rows], vbpr_scores[rows], random_scores[rows], utility[rows])
+        out[name] = _figures(restrict(task, rows), scores[rows], vbpr_scores[rows], random_scores[rows],
+                             None if utility is None else utility[rows])
         out[f"{name}_segments"] = len(rows)
     return out
 
 
-def _figures(task: ColdTask, scores: np.ndarray, vbpr_scores: np.ndarray, random_scores: np.ndarray, utility: np.ndarray) -> dict:
+def _figures(task: ColdTask, scores: np.ndarray, vbpr_scores: np.ndarray, random_scores: np.ndarray,
+             utility: np.ndarray | None) -> dict:
     if not task.segments:
         return {}
     out = summarise_auc(task, scores, "cold_auc") | summarise_auc(task, vbpr_scores, "vbpr_cold_auc")
-    out |= {"random_cold_auc": summarise_auc(task, random_scores, "r")["r"], "oracle_cold_auc": summarise_auc(task, utility, "o")["o"]}
+    out |= {"random_cold_auc": summarise_auc(task, random_scores, "r")["r"]}
+    if utility is None:
+        return out
+    out |= {"oracle_cold_auc": summarise_auc(task, utility, "o")["o"]}
     return out | {"utility_spearman": utility_spearman(scores, utility), "vbpr_utility_spearman": utility_spearman(vbpr_scores, utility)}
 
 
-def _setup(paths: Paths) -> tuple[Truth, ColdTask, mapper_data.Step1, np.ndarray]:
-    """Truth, the cold task over segments Step 1 knows, Step 1's outputs, and the true utility (segments, cold)."""
-    truth, task = load_truth(paths.truth), _task(paths.tables, paths.split)
-    step1 = mapper_data.load_step1(paths.graph)
+def _setup(paths: Paths) -> tuple[Truth | None, ColdTask, mapper_data.Step1, np.ndarray | None]:
+    """Truth, the cold task over segments Step 1 knows, Step 1's outputs, and the true utility (segments, cold); no
+    truth and no utility where the catalogue has no world's truth (a platform's pipeline folder)."""
+    truth = load_truth(paths.truth) if (paths.truth / "world.json").is_file() else None
+    task, step1 = _task(paths.tables, paths.split), mapper_data.load_step1(paths.graph)
     task = restrict(task, [k for k, s in enumerate(task.segments) if s in step1.segment_row])
-    return truth, task, step1, true_utility(truth, task.segments, task.cold_ids)
+    return truth, task, step1, None if truth is None else true_utility(truth, task.segments, task.cold_ids)
 
 
 ABLATIONS = {"full": {}, "no semantic": {"parts": "style,colour"}, "no style": {"parts": "semantic,colour"},
@@ -136,13 +147,15 @@ def ablations(config: Training[TrainMapperConfig], paths: Paths, log=print) -> l
         g, d, history = fit(data, variant, config.trainer, None, None, log=lambda line: None)
         scores = _mapper_scores(g, d, step1, task, _cold_features(variant, paths.visual, task))
         rows.append({"variant": name, "val_auc": history.best_score, "best_epoch": history.best_epoch}
-                    | {half: _variant_figures(restrict(task, at), scores[at], utility[at]) for half, at in halves.items()})
+                    | {half: _variant_figures(restrict(task, at), scores[at], None if utility is None else utility[at])
+                       for half, at in halves.items()})
         log(f"{name:<32} val_auc {history.best_score:.4f}  dev cold_auc {rows[-1]['dev'].get('cold_auc', np.nan):.4f}  "
             f"dev utility_spearman {rows[-1]['dev'].get('utility_spearman', np.nan):.4f}")
     return rows
 
 
-def _variant_figures(task: ColdTask, scores: np.ndarray, utility: np.ndarray) -> dict:
+def _variant_figures(task: ColdTask, scores: np.ndarray, utility: np.ndarray | None) -> dict:
     if not task.segments:
         return {}
-    return summarise_auc(task, scores, "cold_auc") | {"utility_spearman": utility_spearman(scores, utility)}
+    auc = summarise_auc(task, scores, "cold_auc")
+    return auc if utility is None else auc | {"utility_spearman": utility_spearman(scores, utility)}

@@ -1,7 +1,8 @@
 """Which of the project's stages a pipeline folder runs, and its dvc.yaml, derived from the project's.
 
-A platform has no synthetic world: `synth` goes, and so does every stage that reads the world's truth; then every
-stage whose outputs only dropped stages read (the oracle). Nothing is hand-listed, so a stage the project adds is
+A platform has no synthetic world: `synth` goes, and so does every stage that needs the world's truth (one that
+reads it only where it exists stays, without that dependency); then every stage whose outputs only dropped stages
+read (the oracle). Nothing is hand-listed, so a stage the project adds is
 in or out by the same rule.
 """
 
@@ -35,12 +36,16 @@ def kept_stages(names: list[str]) -> list[str]:
     if unknown:
         raise FolderError(f"dvc.yaml's stage {unknown[0]!r} is not in prefgen/stage_table.py: the two must list the same stages")
     everything = [BY_NAME[name] for name in names]
-    kept = [stage for stage in everything if stage.name not in WORLD_STAGES and TRUTH_KEY not in stage.reads]
+    kept = [stage for stage in everything if stage.name not in WORLD_STAGES and not _needs_truth(stage)]
     while True:
         unread = [stage for stage in kept if _only_dropped_read(stage, kept, everything)]
         if not unread:
             return [stage.name for stage in kept]
         kept = [stage for stage in kept if stage not in unread]
+
+
+def _needs_truth(stage: Stage) -> bool:
+    return TRUTH_KEY in stage.reads and TRUTH_KEY not in stage.optional
 
 
 def _only_dropped_read(stage: Stage, kept: list[Stage], everything: list[Stage]) -> bool:
@@ -60,7 +65,9 @@ def dropped_sections(names: list[str], kept: list[str]) -> list[str]:
 def folder_stage(spec: dict[str, Any], name: str) -> dict[str, Any]:
     """One project stage as a folder runs it: no code deps (those files are the installed prefgen's, not the
     folder's), its code fingerprint among its params instead."""
-    deps = [dep for dep in spec.get("deps") or [] if not (isinstance(dep, str) and dep.startswith(CODE_DEP_PREFIX))]
+    truth = f"${{paths.{TRUTH_KEY}}}"  # a kept stage reads the truth only where it exists, and a folder has none
+    deps = [dep for dep in spec.get("deps") or []
+            if not (isinstance(dep, str) and (dep.startswith(CODE_DEP_PREFIX) or dep == truth))]
     out = {key: value for key, value in spec.items() if key not in ("deps", "params")}
     return {"cmd": out.pop("cmd"), **({"deps": deps} if deps else {}),
             "params": [*(spec.get("params") or []), f"{CODE_KEY}.{name}"], **out}

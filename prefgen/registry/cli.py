@@ -98,10 +98,11 @@ def _check_device(device: str) -> None:
 def register(params: ParamsOpt = DEFAULT_PARAMS) -> None:
     """Bundle the trained models, register a new version unless identical, and apply the champion gate."""
     from prefgen.registry import register as step
+    from prefgen.rescore import rescore_bundle
 
     loaded, cfg = _load(params)
     try:
-        result = step.run(cfg, loaded, Path.cwd(), log=_log)
+        result = step.run(cfg, loaded, Path.cwd(), log=_log, rescore=rescore_bundle)
     except _errors() as err:
         fail(str(err))
     sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")

@@ -31,13 +31,15 @@ from prefgen.generation.data import featured_split_ids, mapped_embeddings
 from prefgen.hashing import sha256_file
 from prefgen.paths import Paths
 from prefgen.registry import store
-from prefgen.registry.bundle import PARTS, assemble
+from prefgen.registry.bundle import PARTS, Bundle, assemble
 from prefgen.registry.config import RegistryConfig
 from prefgen.registry.gate import read_gate_metrics
 from prefgen.registry.generate import load_version
-from prefgen.registry.rescore import rescore_bundle
+from prefgen.registry.bundle import Bundle
 from prefgen.registry.store import RegistryError
 
+# (params, root, bundle, metric names, log) -> {metric: value} of the bundle judged on this pipeline's evaluation set.
+Rescore = Callable[[dict[str, Any], Path, Bundle, list[str], Callable[[str], None]], dict[str, float]]
 EVAL_STAGES = ("eval_graph", "eval_holdout", "eval_mapper", "eval_generation")
 PROBE_TIMEOUT_S = 5  # MLflow's client retries an unreachable server for minutes before it gives up
 # While registering, MLflow's client gives up on a lost server within seconds (unless the environment sets these).
@@ -139,10 +141,12 @@ def inputs_digest(cfg: RegistryConfig, params: dict[str, Any], root: Path) -> st
 
 
 def run(cfg: RegistryConfig, params: dict[str, Any], root: Path, log=print, flow_run_id: str = "",
-        checked_fresh: bool = False) -> dict[str, Any]:
+        checked_fresh: bool = False, rescore: Rescore | None = None) -> dict[str, Any]:
     """Assemble the bundle, register it (unless its digest is already a version) and apply the champion gate.
     `flow_run_id`: the Prefect flow run doing this (default: PREFGEN_FLOW_RUN_ID), recorded in the lineage.
-    `checked_fresh`: the caller has just brought every stage up to date, so `dvc status` is not asked again."""
+    `checked_fresh`: the caller has just brought every stage up to date, so `dvc status` is not asked again.
+    `rescore`: judges a bundle on this pipeline's evaluation set (prefgen/rescore.py, which runs stages, so the
+    entry points pass it in); without it a champion judged on another set is not compared."""
     flow_run_id = flow_run_id or os.environ.get(tracking.FLOW_RUN_ENV, "")
     stale = [] if checked_fresh else pipeline.stale_stages(root)
     if stale:
@@ -154,10 +158,11 @@ def run(cfg: RegistryConfig, params: dict[str, Any], root: Path, log=print, flow
         raise RegistryError(f"the MLflow tracking server {uri} does not answer ({reason}): nothing was registered; start "
                             "it, or point MLFLOW_TRACKING_URI (or params.tracking) at one that runs")
     with _fail_fast(uri):
-        return _register(cfg, params, root, log, flow_run_id)
+        return _register(cfg, params, root, log, flow_run_id, rescore)
 
 
-def _register(cfg: RegistryConfig, params: dict[str, Any], root: Path, log, flow_run_id: str) -> dict[str, Any]:
+def _register(cfg: RegistryConfig, params: dict[str, Any], root: Path, log, flow_run_id: str,
+              rescore: Rescore | None) -> dict[str, Any]:
     tracking.configure(tracking_config(params), root)
     client = mlflow.MlflowClient()
     inputs = inputs_digest(cfg, params, root)
@@ -182,29 +187,29 @@ def _register(cfg: RegistryConfig, params: dict[str, Any], root: Path, log, flow
         mlflow.log_metrics(tracking.flatten(metrics))
         version, _ = store.register(client, cfg, folder, metrics, eval_set, lineage, inputs)
         log(f"registered bundle {digest[:12]} as {cfg.model_name} version {version.version}")
-        decision = store.gate(client, cfg, version, _rescorer(client, cfg, params, root, log))
+        decision = store.gate(client, cfg, version, _rescorer(client, cfg, params, root, rescore, log) if rescore else None)
     log(f"champion gate: {decision.summary()}")
     aliases = list(client.get_model_version(cfg.model_name, version.version).aliases)
     return {"version": str(version.version), "created": True, "digest": digest, "gate": "passed" if decision.passed else "refused",
             "reasons": decision.reasons, "aliases": aliases, "metrics": metrics, "eval_set_sha256": eval_set}
 
 
-def _rescorer(client: mlflow.MlflowClient, cfg: RegistryConfig, params: dict[str, Any], root: Path,
+def _rescorer(client: mlflow.MlflowClient, cfg: RegistryConfig, params: dict[str, Any], root: Path, rescore: Rescore,
               log) -> Callable[[ModelVersion], dict[str, float] | None]:
-    """The champion judged again on this pipeline's evaluation set (registry/rescore.py); None where that fails, so
+    """The champion judged again on this pipeline's evaluation set (prefgen/rescore.py); None where that fails, so
     the gate falls back to its own figures and says they are not comparable."""
 
-    def rescore(champion: ModelVersion) -> dict[str, float] | None:
+    def judged_again(champion: ModelVersion) -> dict[str, float] | None:
         log(f"champion gate: version {champion.version} was judged on another evaluation set: judging it again on this one")
         try:
             with tempfile.TemporaryDirectory(prefix="prefgen-champion-") as cache:
                 loaded = load_version(client, cfg.model_name, str(champion.version), Path(cache))
-                return rescore_bundle(params, root, loaded.bundle, cfg.judged_metrics(), log)
+                return rescore(params, root, loaded.bundle, cfg.judged_metrics(), log)
         except Exception as err:  # noqa: BLE001  a failed re-judging must not leave the new version ungated
             log(f"champion gate: judging version {champion.version} again failed ({type(err).__name__}: {err})")
             return None
 
-    return rescore
+    return judged_again
 
 
 def _judged(client: mlflow.MlflowClient, cfg: RegistryConfig, version: ModelVersion, log) -> dict[str, Any]:

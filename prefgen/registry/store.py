@@ -146,7 +146,7 @@ def gate(client: MlflowClient, cfg: RegistryConfig, version: ModelVersion,
          rescore: Callable[[ModelVersion], dict[str, float]] | None = None) -> GateDecision:
     """Compare `version` with the champion on the gate metrics: move `champion` to it, or mark it `challenger`. A
     champion judged on another evaluation set, or lacking a gate metric, is judged again on this one by `rescore`
-    where given (registry/rescore.py), and compared on those figures."""
+    where given (prefgen/rescore.py), and compared on those figures."""
     name, current = cfg.model_name, version_by_alias(client, cfg.model_name, CHAMPION)
     if current is not None and current.version == version.version:
         return GateDecision(True, [f"version {version.version} is already champion"])

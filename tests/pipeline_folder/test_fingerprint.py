@@ -61,5 +61,5 @@ def test_changed_code_makes_only_its_stages_and_their_descendants_stale(tmp_path
     with open(upgraded / "prefgen" / "vision" / "mapper.py", "a") as module:  # shared code: each stage that imports it
         module.write("\n# another release\n")
     changed = refresh_code(folder, upgraded)
-    assert changed == ["train_diffusion", "train_mapper", "train_w"]
+    assert changed == ["eval_mapper", "train_diffusion", "train_mapper", "train_w"]
     assert pipeline.stale_stages(folder) == changed

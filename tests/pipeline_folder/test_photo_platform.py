@@ -29,9 +29,13 @@ def every_image_loads(gallery) -> None:
         assert page.evaluate("document.images.length") > 0 and not failed
 
 
-def above_floors(test: dict) -> bool:
-    """The folder's floors (pipeline_folder/folder_params.py): Step 1 over popularity, the interval's low end over 0."""
-    return test["hr10"] > test["popularity_hr10"] and test["hr10_minus_popularity_ci_low"] > 0
+def above_floors(folder) -> bool:
+    """The folder's floors (pipeline_folder/folder_params.py): Step 1 over popularity on the held-out window, the
+    interval's low end over 0; Step 2's cold-start AUC over VBPR's."""
+    step1, step2 = (json.loads((folder / "data" / "metrics" / f"{name}.json").read_text())["test"]
+                    for name in ("eval_holdout", "eval_mapper"))
+    return step1["hr10"] > step1["popularity_hr10"] and step1["hr10_minus_popularity_ci_low"] > 0 and \
+        step2["cold_auc"] > step2["vbpr_cold_auc"]
 
 
 def edit_params(folder, edit) -> None:
@@ -56,9 +60,9 @@ def test_photos_from_pypi_packages_give_a_bundle_a_champion_and_a_gallery(tmp_pa
     held_out = json.loads((folder / "data" / "metrics" / "eval_holdout.json").read_text())
     assert held_out["dev"]["positives"] > 50 and held_out["test"]["positives"] > 50
     bundles = prefgen(folder, "bundles").stdout
-    if above_floors(held_out["test"]):  # the gate chose it on the held-out clicks
+    if above_floors(folder):  # the gate chose it on the held-out clicks
         assert "champion gate passed (no champion yet" in retrain.stdout and "champion" in bundles
-    else:  # Step 1 no better than popularity there: a challenger, which only a hand makes champion
+    else:  # Step 1 no better than popularity there, or Step 2 than VBPR: a challenger, which only a hand makes champion
         assert "BELOW FLOOR" in retrain.stdout and "challenger" in bundles and "champion" not in bundles
         prefgen(folder, "promote", "--bundle", "1", "--reason", "its gallery looked right")
     night = prefgen(tmp_path, "nightly", "mine", "--night", "first")
@@ -89,9 +93,12 @@ def a_new_window_judges_the_champion_again(tmp_path, folder, platform) -> None:
     assert "version 1 was judged on another evaluation set: judging it again on this one" in retrain.stdout + retrain.stderr
     assert "rescore: eval_holdout on the champion's models" in retrain.stdout + retrain.stderr
     assert "champion version 1 judged again on this bundle's evaluation set" in retrain.stdout
-    compared = re.search(r"eval_holdout\.test\.hr10 ([\d.]+) vs champion ([\d.]+) \((ok|WORSE)", retrain.stdout)
-    assert compared and float(compared[1]) == pytest.approx(window["test"]["hr10"], abs=1e-4)
-    passed = compared[3] == "ok"
+    compared = dict((name, verdict) for name, verdict in re.findall(r"(eval_\w+\.test\.\w+) [\d.]+ vs champion [\d.]+ \((ok|WORSE)",
+                                                                     retrain.stdout))
+    assert sorted(compared) == ["eval_holdout.test.hr10", "eval_mapper.test.cold_auc"]
+    assert f"eval_holdout.test.hr10 {window['test']['hr10']:.4f} vs champion" in retrain.stdout
+    assert "rescore: visual_features on the champion's models" in retrain.stdout + retrain.stderr  # its CLIP tower's features
+    passed = set(compared.values()) == {"ok"}
     assert f"champion gate {'passed' if passed else 'refused'}" in retrain.stdout
     bundles = prefgen(folder, "bundles").stdout
     assert re.search(r"^v2 +" + ("champion" if passed else "challenger"), bundles, re.MULTILINE), bundles

@@ -13,7 +13,7 @@ from prefgen.pipeline_folder.stages import FolderError, dropped_sections, kept_s
 from tests.conftest import ROOT
 
 FOLDER_STAGES = ["ingest", "split", "centrality", "prepare_images", "image_store", "train_graph", "eval_holdout", "train_clip",
-                 "visual_features", "train_mapper", "train_vq", "train_w", "train_diffusion"]
+                 "visual_features", "train_mapper", "eval_mapper", "train_vq", "train_w", "train_diffusion"]
 
 
 def project_stage_names() -> list[str]:
@@ -21,7 +21,7 @@ def project_stage_names() -> list[str]:
 
 
 def test_the_folder_keeps_every_stage_but_the_world_the_truth_readers_and_what_only_they_read():
-    assert kept_stages(project_stage_names()) == FOLDER_STAGES  # synth, reference, eval_*, and train_oracle gone
+    assert kept_stages(project_stage_names()) == FOLDER_STAGES  # synth, the truth-bound eval_* and train_oracle gone
     assert dropped_sections(project_stage_names(), FOLDER_STAGES) == ["eval_generation", "eval_graph", "reference", "synth",
                                                                        "train_oracle"]
     with pytest.raises(FolderError, match="'lonely' is not in prefgen/stage_table.py"):

@@ -15,7 +15,7 @@ from prefgen.params import load_params
 from prefgen.registry import store
 from prefgen.registry.bundle import Bundle, assemble
 from prefgen.registry.config import GateFloor, GateMetric, RegistryConfig
-from prefgen.registry.rescore import rescore_bundle, stages_to_rerun
+from prefgen.rescore import rescore_bundle, stages_to_rerun
 from prefgen.tracking_config import TrackingConfig
 from prefgen.vision.config import VisualFeaturesConfig
 from tests.conftest import ROOT

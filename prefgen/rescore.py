@@ -6,7 +6,8 @@ every model its retrain made (bundle.PARTS), so the gate's evaluation stages run
 keys pointing into the champion's bundle and everything else at the challenger's data (tables, split, prepared
 images). A stage between a model and an evaluation that is not itself a model (the visual features, which the
 bundle's CLIP tower computes) runs again too. Everything is written into a temporary folder: nothing of the
-challenger's pipeline changes.
+challenger's pipeline changes. It runs stages by the table of stages, so it is wiring: the entry points (the retrain
+flow, `prefgen register`) hand `rescore_bundle` to the registry.
 """
 
 from __future__ import annotations
