@@ -69,7 +69,7 @@ def test_reference_judges_the_world_its_truth_folder_names(built, tmp_path):
     result = reference_stage.run(reference_stage.load_config({"reference": {"k": 10}}), paths)
     info = json.loads((paths.truth / "world.json").read_text())
     assert (result["world"], result["world_sha256"]) == ("tiny-ref", info["world_sha256"])
-    assert 0 <= result["ref_cold_auc"] <= 1 and -1 <= result["ref_influence_spearman"] <= 1
+    assert 0 <= result["ref_cold_auc"] <= 1 and -1 <= result["test"]["ref_influence_spearman"] <= 1
     assert _outside_the_catalogue(root, paths) == []
     moved = tmp_path / "any-name"
     shutil.copytree(paths.truth, moved)
@@ -98,3 +98,28 @@ def test_train_graph_reads_the_catalogue_and_eval_graph_judges_what_it_wrote(bui
     assert judged["world"] == "tiny-ref" and judged["groups_evaluated"] == judged["dev_groups"] + judged["test_groups"] > 0
     assert all(-1 <= judged[half]["influence_spearman"] <= 1 for half in ("dev", "test") if judged[f"{half}_groups"])
     assert _outside_the_catalogue(root, paths) == []
+
+
+def test_the_best_single_centrality_is_chosen_on_dev_groups_and_reported_on_test_ones(tmp_path):
+    """Feature `a` follows influence in dev groups and runs against it in test groups, `b` the other way round:
+    the choice must be `a` (dev), and its test figure then shows what the choice did not see."""
+    from prefgen.eval.reference import influence_spearman
+    from prefgen.eval.truth import Truth
+    from prefgen.metrics.dev_test import half
+
+    groups = [f"g{k}" for k in range(12)]
+    rows = [(g, f"u{g}-{m}", float(m)) for g in groups for m in range(4)]
+    members = pl.DataFrame(rows, schema=["group_id", "member_id", "influence"], orient="row")
+    sign = {g: 1.0 if half(f"grp:{g}") == "dev" else -1.0 for g in groups}
+    assert set(sign.values()) == {1.0, -1.0}
+    individuals = pl.DataFrame({"segment_id": [f"ind:{u}" for _, u, _ in rows],
+                                "a": [sign[g] * i for g, _, i in rows], "b": [-sign[g] * i for g, _, i in rows]})
+    (tmp_path / "centrality").mkdir()
+    individuals.write_parquet(tmp_path / "centrality" / "individuals.parquet")
+    pl.DataFrame({"group_segment_id": [f"grp:{g}" for g, _, _ in rows], "member_segment_id": [f"ind:{u}" for _, u, _ in rows],
+                  "group_size": [4] * len(rows)}).write_parquet(tmp_path / "centrality" / "group_members.parquet")
+    truth = Truth("w", "s", pl.DataFrame(), members, pl.DataFrame(), pl.DataFrame())
+    result = influence_spearman(truth, tmp_path / "centrality", 3)
+    assert result["ref_influence_best_feature"] == "a" and result["groups_evaluated"] == 12
+    assert result["dev"]["ref_influence_spearman"] == pytest.approx(1.0)
+    assert result["test"]["ref_influence_spearman"] == pytest.approx(-1.0)
