@@ -77,14 +77,18 @@ def test_the_metrics_carry_dev_and_test_halves_and_beat_popularity_where_step1_i
     assert strict["test"]["hr1_minus_popularity_ci_low"] == pytest.approx(5 / 6) == strict["test"]["hr1_minus_popularity_ci_high"]
 
 
-def evaluate_planted(tables, split_path, graph, cfg=CFG) -> dict:
+def write_step1(step1: Step1, graph) -> None:
+    """Step 1's output files (preference/export.py's contract) holding `step1`."""
     from safetensors.torch import save_file
 
-    step1 = planted_step1()
     graph.mkdir(exist_ok=True)
     save_file({"p": step1.p, "items": step1.items, "project": step1.project}, graph / "vectors.safetensors")
     pl.DataFrame({"segment_id": list(step1.segment_row), "row": list(step1.segment_row.values())}).write_parquet(graph / "segments.parquet")
     pl.DataFrame({"image_id": list(step1.item_row), "row": list(step1.item_row.values())}).write_parquet(graph / "items.parquet")
+
+
+def evaluate_planted(tables, split_path, graph, cfg=CFG) -> dict:
+    write_step1(planted_step1(), graph)
     return holdout.evaluate(cfg, tables, split_path, graph)
 
 

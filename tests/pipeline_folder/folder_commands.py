@@ -10,13 +10,22 @@ from tests.conftest import ROOT, shrink
 from tests.tiny_pipeline import tiny_trainers
 
 
+def edit_params(folder, edit) -> None:
+    """`edit` (a function of the parsed params) applied to the folder's params.yaml, as a user edits the file."""
+    params = yaml.safe_load((folder / "params.yaml").read_text())
+    edit(params)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
 def micro(folder):
     """The folder's params cut to a few seconds per stage (a user's edit of the generated file)."""
-    params = yaml.safe_load((folder / "params.yaml").read_text())
-    tiny_trainers(params)
-    shrink(params, "sampler", steps=4)
-    params["nightly"]["dask"]["n_workers"] = 0
-    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    def cut(params):
+        tiny_trainers(params)
+        shrink(params, "sampler", steps=4)
+        params["nightly"]["dask"]["n_workers"] = 0
+
+    edit_params(folder, cut)
 
 
 def prefgen(cwd, *args, timeout=900) -> subprocess.CompletedProcess:

@@ -11,9 +11,8 @@ import re
 import shutil
 
 import pytest
-import yaml
 
-from tests.pipeline_folder.folder_commands import micro, prefgen
+from tests.pipeline_folder.folder_commands import edit_params, micro, prefgen
 from tests.pipeline_folder.photo_platform import write_photo_platform
 from tests.serving.test_gallery import CHROMIUM, chromium_page
 
@@ -36,12 +35,6 @@ def above_floors(folder) -> bool:
                     for name in ("eval_holdout", "eval_mapper"))
     return step1["hr10"] > step1["popularity_hr10"] and step1["hr10_minus_popularity_ci_low"] > 0 and \
         step2["cold_auc"] > step2["vbpr_cold_auc"]
-
-
-def edit_params(folder, edit) -> None:
-    params = yaml.safe_load((folder / "params.yaml").read_text())
-    edit(params)
-    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def test_photos_from_pypi_packages_give_a_bundle_a_champion_and_a_gallery(tmp_path):

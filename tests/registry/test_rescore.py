@@ -3,10 +3,8 @@
 import json
 
 import mlflow
-import polars as pl
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from prefgen import tracking
 from prefgen.eval import holdout
@@ -19,7 +17,7 @@ from prefgen.rescore import rescore_bundle, stages_to_rerun
 from prefgen.tracking_config import TrackingConfig
 from prefgen.vision.config import VisualFeaturesConfig
 from tests.conftest import ROOT
-from tests.eval.test_holdout import CFG, planted_step1, world
+from tests.eval.test_holdout import CFG, planted_step1, world, write_step1
 from tests.registry.bundles import make_bundle, model_folders
 
 GATE = [GateMetric("eval_holdout.test.hr10", tolerance=0.02)]
@@ -36,10 +34,7 @@ def test_only_the_evaluations_and_what_a_model_feeds_them_run_again():
 def planted_bundle(tmp_path) -> Bundle:
     """A bundle whose graph part is a planted Step 1 (tests/eval/test_holdout.py); the other parts are stand-ins."""
     parts = model_folders(tmp_path, 0)
-    step1, graph = planted_step1(), parts["graph"]
-    save_file({"p": step1.p, "items": step1.items, "project": step1.project}, graph / "vectors.safetensors")
-    pl.DataFrame({"segment_id": list(step1.segment_row), "row": list(step1.segment_row.values())}).write_parquet(graph / "segments.parquet")
-    pl.DataFrame({"image_id": list(step1.item_row), "row": list(step1.item_row.values())}).write_parquet(graph / "items.parquet")
+    write_step1(planted_step1(), parts["graph"])
     assemble(parts, torch.ones(3, 4), VisualFeaturesConfig(), GuidanceConfig(steps=5), {}, tmp_path / "bundle")
     return Bundle.load(tmp_path / "bundle")
 
