@@ -31,8 +31,7 @@ sys.path.insert(0, str(ROOT))
 from sampling import trained_profile  # noqa: E402  (benchmarks/sampling.py)
 
 from prefgen.config import section_config  # noqa: E402
-from prefgen.eval.generation import ARMS  # noqa: E402
-from prefgen.eval.sample_arms import Workers, sample_arms  # noqa: E402
+from prefgen.eval.sample_arms import ARMS, Workers, sample_arms  # noqa: E402
 from prefgen.params import load_params
 from prefgen.paths import Paths  # noqa: E402
 from prefgen.serving.image_sets import machine  # noqa: E402

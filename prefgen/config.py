@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from prefgen.data.config import ForgetConfig, IngestConfig, SplitConfig, SynthConfig
-from prefgen.eval.config import EvalGenerationConfig, EvalGraphConfig, EvalHoldoutConfig, ReferenceConfig, TrainOracleConfig
+from prefgen.eval.config import (
+    EvalGenerationConfig,
+    EvalGraphConfig,
+    EvalGuidanceConfig,
+    EvalHoldoutConfig,
+    ReferenceConfig,
+    TrainJudgesConfig,
+    TrainOracleConfig,
+)
 from prefgen.generation.config import GuidanceConfig, TrainDiffusionConfig, TrainVQConfig, TrainWConfig
 from prefgen.params import DEFAULT_PARAMS, ConfigError, check_sections, from_section, load_params, read_yaml, resolve_section
 from prefgen.paths import Paths
@@ -35,6 +43,7 @@ SECTIONS: dict[str, type] = {
     "sampler": GuidanceConfig, "train_oracle": TrainOracleConfig, "eval_generation": EvalGenerationConfig,
     "registry": RegistryConfig, "nightly": NightlyConfig, "trainer": TrainerConfig,
     "prepare_images": PrepareImagesConfig, "image_store": ImageStoreConfig, "eval_holdout": EvalHoldoutConfig,
+    "train_judges": TrainJudgesConfig, "eval_guidance": EvalGuidanceConfig,
 }
 
 

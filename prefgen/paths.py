@@ -44,6 +44,8 @@ class Paths:
     diffusion: Path  # Step 3's UNet and scheduler
     oracle: Path  # the evaluation oracle (never trained on a world image)
     eval_generation: Path  # the generation evaluation's images and per-pair tables
+    judges: Path  # Step 3's judges that never guide: a second scorer and a second CLIP tower (eval/judges.py)
+    eval_guidance: Path  # the judged evaluation of guidance: per-image table and contact sheet
     bundle: Path  # where the registry stages a bundle before logging it
     nightly: Path  # the nightly image sets: <nightly>/<campaign>/<night>/
     checkpoints: Path  # <checkpoints>/<model>/: not DVC outputs, so a killed run resumes

@@ -74,6 +74,14 @@ STAGES: tuple[Stage, ...] = (
           ("eval_generation", "sampler", "visual_features", "image_size"),
           reads=("truth", "diffusion", "vq", "w", "mapper", "graph", "oracle", "tables", "prepared", "split", "clip", "visual"),
           writes=("eval_generation",), not_metrics=_WORLD),
+    Stage("train_judges", ("train-judges",), "Step 3's judges that never guide: a second CLIP tower (its own seed) and a second "
+          "preference scorer on half the training interactions, each shown valid.",
+          ("train_judges", "train_clip", "trainer", "image_size"), reads=("images", "tables", "prepared", "split"),
+          writes=("judges", "checkpoints", "plots"), not_metrics=("unseen_images",)),
+    Stage("eval_guidance", ("eval", "guidance"), "Fused guidance against unguided and CFG-only images, judged by the judges "
+          "(preference uplift, text consistency); no ground truth.", ("eval_guidance", "sampler", "visual_features", "image_size"),
+          reads=("judges", "diffusion", "vq", "w", "mapper", "graph", "tables", "split", "clip", "visual"),
+          writes=("eval_guidance",)),
 )
 
 BY_NAME = {stage.name: stage for stage in STAGES}

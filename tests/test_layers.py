@@ -9,7 +9,7 @@ from tests.conftest import ROOT
 # The command line, and what runs stages by the table of stages (prefgen/rescore.py judges a bundle by running them).
 WIRING = {"prefgen/cli.py", "prefgen/stage_cli.py", "prefgen/stage_table.py", "prefgen/__main__.py", "prefgen/codedeps.py",
           "prefgen/registry/cli.py", "prefgen/rescore.py"}
-JUDGES = {"reference", "eval_graph", "eval_holdout", "eval_mapper", "eval_generation", "train_oracle"}  # stages whose code is evaluation's
+JUDGES = {"reference", "eval_graph", "eval_holdout", "eval_mapper", "eval_generation", "train_oracle", "train_judges", "eval_guidance"}  # stages whose code is evaluation's
 
 
 # Above the stages: a pipeline folder is made from the table of stages and their code deps.

@@ -33,8 +33,9 @@ def test_stage_order_follows_deps(tmp_path):
     )
     assert pipeline.stage_order(tmp_path) == ["a", "b", "c"]
     assert pipeline.stage_order(ROOT) == ["synth", "train_oracle", "ingest", "split", "prepare_images", "centrality", "image_store",
-                                          "reference", "train_clip", "train_vq", "visual_features", "train_graph", "eval_graph",
-                                          "eval_holdout", "train_mapper", "eval_mapper", "train_w", "train_diffusion", "eval_generation"]
+                                          "reference", "train_clip", "train_vq", "train_judges", "visual_features", "train_graph",
+                                          "eval_graph", "eval_holdout", "train_mapper", "eval_mapper", "train_w", "train_diffusion",
+                                          "eval_generation", "eval_guidance"]
 
 
 def test_flow_helpers_run_stages_without_an_activated_virtualenv(project, monkeypatch):
@@ -84,7 +85,7 @@ def test_repro_then_noop_then_forget_reruns(trained_project):
     planned = dvc(project, "repro", "--dry")
     assert {s for s in pipeline.stage_order(project) if f"Running stage '{s}'" in planned} == {
         "ingest", "split", "centrality", "reference", "image_store", "train_graph", "eval_holdout", "train_mapper", "eval_mapper",
-        "eval_generation"}
+        "eval_generation", "train_judges", "eval_guidance"}
     # Rerun for real the stages that read the tables and truth (which still holds the forgotten person) side by side.
     # The later stages would run the first run's code on the new tables; rerunning them all here cost five minutes of CI.
     rerun = dvc(project, "repro", "reference", "eval_graph")
@@ -150,6 +151,16 @@ def check_stage_outputs(project):
             assert sorted(judged[half]["ablation"]) == ["cfg", "fused", "none", "pref_grad", "text_grad"]
             assert (judged[half]["win_rate"], judged[half]["text_consistency"]) == pytest.approx(fused_figures(rows, half))
     assert rows.height == 5 * 4 * 2 and (project / "data" / "05_eval" / "generation" / "fused_pairs.png").is_file()
+    guided = json.loads((project / "data" / "metrics" / "eval_guidance.json").read_text())
+    jobs = pl.read_parquet(project / "data" / "05_eval" / "guidance" / "jobs.parquet")
+    assert jobs.height == guided["jobs_per_arm"] == guided["prompts"] * jobs["segment"].n_unique()
+    for half in ("dev", "test"):  # each half's uplift from its own segments' jobs only
+        mine = jobs.filter(pl.col("half") == half)
+        assert guided[half]["jobs"] == mine.height and guided[half]["segments"] == mine["segment"].n_unique()
+        uplift = (mine["preference_fused"] - mine["preference_none"]).mean()
+        assert guided[half]["uplift_over_none_ci_low"] <= guided[half]["uplift_over_none"] == pytest.approx(uplift)
+        assert guided[half]["text_consistency"] == pytest.approx(mine["text_match_fused"].mean())
+    assert (project / "data" / "05_eval" / "guidance" / "arms.png").is_file()
     vq = json.loads((project / "data" / "metrics" / "train_vq.json").read_text())
     assert vq["val_psnr"] > 5 and 0 < vq["codebook_usage"] <= 1
     assert json.loads((project / "data" / "metrics" / "train_w.json").read_text())["val_cosine"] > 0.5

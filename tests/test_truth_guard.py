@@ -48,7 +48,8 @@ def test_no_library_module_outside_eval_names_truth():
 
 
 GUARDED_STAGES = {"ingest", "split", "prepare_images", "image_store", "centrality", "train_graph", "train_clip", "visual_features",
-                  "train_mapper", "train_vq", "train_w", "train_diffusion", "train_oracle", "eval_holdout"}
+                  "train_mapper", "train_vq", "train_w", "train_diffusion", "train_oracle", "eval_holdout",
+                  "train_judges", "eval_guidance"}
 GUARD_WORLD = TINY_WORLD
 
 

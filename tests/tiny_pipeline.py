@@ -41,6 +41,8 @@ def tiny_trainers(params: dict) -> None:
     shrink(params, "train_w", max_epochs=2)
     shrink(params, "train_vq", block_out_channels=[8, 8, 8], norm_num_groups=4, num_vq_embeddings=32, epochs=1, threads=1)
     shrink(params, "train_diffusion", base_channels=8, norm_num_groups=4, epochs=1, threads=1)
+    shrink(params, "train_judges", scorer_max_epochs=2, threads=1)
+    shrink(params, "eval_guidance", segments_per_half=2, n_prompts=2, bootstrap=50, threads=1, workers=1, images_per_batch=2)
 
 
 def write_params(folder: Path, params: dict) -> None:

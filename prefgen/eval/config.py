@@ -89,3 +89,33 @@ class EvalHoldoutConfig:
     k: PositiveInt = 10  # the cut-off of HR@k and NDCG@k
     seed: int = 0  # draws the negatives and the bootstrap
     bootstrap: PositiveInt = 2000  # resamples of segments for the interval of the difference to popularity
+
+
+@dataclass(frozen=True)
+class TrainJudgesConfig:
+    """Stage `train_judges`: Step 3's judges that never guide (eval/judges.py); the CLIP tower's other settings are
+    train_clip's."""
+
+    clip_seed: int = 1  # not train_clip's: a tower trained apart from the one that guides
+    scorer_dim: PositiveInt = 32  # θ_s and E v size of the judge scorer (VBPR)
+    scorer_lr: PositiveFloat = 0.005
+    scorer_reg: NonNegativeFloat = 1e-4  # L2 on the batch's θ_s
+    scorer_max_epochs: PositiveInt = 60
+    scorer_patience: PositiveInt = 8  # epochs without a better val AUC before stopping
+    seed: int = 1  # the scorer's: not train_mapper's
+    threads: PositiveInt = 2
+
+
+@dataclass(frozen=True)
+class EvalGuidanceConfig:
+    """Stage `eval_guidance`: fused guidance against unguided and CFG-only images, judged by eval/judges.py's models."""
+
+    profile: str = "demo"  # set by params.yaml's top-level `profile` (the section has profiles); recorded with every run
+    prompts: list[str] = field(default_factory=list)  # empty: the train catalogue's `n_prompts` most frequent captions
+    n_prompts: PositiveInt = 4
+    segments_per_half: PositiveInt = 16  # segments in dev and in test; every one gets an image per prompt and arm
+    bootstrap: PositiveInt = 2000  # resamples of segments for the 95% intervals
+    seed: int = 0  # picks the segments and the starting noise
+    threads: PositiveInt = 2  # in all: the workers share them
+    workers: PositiveInt = 2  # sampling processes (eval_generation's reason)
+    images_per_batch: PositiveInt = 8

@@ -39,19 +39,12 @@ from prefgen.data.render import HUES, PATTERNS, SHAPES
 from prefgen.eval.config import EvalGenerationConfig
 from prefgen.eval.image_quality import frechet_distance
 from prefgen.eval.oracle import Oracle, Reading
-from prefgen.eval.sample_arms import Workers, sample_arms
+from prefgen.eval.sample_arms import ARMS, Workers, sample_arms
 from prefgen.eval.truth import Truth
 from prefgen.generation.config import GuidanceConfig
 from prefgen.metrics.dev_test import HALVES, half
 from prefgen.params import ConfigError
 
-ARMS: dict[str, dict[str, float]] = {  # how each ablation departs from params `sampler`
-    "none": {"text_scale": 1.0, "pref_scale": 1.0, "lambda_pref": 0.0, "lambda_text": 0.0},
-    "cfg": {"lambda_pref": 0.0, "lambda_text": 0.0},
-    "text_grad": {"lambda_pref": 0.0},
-    "pref_grad": {"lambda_text": 0.0},
-    "fused": {},
-}
 VOCABULARY = {"hue": HUES, "shape": SHAPES, "pattern": PATTERNS}
 
 

@@ -26,6 +26,7 @@ from prefgen.data import contract as c
 from prefgen.data.split import holdout_from, training_events
 from prefgen.data.tables import scan_parts
 from prefgen.eval.config import EvalHoldoutConfig
+from prefgen.metrics.bootstrap import unit_interval
 from prefgen.metrics.dev_test import HALVES, in_test_half
 from prefgen.metrics.ranking import segment_interactions
 from prefgen.metrics.sampled import per_row_metrics
@@ -87,14 +88,6 @@ def popularity_scores(tables_dir: Path, split_path: Path, step1: Step1, rows: He
     return counts[rows.positives], counts[rows.negatives]
 
 
-def _interval(diff: np.ndarray, groups: np.ndarray, rng: np.random.Generator, n: int) -> tuple[float, float]:
-    """95% bootstrap interval of the mean of `diff`, resampling whole segments (`groups`: a segment index per row)."""
-    per_segment = np.bincount(groups, weights=diff), np.bincount(groups)
-    draws = rng.integers(0, len(per_segment[1]), (n, len(per_segment[1])))
-    means = per_segment[0][draws].sum(axis=1) / per_segment[1][draws].sum(axis=1)
-    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
-
-
 def summarise(segments: list[str], model: dict[str, np.ndarray], base: dict[str, np.ndarray], k: int,
               bootstrap: int, seed: int) -> dict[str, float | int]:
     """One half's figures from per-row metrics of the model and of popularity."""
@@ -108,7 +101,7 @@ def summarise(segments: list[str], model: dict[str, np.ndarray], base: dict[str,
         mask = kinds == kind
         out[f"{hr}_{name}"] = float(model[f"HR@{k}"][mask].mean()) if mask.any() else float("nan")
     diff = model[f"HR@{k}"] - base[f"HR@{k}"]
-    low, high = _interval(diff, groups, np.random.default_rng(seed), bootstrap)
+    low, high = unit_interval(diff, groups, np.random.default_rng(seed), bootstrap)
     return out | {f"{hr}_minus_popularity": float(diff.mean()), f"{hr}_minus_popularity_ci_low": low,
                   f"{hr}_minus_popularity_ci_high": high}
 

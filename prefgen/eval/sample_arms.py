@@ -27,6 +27,14 @@ from tqdm import tqdm
 from prefgen.generation.config import GuidanceConfig
 from prefgen.generation.sampling import PreferenceDiffusionPipeline, guided
 
+ARMS: dict[str, dict[str, float]] = {  # how each guidance ablation departs from params `sampler`
+    "none": {"text_scale": 1.0, "pref_scale": 1.0, "lambda_pref": 0.0, "lambda_text": 0.0},
+    "cfg": {"lambda_pref": 0.0, "lambda_text": 0.0},
+    "text_grad": {"lambda_pref": 0.0},
+    "pref_grad": {"lambda_text": 0.0},
+    "fused": {},
+}
+
 
 @dataclass(frozen=True)
 class Call:

@@ -32,7 +32,7 @@ def read_features(features_dir: Path, parts: tuple[str, ...]) -> tuple[list[str]
     return joined["image_id"].to_list(), matrix
 
 
-def _interactions(tables_dir: Path, split: Path, split_name: str) -> pl.DataFrame:
+def split_interactions(tables_dir: Path, split: Path, split_name: str) -> pl.DataFrame:
     events = training_events(tables_dir, split, allowed=(split_name,)).collect()
     # Sorted: polars' unique() has no fixed order, and the pair order feeds the seeded batches.
     return segment_interactions(events).select("segment_id", "image_id").unique().sort("segment_id", "image_id")
@@ -47,9 +47,9 @@ def load(cfg: TrainMapperConfig, step1: Step1, features_dir: Path, tables_dir: P
     val_ids = [i for i in ids if split.get(i) == "val"]
     row = {i: k for k, i in enumerate(ids)}
     train_row, val_row = {i: k for k, i in enumerate(train_ids)}, {i: k for k, i in enumerate(val_ids)}
-    train = _interactions(tables_dir, split_path, "train").filter(pl.col("image_id").is_in(train_ids) & pl.col("segment_id").is_in(list(step1.segment_row)))
+    train = split_interactions(tables_dir, split_path, "train").filter(pl.col("image_id").is_in(train_ids) & pl.col("segment_id").is_in(list(step1.segment_row)))
     pairs = np.array([(step1.segment_row[s], train_row[i]) for s, i in train.iter_rows()], dtype=np.int64).reshape(-1, 2)
-    val = _interactions(tables_dir, split_path, "val").filter(pl.col("image_id").is_in(val_ids) & pl.col("segment_id").is_in(list(step1.segment_row)))
+    val = split_interactions(tables_dir, split_path, "val").filter(pl.col("image_id").is_in(val_ids) & pl.col("segment_id").is_in(list(step1.segment_row)))
     val_positives = [(step1.segment_row[s], np.array([val_row[i] for i in g["image_id"].to_list()]))
                      for (s,), g in val.group_by("segment_id", maintain_order=True)]
     targets = step1.items[torch.as_tensor([step1.item_row[i] for i in train_ids])]

@@ -6,8 +6,7 @@ from functools import partial
 import pytest
 import torch
 
-from prefgen.eval.generation import ARMS
-from prefgen.eval.sample_arms import Workers, first_guided_step, sample_arms, shared_starts
+from prefgen.eval.sample_arms import ARMS, Workers, first_guided_step, sample_arms, shared_starts
 from prefgen.generation.config import GuidanceConfig
 from tests.generation.test_sampling import pipeline
 

@@ -234,7 +234,7 @@ def test_a_worse_bundle_becomes_challenger_and_the_champion_keeps_serving(traine
     with task_logs() as messages:
         result = retrain(str(project))
     assert [r["stage"] for r in result[:-1] if r["ran"]] == ["train_graph", "eval_graph", "eval_holdout", "train_mapper", "eval_mapper",
-                                                              "train_w", "train_diffusion", "eval_generation"]
+                                                              "train_w", "train_diffusion", "eval_generation", "eval_guidance"]
     bundle = result[-1]
     assert (bundle["version"], bundle["created"], bundle["gate"], bundle["aliases"]) == ("2", True, "refused", ["challenger"])
     assert bundle["metrics"]["eval_graph.test.influence_spearman"] == 0.0

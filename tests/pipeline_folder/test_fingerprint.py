@@ -55,11 +55,11 @@ def test_changed_code_makes_only_its_stages_and_their_descendants_stale(tmp_path
         module.write("\n# a new release\n")
     assert refresh_code(folder, upgraded) == ["train_w"]
     assert pipeline.stale_stages(folder) == ["train_w"]
-    assert descendants(folder, ["train_w"]) == {"train_w", "train_diffusion"}
+    assert descendants(folder, ["train_w"]) == {"train_w", "train_diffusion", "eval_guidance"}
     assert read_record(folder)["params.yaml"] == sha256_text((folder / "params.yaml").read_text())  # not taken for an edit
 
     with open(upgraded / "prefgen" / "vision" / "mapper.py", "a") as module:  # shared code: each stage that imports it
         module.write("\n# another release\n")
     changed = refresh_code(folder, upgraded)
-    assert changed == ["eval_mapper", "train_diffusion", "train_mapper", "train_w"]
+    assert changed == ["eval_guidance", "eval_mapper", "train_diffusion", "train_judges", "train_mapper", "train_w"]
     assert pipeline.stale_stages(folder) == changed

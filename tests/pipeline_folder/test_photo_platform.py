@@ -30,11 +30,13 @@ def every_image_loads(gallery) -> None:
 
 def above_floors(folder) -> bool:
     """The folder's floors (pipeline_folder/folder_params.py): Step 1 over popularity on the held-out window, the
-    interval's low end over 0; Step 2's cold-start AUC over VBPR's."""
-    step1, step2 = (json.loads((folder / "data" / "metrics" / f"{name}.json").read_text())["test"]
-                    for name in ("eval_holdout", "eval_mapper"))
-    return step1["hr10"] > step1["popularity_hr10"] and step1["hr10_minus_popularity_ci_low"] > 0 and \
-        step2["cold_auc"] > step2["vbpr_cold_auc"]
+    interval's low end over 0; Step 2's cold-start AUC over VBPR's; Step 3's judged uplift over unguided images, the
+    interval's low end over 0, by a judge scorer over chance on cold images."""
+    step1, step2, step3 = (json.loads((folder / "data" / "metrics" / f"{name}.json").read_text())
+                           for name in ("eval_holdout", "eval_mapper", "eval_guidance"))
+    return step1["test"]["hr10"] > step1["test"]["popularity_hr10"] and step1["test"]["hr10_minus_popularity_ci_low"] > 0 and \
+        step2["test"]["cold_auc"] > step2["test"]["vbpr_cold_auc"] and step3["judge_scorer_cold_auc"] > 0.5 and \
+        step3["test"]["uplift_over_none_ci_low"] > 0
 
 
 def test_photos_from_pypi_packages_give_a_bundle_a_champion_and_a_gallery(tmp_path):
@@ -55,7 +57,7 @@ def test_photos_from_pypi_packages_give_a_bundle_a_champion_and_a_gallery(tmp_pa
     bundles = prefgen(folder, "bundles").stdout
     if above_floors(folder):  # the gate chose it on the held-out clicks
         assert "champion gate passed (no champion yet" in retrain.stdout and "champion" in bundles
-    else:  # Step 1 no better than popularity there, or Step 2 than VBPR: a challenger, which only a hand makes champion
+    else:  # a step at or under its floor there (micro models): a challenger, which only a hand makes champion
         assert "BELOW FLOOR" in retrain.stdout and "challenger" in bundles and "champion" not in bundles
         prefgen(folder, "promote", "--bundle", "1", "--reason", "its gallery looked right")
     night = prefgen(tmp_path, "nightly", "mine", "--night", "first")
@@ -86,11 +88,14 @@ def a_new_window_judges_the_champion_again(tmp_path, folder, platform) -> None:
     assert "version 1 was judged on another evaluation set: judging it again on this one" in retrain.stdout + retrain.stderr
     assert "rescore: eval_holdout on the champion's models" in retrain.stdout + retrain.stderr
     assert "champion version 1 judged again on this bundle's evaluation set" in retrain.stdout
-    compared = dict((name, verdict) for name, verdict in re.findall(r"(eval_\w+\.test\.\w+) [\d.]+ vs champion [\d.]+ \((ok|WORSE)",
+    compared = dict((name, verdict) for name, verdict in re.findall(r"(eval_\w+\.test\.\w+) [-\d.]+ vs champion [-\d.]+ \((ok|WORSE)",
                                                                      retrain.stdout))
-    assert sorted(compared) == ["eval_holdout.test.hr10", "eval_mapper.test.cold_auc"]
+    assert sorted(compared) == ["eval_guidance.test.text_consistency", "eval_guidance.test.uplift_over_none",
+                                "eval_holdout.test.hr10", "eval_mapper.test.cold_auc"]
     assert f"eval_holdout.test.hr10 {window['test']['hr10']:.4f} vs champion" in retrain.stdout
     assert "rescore: visual_features on the champion's models" in retrain.stdout + retrain.stderr  # its CLIP tower's features
+    assert "rescore: eval_guidance on the champion's models" in retrain.stdout + retrain.stderr  # by this retrain's judges
+    assert "rescore: train_judges" not in retrain.stdout + retrain.stderr
     passed = set(compared.values()) == {"ok"}
     assert f"champion gate {'passed' if passed else 'refused'}" in retrain.stdout
     bundles = prefgen(folder, "bundles").stdout

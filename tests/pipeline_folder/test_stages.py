@@ -13,7 +13,7 @@ from prefgen.pipeline_folder.stages import FolderError, dropped_sections, kept_s
 from tests.conftest import ROOT
 
 FOLDER_STAGES = ["ingest", "split", "centrality", "prepare_images", "image_store", "train_graph", "eval_holdout", "train_clip",
-                 "visual_features", "train_mapper", "eval_mapper", "train_vq", "train_w", "train_diffusion"]
+                 "visual_features", "train_mapper", "eval_mapper", "train_vq", "train_w", "train_diffusion", "train_judges", "eval_guidance"]
 
 
 def project_stage_names() -> list[str]:

@@ -12,7 +12,7 @@ from prefgen.data.ingest import run as ingest
 from prefgen.data.synth import run as synth
 from prefgen.paths import Paths
 from prefgen.vision.image_store import ImageStore, write_image_store
-from prefgen.vision.mapper_data import _interactions
+from prefgen.vision.mapper_data import split_interactions
 from prefgen.vision.prepare import prepare_images
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,5 +40,5 @@ def test_clip_training_and_mapper_pairs_never_touch_cold_images(tmp_path):
     assert store.count("train") + store.count("val") == 80 - len(cold)
     assert not set(opened) & cold and set(opened) & set(splits.filter(pl.col("split") == "train")["image_id"])  # the hook sees opens
     for name in ("train", "val"):
-        pairs = _interactions(paths.tables, paths.split, name)
+        pairs = split_interactions(paths.tables, paths.split, name)
         assert pairs.height and set(pairs["image_id"]) <= set(splits.filter(pl.col("split") == name)["image_id"])
