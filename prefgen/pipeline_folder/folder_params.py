@@ -29,8 +29,10 @@ REGISTRY_COMMENT = (
     "# never guide, test half: Step 1 on the window's clicks (eval_holdout) must beat popularity, the interval of the\n"
     "# difference above 0; Step 2's cold-start AUC (eval_mapper) must beat VBPR's; Step 3's fused images must be\n"
     "# preferred by the judge scorer over unguided ones (eval_guidance), the interval of the uplift above 0, by a\n"
-    "# judge better than chance on cold images. The first bundle included; then no gate metric may be worse than the\n"
-    "# champion's beyond its tolerance, the champion judged again on this bundle's window when its own differs.\n")
+    "# judge better than chance on cold images, and show their prompt to the judge tower more often than chance, the\n"
+    "# interval's low end included (images alike whatever the prompt, an untrained model's, never pass). The first\n"
+    "# bundle included; then no gate metric may be worse than the champion's beyond its tolerance, the champion\n"
+    "# judged again on this bundle's window when its own differs.\n")
 HOLDOUT_GATE = {
     "gate_metrics": [{"name": "eval_holdout.test.hr10", "direction": "max", "tolerance": 0.03},
                      {"name": "eval_mapper.test.cold_auc", "direction": "max", "tolerance": 0.01},
@@ -40,7 +42,8 @@ HOLDOUT_GATE = {
                {"metric": "eval_holdout.test.hr10_minus_popularity_ci_low", "above": 0.0},
                {"metric": "eval_mapper.test.cold_auc", "above_metric": "eval_mapper.test.vbpr_cold_auc"},
                {"metric": "eval_guidance.judge_scorer_cold_auc", "above": 0.5},
-               {"metric": "eval_guidance.test.uplift_over_none_ci_low", "above": 0.0}],
+               {"metric": "eval_guidance.test.uplift_over_none_ci_low", "above": 0.0},
+               {"metric": "eval_guidance.test.text_consistency_ci_low", "above_metric": "eval_guidance.test.text_chance"}],
 }
 
 

@@ -31,12 +31,12 @@ def every_image_loads(gallery) -> None:
 def above_floors(folder) -> bool:
     """The folder's floors (pipeline_folder/folder_params.py): Step 1 over popularity on the held-out window, the
     interval's low end over 0; Step 2's cold-start AUC over VBPR's; Step 3's judged uplift over unguided images, the
-    interval's low end over 0, by a judge scorer over chance on cold images."""
+    interval's low end over 0, by a judge scorer over chance on cold images, with the prompts shown over chance."""
     step1, step2, step3 = (json.loads((folder / "data" / "metrics" / f"{name}.json").read_text())
                            for name in ("eval_holdout", "eval_mapper", "eval_guidance"))
     return step1["test"]["hr10"] > step1["test"]["popularity_hr10"] and step1["test"]["hr10_minus_popularity_ci_low"] > 0 and \
         step2["test"]["cold_auc"] > step2["test"]["vbpr_cold_auc"] and step3["judge_scorer_cold_auc"] > 0.5 and \
-        step3["test"]["uplift_over_none_ci_low"] > 0
+        step3["test"]["uplift_over_none_ci_low"] > 0 and step3["test"]["text_consistency_ci_low"] > step3["test"]["text_chance"]
 
 
 def test_photos_from_pypi_packages_give_a_bundle_a_champion_and_a_gallery(tmp_path):
