@@ -61,7 +61,9 @@ def folder_paths(project: dict[str, str], logs: Path, images: Path) -> dict[str,
 
 
 def folder_registry(project: dict[str, Any]) -> dict[str, Any]:
-    return project | {"eval_set": [key for key in project.get("eval_set", []) if key != TRUTH_KEY], "eval_set_sha256": ""} | HOLDOUT_GATE
+    # The judges are part of what a bundle is judged by: another judge, another evaluation set (the champion is judged again).
+    eval_set = [key for key in project.get("eval_set", []) if key != TRUTH_KEY] + ["judges"]
+    return project | {"eval_set": eval_set, "eval_set_sha256": ""} | HOLDOUT_GATE
 
 
 def expected_params(project: dict[str, Any], dropped: list[str], profile: str, paths: dict[str, str],

@@ -79,8 +79,8 @@ def _fail_fast(uri: str) -> Iterator[None]:
 
 def eval_set_digest(cfg: RegistryConfig, params: dict[str, Any], paths: Paths, root: Path) -> str:
     """sha256 over the evaluation files' contents (named relative to `root` where they lie under it) and the
-    evaluation protocol (prompts, pairs, seeds: the resolved `eval_generation` config without its thread count),
-    where params has one."""
+    evaluation protocol of every stage the gate reads that has its own params section (prompts, pairs, segments,
+    negatives, seeds: e.g. the resolved `eval_generation` config without its thread count)."""
     digest = hashlib.sha256()
     for entry in cfg.eval_set:
         path = root / getattr(paths, entry)
@@ -90,9 +90,10 @@ def eval_set_digest(cfg: RegistryConfig, params: dict[str, Any], paths: Paths, r
         for file in files:
             name = file.relative_to(root) if file.is_relative_to(root) else file
             digest.update(f"{name.as_posix()}\0{sha256_file(file)}\n".encode())
-    if "eval_generation" in params:  # a pipeline folder has no generation evaluation, so no protocol
-        protocol = asdict(section_config(params, "eval_generation"))  # resolved: defaults count as written
-        digest.update(json.dumps({k: v for k, v in protocol.items() if k != "threads"}, sort_keys=True).encode())  # how it ran, not what it judged
+    for stage in sorted({name.split(".", 1)[0] for name in cfg.judged_metrics()}):
+        if stage in params:  # eval_mapper has no section of its own (it reads train_mapper's): no protocol to pin
+            protocol = asdict(section_config(params, stage))  # resolved: defaults count as written
+            digest.update(json.dumps({k: v for k, v in protocol.items() if k != "threads"}, sort_keys=True).encode())  # how it ran, not what it judged
     return digest.hexdigest()
 
 

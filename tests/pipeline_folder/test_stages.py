@@ -41,7 +41,7 @@ def test_the_generated_folder_has_those_stages_no_code_file_deps_and_no_truth_an
     assert params["paths"]["raw"] == str(platform["logs"].resolve()) and params["paths"]["photos"] == str(platform["images"].resolve())
     assert not {"truth", "oracle", "eval_generation"} & set(params["paths"])
     assert all(value.startswith("data/") for key, value in params["paths"].items() if key not in ("raw", "photos"))
-    assert params["registry"]["eval_set"] == ["split"] and params["registry"]["gate_metrics"][0]["name"] == "eval_holdout.test.hr10"
+    assert params["registry"]["eval_set"] == ["split", "judges"] and params["registry"]["gate_metrics"][0]["name"] == "eval_holdout.test.hr10"
     assert not {"synth", "reference", "eval_graph", "train_oracle", "eval_generation"} & set(params)
     every_text = "".join(p.read_text() for p in folder.rglob("*") if p.is_file() and ".git" not in p.parts and ".dvc" not in p.parts)
     assert not re.search(r"\btruth\b", every_text.replace("ground truth", "")), "a path or stage names the truth"
