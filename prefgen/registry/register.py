@@ -35,7 +35,6 @@ from prefgen.registry.bundle import PARTS, Bundle, assemble
 from prefgen.registry.config import RegistryConfig
 from prefgen.registry.gate import read_gate_metrics
 from prefgen.registry.generate import load_version
-from prefgen.registry.bundle import Bundle
 from prefgen.registry.store import RegistryError
 
 # (params, root, bundle, metric names, log) -> {metric: value} of the bundle judged on this pipeline's evaluation set.
@@ -93,7 +92,8 @@ def eval_set_digest(cfg: RegistryConfig, params: dict[str, Any], paths: Paths, r
     for stage in sorted({name.split(".", 1)[0] for name in cfg.judged_metrics()}):
         if stage in params:  # eval_mapper has no section of its own (it reads train_mapper's): no protocol to pin
             protocol = asdict(section_config(params, stage))  # resolved: defaults count as written
-            digest.update(json.dumps({k: v for k, v in protocol.items() if k != "threads"}, sort_keys=True).encode())  # how it ran, not what it judged
+            judged = {k: v for k, v in protocol.items() if k != "threads"}  # how it ran, not what it judged
+            digest.update(json.dumps(judged, sort_keys=True).encode())
     return digest.hexdigest()
 
 
