@@ -170,11 +170,11 @@ def test_a_stage_failing_mid_retrain_fails_the_flow_registers_nothing_and_the_re
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["reference"]["k"] = 5  # `reference`, early in the order, is stale and runs (nothing reads its metrics)
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    vbpr = project / "prefgen" / "vision" / "vbpr.py"  # code only `eval_mapper` runs, later in the order
-    code = vbpr.read_text()
-    vbpr.write_text(code + "\nraise RuntimeError('a bug in the baseline')\n")
+    evaluation = project / "prefgen" / "eval" / "mapper.py"  # code only `eval_mapper` runs, later in the order
+    code = evaluation.read_text()
+    evaluation.write_text(code + "\nraise RuntimeError('a bug in the evaluation')\n")
 
-    with task_logs() as messages, pytest.raises(StageError, match="RuntimeError: a bug in the baseline"):
+    with task_logs() as messages, pytest.raises(StageError, match="RuntimeError: a bug in the evaluation"):
         retrain(str(project))
     assert "stage reference done; lineage tags on MLflow run(s)" in "\n".join(messages)
     # The stage's own error would repeat: it is not retried (each retry waits its backoff first).
@@ -182,7 +182,7 @@ def test_a_stage_failing_mid_retrain_fails_the_flow_registers_nothing_and_the_re
     assert not any(m.startswith("stage train_w ") for m in messages)  # the flow stopped at the failure
     assert bundle_versions(project) == before  # nothing registered, the champion unchanged
 
-    vbpr.write_text(code + "\n# the bug fixed\n")
+    evaluation.write_text(code + "\n# the bug fixed\n")
     again = retrain(str(project))
     assert [r["stage"] for r in again if r["ran"]] == ["eval_mapper"]  # reference is not run again
     assert again[-1]["version"] == "1" and not again[-1]["created"]  # the same models: the same bundle, version 1

@@ -95,9 +95,9 @@ def check_images_from_the_champion(project, monkeypatch):
     assert model.get_raw_model().digest == made["bundle_digest"]
 
     params = (project / "params.yaml").read_text()
-    (project / "params.yaml").write_text(params.replace("steps: 4", "steps: 5"))  # eval_generation is now stale
+    (project / "params.yaml").write_text(params.replace("steps: 4", "steps: 5"))  # the sampler's two evaluations are now stale
     refused = CliRunner().invoke(app, ["register"])
-    assert refused.exit_code == 2 and "not up to date (stale: ['eval_generation'])" in refused.output
+    assert refused.exit_code == 2 and "not up to date (stale: ['eval_generation', 'eval_guidance'])" in refused.output
     (project / "params.yaml").write_text(params)
 
 
